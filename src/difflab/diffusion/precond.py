@@ -1,0 +1,83 @@
+"""Preconditioning: the one place where a network becomes a denoiser.
+
+Paper: Karras et al. 2022 (EDM), eq. (7) and Table 1; Salimans & Ho 2022 (v-prediction).
+
+Notation:
+    x        noisy input in the sigma view, x = x_0 + sigma * eps
+    F        the raw network, F(c_in * x, c_noise, cond); it never sees sigma itself
+    D        the denoiser, D(x; sigma) = c_skip * x + c_out * F(c_in * x, c_noise)     EDM eq. (7)
+
+VP rows (alpha = 1 / sqrt(1 + sigma^2), the VP input is x_vp = alpha * x):
+    prediction  c_skip              c_out                    F learns
+    eps         1                   -sigma                   eps                      (DDPM)
+    x0          0                   1                        x_0
+    v           1 / (1 + sigma^2)   -sigma / sqrt(1+sigma^2)  v = alpha eps - sigma alpha x_0  (Salimans & Ho eq. 3)
+
+Training and sampling both call `Denoiser`, so the formula exists once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from difflab.utils.tensors import append_dims, as_batch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from difflab.diffusion.schedules import Scheduler
+
+PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
+
+
+class Scalings(NamedTuple):
+    """EDM eq. (7) coefficients at one noise level, each [B]."""
+
+    c_skip: Tensor
+    c_out: Tensor
+    c_in: Tensor
+    c_noise: Tensor
+
+
+def vp_scalings(sigma: Tensor, prediction: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(c_skip, c_out, c_in) of a VP model with the given prediction target (table above)."""
+    c_in = (1 + sigma**2).rsqrt()
+    if prediction == "eps":
+        return torch.ones_like(sigma), -sigma, c_in
+    if prediction == "x0":
+        return torch.zeros_like(sigma), torch.ones_like(sigma), c_in
+    if prediction == "v":
+        return 1 / (1 + sigma**2), -sigma * c_in, c_in
+    raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+
+
+class RawOutput(NamedTuple):
+    """The network output F (float32) and the scalings that turn it into D."""
+
+    F: Tensor
+    scalings: Scalings
+
+
+class Denoiser(nn.Module):
+    """D(x, sigma, cond) -> x0_hat in float32, built from a network and a scheduler (EDM eq. 7)."""
+
+    def __init__(self, net: nn.Module, scheduler: Scheduler) -> None:
+        super().__init__()
+        self.net = net
+        self.scheduler = scheduler
+
+    def raw(self, x: Tensor, sigma: Tensor | float, cond: Tensor | None = None) -> RawOutput:
+        """Run the network once: F(c_in x, c_noise, cond) as float32, with the scalings used."""
+        sigma = as_batch(sigma, x)  # (B,)
+        s = self.scheduler.scalings(sigma)
+        c_in = append_dims(s.c_in, x.ndim).to(x.dtype)
+        F = self.net(c_in * x, s.c_noise.float(), cond)  # (B, C, H, W), bf16 under autocast
+        return RawOutput(F.float(), s)
+
+    def forward(self, x: Tensor, sigma: Tensor | float, cond: Tensor | None = None) -> Tensor:
+        """x0_hat = c_skip * x + c_out * F, in float32 ([B, C, H, W])."""
+        F, s = self.raw(x, sigma, cond)
+        c_skip = append_dims(s.c_skip, x.ndim).float()
+        c_out = append_dims(s.c_out, x.ndim).float()
+        return c_skip * x.float() + c_out * F

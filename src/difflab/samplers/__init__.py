@@ -1,0 +1,7 @@
+"""Samplers: pure functions over a denoiser, one family per file, all in `SAMPLERS`."""
+
+from difflab.samplers import ancestral  # noqa: F401  (registers "ddpm", "ddim")
+from difflab.samplers.base import SAMPLERS, StackedGenerator, randn_like, register
+from difflab.samplers.generate import SamplerSpec, generate, sample_seeds
+
+__all__ = ["SAMPLERS", "SamplerSpec", "StackedGenerator", "generate", "randn_like", "register", "sample_seeds"]

@@ -1,0 +1,113 @@
+"""Turning a denoiser into images: sampler choice, sigma grid, per-sample seeds, batching."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from difflab.diffusion.schedules import Scheduler
+from difflab.samplers.base import SAMPLERS, DenoiseFn, StackedGenerator, StepCallback
+
+
+@dataclass
+class SamplerSpec:
+    """A sampler by name with its step count and knobs, as composed from `conf/sampler/*.yaml`.
+
+    `steps=None` means the scheduler's full training grid (DDPM's 1000 steps) where it has one.
+    `clip_denoised` clamps x0_hat to the data range [-1, 1] at every step (DDPM's original code does).
+    """
+
+    name: str = "ddpm"
+    steps: int | None = None
+    clip_denoised: bool = False
+    knobs: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, name: str = "ddpm", steps: int | None = None, clip_denoised: bool = False, **knobs: Any):
+        self.name, self.steps, self.clip_denoised, self.knobs = name, steps, clip_denoised, dict(knobs)
+        fn = SAMPLERS[name]  # KeyError naming the available samplers
+        params = inspect.signature(fn).parameters
+        unknown = [k for k in self.knobs if k not in params or k in ("cond", "generator", "callback")]
+        if unknown:
+            allowed = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in ("cond", "generator", "callback")]
+            raise TypeError(f"sampler {name!r} has no option(s) {unknown}; its options are {allowed}")
+
+    @property
+    def fn(self) -> Callable[..., Tensor]:
+        """The registered sampler function."""
+        return SAMPLERS[self.name]
+
+    def sigmas(self, scheduler: Scheduler) -> Tensor:
+        """The descending noise-level grid for this sampler's step count ([steps + 1], float64)."""
+        steps = self.steps if self.steps is not None else getattr(scheduler, "num_train_timesteps", None)
+        if steps is None:
+            raise ValueError(f"sampler {self.name!r} needs `sampler.steps` for scheduler {scheduler!r}")
+        return scheduler.inference_sigmas(int(steps))
+
+    def nfe(self, scheduler: Scheduler) -> int:
+        """Network evaluations per sample for the grid of this spec (one per step for DDPM/DDIM)."""
+        return len(self.sigmas(scheduler)) - 1
+
+
+class CountingDenoiser:
+    """Wraps a denoise_fn to count network evaluations and optionally clamp x0_hat."""
+
+    def __init__(self, denoise_fn: DenoiseFn, clip_denoised: bool = False) -> None:
+        self.denoise_fn, self.clip, self.calls = denoise_fn, clip_denoised, 0
+
+    def __call__(self, x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
+        self.calls += 1
+        x0 = self.denoise_fn(x, sigma, cond)
+        return x0.clamp(-1, 1) if self.clip else x0
+
+
+SEED_STRIDE = 1 << 20  # images per run seed before two run seeds' image seeds could meet
+
+
+def sample_seeds(seed: int, n: int, start: int = 0) -> list[int]:
+    """Per-image seeds: image i of a run seeded `seed` uses (seed * 2^20 + i) mod 2^32, whatever the batching.
+
+    torch's CPU generator keeps only the low 32 bits of a seed, so the mapping stays inside 32 bits:
+    seeds are distinct within a run (up to 2^32 images) and across run seeds 0..4095 for up to 2^20 images each.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return [(int(seed) * SEED_STRIDE + i) % (1 << 32) for i in range(start, start + n)]
+
+
+@torch.no_grad()
+def generate(
+    denoise_fn: DenoiseFn,
+    scheduler: Scheduler,
+    spec: SamplerSpec,
+    *,
+    n: int,
+    shape: tuple[int, ...],
+    seed: int = 0,
+    batch_size: int | None = None,
+    device: torch.device | str = "cpu",
+    cond: Tensor | None = None,
+    callback: StepCallback | None = None,
+) -> tuple[Tensor, int]:
+    """Sample n images of `shape` (C, H, W); returns (x0 [n, C, H, W] float32 on CPU, NFE per image).
+
+    Image i depends only on (seed, i): batch size and device count do not change it.
+    """
+    device = torch.device(device)
+    sigmas = spec.sigmas(scheduler)
+    batch_size = batch_size or n
+    counter = CountingDenoiser(denoise_fn, spec.clip_denoised)
+    out = []
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        gen = StackedGenerator(sample_seeds(seed, b, start), device)
+        x_T = gen.randn((b, *shape)) * scheduler.prior_std(float(sigmas[0]))
+        c = None if cond is None else cond[start : start + b].to(device)
+        x0 = spec.fn(counter, x_T, sigmas, cond=c, generator=gen, callback=callback, **spec.knobs)
+        out.append(x0.float().cpu())
+    nfe = counter.calls // max(1, -(-n // batch_size))
+    return torch.cat(out), nfe

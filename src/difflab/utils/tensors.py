@@ -1,0 +1,25 @@
+"""Tensor helpers used by the math and the samplers."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def append_dims(t: Tensor, ndim: int) -> Tensor:
+    """Append trailing singleton dims so that `t` ([B]) broadcasts against a [B, ...] tensor of `ndim` dims."""
+    if t.ndim > ndim:
+        raise ValueError(f"cannot append dims: tensor has {t.ndim} dims, target has {ndim}")
+    return t.reshape(*t.shape, *([1] * (ndim - t.ndim)))
+
+
+def as_batch(sigma: Tensor | float, x: Tensor) -> Tensor:
+    """Broadcast a scalar or [B] noise level to a [B] tensor on x's device (dtype kept if a tensor)."""
+    if not torch.is_tensor(sigma):
+        sigma = torch.tensor(float(sigma), dtype=torch.float64)
+    sigma = sigma.to(x.device)
+    if sigma.ndim == 0:
+        sigma = sigma.expand(x.shape[0])
+    if sigma.shape != (x.shape[0],):
+        raise ValueError(f"sigma must be a scalar or have shape [{x.shape[0]}], got {tuple(sigma.shape)}")
+    return sigma
