@@ -1,0 +1,23 @@
+"""Lightning data modules yielding {"image": [B, C, H, W] in [-1, 1], "label": [B]} batches."""
+
+from difflab.data.base import (
+    CorruptDataError,
+    CorruptImageError,
+    DataNotFoundError,
+    ImageDataModule,
+)
+from difflab.data.cifar10 import CIFAR10DataModule
+from difflab.data.digits import DigitsDataModule
+from difflab.data.image_folder import ImageFolderDataModule
+from difflab.data.mnist import MNISTDataModule
+
+__all__ = [
+    "CIFAR10DataModule",
+    "CorruptDataError",
+    "CorruptImageError",
+    "DataNotFoundError",
+    "DigitsDataModule",
+    "ImageDataModule",
+    "ImageFolderDataModule",
+    "MNISTDataModule",
+]

@@ -1,0 +1,259 @@
+"""Shared machinery of difflab's data modules: errors, preprocessing, splits, loaders.
+
+Every data module yields batches ``{"image": float32 [B, C, H, W] in [-1, 1], "label": int64 [B]}``
+("label" only when the data set has labels) and exposes ``channels``, ``resolution``,
+``num_classes``, ``class_names`` and ``name``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, Tensor]
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set is missing on disk; the message names the path, config key and how to get it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    @classmethod
+    def for_path(
+        cls, path: str | Path, config_key: str, how_to_get: str, what: str = "Data"
+    ) -> DataNotFoundError:
+        """Build the standard message for `what` missing at `path`, set by `config_key`."""
+        err = cls(
+            f"{what} not found at '{path}' (config key `{config_key}`). {how_to_get}".strip()
+        )
+        err.path, err.config_key = str(path), config_key
+        return err
+
+
+class CorruptDataError(ValueError):
+    """A data file exists but cannot be parsed; the message names the file."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    @classmethod
+    def for_file(cls, path: str | Path, reason: str, hint: str = "") -> CorruptDataError:
+        """Build the standard message for the unreadable file `path`."""
+        hint = hint or "Delete or replace the file (re-download or re-extract the data set)."
+        err = cls(f"Cannot read '{path}': {reason}. {hint}")
+        err.path = str(path)
+        return err
+
+
+class CorruptImageError(CorruptDataError):
+    """An image file cannot be decoded; the message names the file."""
+
+
+@rank_zero_only
+def log_rank_zero(message: str) -> None:
+    """Log a warning once (rank 0 only) so DDP runs do not repeat it per process."""
+    log.warning(message)
+
+
+def check_config(ok: bool, key: str, message: str) -> None:
+    """Raise a ValueError naming the config key `key` when `ok` is false."""
+    if not ok:
+        raise ValueError(f"Bad value for config key `{key}`: {message}")
+
+
+def to_model_range(images: Tensor) -> Tensor:
+    """Map uint8 images in [0, 255] or float images in [0, 1] to float32 in [-1, 1]."""
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0)
+    return images.to(torch.float32).mul(2.0).sub_(1.0).clamp_(-1.0, 1.0)
+
+
+def resize_square(images: Tensor, resolution: int) -> Tensor:
+    """Resize images [B, C, h, w] in [-1, 1] to [B, C, R, R] (bilinear, antialiased)."""
+    if images.shape[-2:] == (resolution, resolution):
+        return images
+    out = F.interpolate(
+        images, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
+    )
+    return out.clamp_(-1.0, 1.0)
+
+
+def random_hflip(images: Tensor) -> Tensor:
+    """Flip each image of [B, C, H, W] left-right with probability 1/2."""
+    flip = torch.rand(images.shape[0]) < 0.5  # (B,)
+    if flip.any():
+        images = images.clone()
+        images[flip] = images[flip].flip(-1)
+    return images
+
+
+def split_indices(
+    n: int, val_fraction: float, seed: int, labels: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Seeded, disjoint (train, val) index split of range(n); stratified by `labels` when given."""
+    check_config(0.0 < val_fraction < 1.0, "data.val_fraction", f"{val_fraction} must be in (0, 1)")
+    n_val = max(1, round(n * val_fraction))
+    if n_val >= n:
+        raise ValueError(
+            f"Cannot hold out {n_val} of {n} examples for validation (config key "
+            "`data.val_fraction`): the data set needs at least 2 examples; add data or lower it."
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    if labels is not None:
+        # classes contiguous, shuffled within; evenly spaced picks give each class its share
+        perm = perm[torch.argsort(labels[perm], stable=True)]
+        picks = ((torch.arange(n_val) + 0.5) * n / n_val).long()
+    else:
+        picks = torch.arange(n_val)
+    is_val = torch.zeros(n, dtype=torch.bool)
+    is_val[perm[picks]] = True
+    return torch.nonzero(~is_val).squeeze(1), torch.nonzero(is_val).squeeze(1)
+
+
+def official_or_split(
+    train: tuple[Tensor, Tensor] | None,
+    test: tuple[Tensor, Tensor] | None,
+    val_fraction: float | None,
+    seed: int,
+    source: str,
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """(train, val) of (images, labels): the official test set as val, or a seeded stratified split.
+
+    The train set is split when `val_fraction` is set or the test set is absent; when only the
+    test set exists it is split instead (with a log line naming `source`).
+    """
+    fraction = 0.1 if val_fraction is None else val_fraction
+    if train is None or test is None:
+        which = "test" if train is None else "train"
+        log_rank_zero(
+            f"{source}: only the {which} split was found; training on "
+            f"{1 - fraction:.0%} of it and validating on the rest."
+        )
+        train, test = train or test, None
+    if test is None or val_fraction is not None:
+        images, labels = train
+        tr, va = split_indices(len(labels), fraction, seed, labels)
+        train, test = (images[tr], labels[tr]), (images[va], labels[va])
+    return train, test
+
+
+def collate_batch(samples: Sequence[Batch] | Batch) -> Batch:
+    """Collate per-item dicts; pass through a dict that a dataset already batched."""
+    if isinstance(samples, Mapping):
+        return dict(samples)
+    return default_collate(list(samples))
+
+
+class InMemoryImageDataset(Dataset):
+    """Images held as one tensor [N, C, h, w] (uint8, or float in [0, 1]), batched on the fly."""
+
+    def __init__(
+        self, images: Tensor, labels: Tensor | None, resolution: int, hflip: bool = False
+    ) -> None:
+        self.images, self.resolution, self.hflip = images, resolution, hflip
+        self.labels = None if labels is None else labels.to(torch.int64)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        """Return a whole preprocessed batch at once (no per-item Python work)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        images = to_model_range(self.images[idx])
+        images = resize_square(images, self.resolution)
+        batch = {"image": random_hflip(images) if self.hflip else images}
+        if self.labels is not None:
+            batch["label"] = self.labels[idx]
+        return batch
+
+    def __getitem__(self, index: int) -> Batch:
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base class: common kwargs, contract attributes, idempotent setup and the two loaders."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        channels: int,
+        resolution: int,
+        num_classes: int | None,
+        class_names: list[str] | None,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        seed: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        drop_last: bool = True,
+    ) -> None:
+        super().__init__()
+        check_config(channels in (1, 3), "data.channels", f"{channels}; use 1 (grey) or 3 (RGB)")
+        check_config(resolution >= 1, "data.resolution", f"{resolution} must be a positive int")
+        check_config(batch_size >= 1, "data.batch_size", f"{batch_size} must be >= 1")
+        check_config(num_workers >= 0, "data.num_workers", f"{num_workers} must be >= 0")
+        self.name, self.channels, self.resolution = name, int(channels), int(resolution)
+        self.num_classes, self.class_names = num_classes, class_names
+        self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        keep = persistent_workers is None or bool(persistent_workers)
+        self.persistent_workers = self.num_workers > 0 and keep
+        self.drop_last = bool(drop_last)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    @staticmethod
+    def check_fixed(key: str, given: Any, expected: Any, dataset: str) -> None:
+        """Validate a config value that a fixed data set determines (e.g. MNIST has 1 channel)."""
+        check_config(given == expected, f"data.{key}", f"{given}; {dataset} has {key}={expected}")
+
+    def build_splits(self) -> tuple[Dataset, Dataset]:
+        """Read the data and return (train, val) datasets; called once by `setup`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build_splits()")
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the train/val datasets (once; later calls are no-ops)."""
+        if self.train_set is None:
+            self.train_set, self.val_set = self.build_splits()
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches (with augmentation where the data set has any)."""
+        self.setup("fit")
+        n = len(self.train_set)
+        if self.drop_last and n < self.batch_size:
+            raise ValueError(
+                f"The {self.name} train split has {n} examples, fewer than `data.batch_size`="
+                f"{self.batch_size}, and `data.drop_last` is true, so no batch would be produced; "
+                "lower data.batch_size or set data.drop_last=false."
+            )
+        return self._loader(self.train_set, shuffle=True, drop_last=self.drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        """Held-out batches in a fixed order, without augmentation."""
+        self.setup("validate")
+        return self._loader(self.val_set, shuffle=False, drop_last=False)
+
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=collate_batch,
+        )

@@ -1,0 +1,55 @@
+"""The 1,797 real 8x8 handwritten digits shipped inside scikit-learn; works offline."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from difflab.data.base import ImageDataModule, InMemoryImageDataset, split_indices
+
+
+class DigitsDataModule(ImageDataModule):
+    """sklearn's digits (0..16) upsampled to `resolution`; labels 0-9; seeded stratified split."""
+
+    def __init__(
+        self,
+        resolution: int = 16,
+        val_fraction: float = 0.1,
+        channels: int = 1,
+        num_classes: int = 10,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        seed: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        drop_last: bool = True,
+    ) -> None:
+        self.check_fixed("channels", channels, 1, "digits")
+        self.check_fixed("num_classes", num_classes, 10, "digits")
+        super().__init__(
+            name="digits",
+            channels=1,
+            resolution=resolution,
+            num_classes=10,
+            class_names=[str(d) for d in range(10)],
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            drop_last=drop_last,
+        )
+        self.val_fraction = float(val_fraction)
+
+    def build_splits(self) -> tuple[Dataset, Dataset]:
+        """Load the digits into memory as [N, 1, 8, 8] floats in [0, 1] and split them."""
+        from sklearn.datasets import load_digits  # local import: sklearn is slow to import
+
+        digits = load_digits()
+        images = torch.from_numpy(digits.images).to(torch.float32).div_(16.0).unsqueeze(1)
+        labels = torch.from_numpy(digits.target).to(torch.int64)  # (N,)
+        train, val = split_indices(len(labels), self.val_fraction, self.seed, labels)
+        return (
+            InMemoryImageDataset(images[train], labels[train], self.resolution),
+            InMemoryImageDataset(images[val], labels[val], self.resolution),
+        )
