@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import gc
-import gzip
 import logging
 import pickle
-import struct
 import tarfile
 import zipfile
 from pathlib import Path
@@ -29,8 +27,8 @@ from difflab.data import (
 )
 from difflab.data.base import InMemoryImageDataset, split_indices
 
-REPO = Path(__file__).resolve().parents[1]
-ASSETS = REPO.parent / "shared" / "assets"
+from fakes import ASSETS, REPO, fake_cifar, fake_images, fake_mnist, write_idx  # noqa: F401
+
 CONF = REPO / "conf" / "data"
 
 
@@ -43,60 +41,6 @@ def check_batch(batch: dict, batch_size: int, channels: int, resolution: int, la
     assert image.min() >= -1.0 and image.max() <= 1.0 and image.max() > image.min()
     if labels:
         assert batch["label"].shape == (batch_size,) and batch["label"].dtype == torch.int64
-
-
-# ---------------------------------------------------------------------------------- fake files
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write an unsigned-byte IDX file (gzipped when the name ends in .gz)."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def fake_mnist(folder: Path, n_train: int = 40, n_test: int = 20, gz: bool = True) -> Path:
-    """MNIST-format IDX files with random images and labels cycling 0..9."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    ext = ".gz" if gz else ""
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        if n:
-            images = rng.integers(0, 256, (n, 28, 28))
-            write_idx(folder / f"{prefix}-images-idx3-ubyte{ext}", images)
-            write_idx(folder / f"{prefix}-labels-idx1-ubyte{ext}", np.arange(n) % 10)
-    return folder
-
-
-def fake_cifar(root: Path, per_batch: int = 6) -> Path:
-    """A cifar-10-batches-py folder in the release's pickle format, random pixels."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    names = [b"plane", b"car", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"ok"]
-    batches = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in batches:
-        data = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                b"labels": [int(i % 10) for i in range(per_batch)]}
-        (folder / name).write_bytes(pickle.dumps(data, protocol=2))
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
-    return folder
-
-
-def fake_images(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 6) -> Path:
-    """Small PNG/JPEG files of assorted sizes and modes in one subfolder per class."""
-    rng = np.random.default_rng(0)
-    for c in classes:
-        (root / c).mkdir(parents=True)
-        for i in range(per_class):
-            w, h = 20 + 3 * i, 14 + 2 * i  # non-square, varying
-            array = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
-            img = Image.fromarray(array, "RGBA").convert(["RGBA", "RGB", "L"][i % 3])
-            img.save(root / c / (f"{i}.jpg" if i % 3 == 1 else f"{i}.png"))
-    (root / ".DS_Store").write_bytes(b"junk")  # hidden files are ignored
-    (root / "notes.txt").write_text("not an image")
-    return root
 
 
 # ------------------------------------------------------------------------------------- digits

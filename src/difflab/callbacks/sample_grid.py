@@ -1,0 +1,75 @@
+"""Sample grids during and at the end of training, with the EMA weights when an EMA callback is present."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+from difflab.callbacks.ema import find_ema
+
+
+def to_uint8_grid(images: Tensor, nrow: int | None = None) -> Tensor:
+    """[-1, 1] images [N, C, H, W] -> one uint8 grid [3 or 1, H', W'] with a 2-pixel border."""
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))
+    grid = make_grid((images.float().clamp(-1, 1) + 1) / 2, nrow=nrow, padding=2, pad_value=1.0)
+    return (grid * 255).round().to(torch.uint8)
+
+
+def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """Write [-1, 1] images as one PNG grid; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))
+    save_image((images.float().clamp(-1, 1) + 1) / 2, path, nrow=nrow, padding=2, pad_value=1.0)
+    return path
+
+
+class SampleGrid(L.Callback):
+    """Every `every_n_steps` and at the end of training, sample `n` images (fixed seed) and save/log a grid."""
+
+    def __init__(self, every_n_steps: int = 1000, n: int = 64, seed: int = 0, batch_size: int | None = None,
+                 dirname: str = "samples", use_ema: bool = True, at_train_end: bool = True) -> None:
+        self.every_n_steps, self.n, self.seed, self.batch_size = every_n_steps, n, seed, batch_size
+        self.dirname, self.use_ema, self.at_train_end = dirname, use_ema, at_train_end
+        self.last_path: Path | None = None
+
+    def _cond(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Tensor | None:
+        """Class-conditional models get labels 0, 1, 2, ... cycling over the classes (one row per class)."""
+        if getattr(pl_module, "cond_key", None) != "label":
+            return None
+        num_classes = getattr(trainer.datamodule, "num_classes", None) or 10
+        return torch.arange(self.n) % num_classes
+
+    def sample_and_save(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> Path | None:
+        """Generate the grid on global rank 0 and write it under <run dir>/<dirname>/<tag>.png."""
+        if not trainer.is_global_zero:
+            return None
+        ema = find_ema(trainer) if self.use_ema else None
+        cond = self._cond(trainer, pl_module)
+        if ema is not None:
+            with ema.swapped(pl_module):
+                images, _ = pl_module.generate(self.n, seed=self.seed, batch_size=self.batch_size, cond=cond)
+        else:
+            images, _ = pl_module.generate(self.n, seed=self.seed, batch_size=self.batch_size, cond=cond)
+        path = save_grid(images, Path(trainer.default_root_dir) / self.dirname / f"{tag}.png")
+        self.last_path = path
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("samples/grid", [str(path)], step=trainer.global_step, caption=[tag])
+        return path
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
+            self.sample_and_save(trainer, pl_module, f"step_{step:07d}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_train_end:
+            self.sample_and_save(trainer, pl_module, "final")

@@ -1,0 +1,57 @@
+"""`python train.py [overrides]`: compose, instantiate, fit, and leave a complete run folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from difflab.lit.checkpoint import CheckpointNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict-of-targets config group (callbacks, loggers); null entries are skipped."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train from a composed config. Returns the run folder, checkpoint paths and final metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(ckpt_path).is_file():
+        raise CheckpointNotFoundError(f"cannot resume: checkpoint not found: {ckpt_path} (config key `ckpt_path`)")
+
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.model)
+    module.run_config = resolved
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+    for logger in loggers:
+        if hasattr(logger, "log_hyperparams"):
+            logger.log_hyperparams(resolved)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    trainer.save_checkpoint(last)  # the final state, whatever the save interval
+    best = next((cb.best_model_path for cb in callbacks if getattr(cb, "monitor", None) and getattr(cb, "best_model_path", "")), "")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    log.info("run folder: %s\nlast checkpoint: %s\nbest checkpoint: %s", run_dir, last, best or "-")
+    for logger in loggers:
+        if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
+            logger.experiment.finish()
+    return {"run_dir": run_dir, "last_ckpt": last, "best_ckpt": best, "metrics": metrics, "global_step": trainer.global_step}

@@ -1,0 +1,5 @@
+"""LightningModules: glue between nets, diffusion math and samplers."""
+
+from difflab.lit.diffusion import DiffusionModule
+
+__all__ = ["DiffusionModule"]

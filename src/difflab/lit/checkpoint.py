@@ -1,0 +1,111 @@
+"""Reading difflab checkpoints: compatibility checks with clear errors, and loading for sampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint was written by a different network than the one configured."""
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """The checkpoint path does not exist or is not a difflab checkpoint."""
+
+
+def _config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Leaf-level differences between two nested config dicts, as 'key: a -> b' lines."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        lines: list[str] = []
+        for key in sorted(set(a) | set(b), key=str):
+            lines += _config_diff(a.get(key, "<absent>"), b.get(key, "<absent>"), f"{prefix}{key}.")
+        return lines
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} (checkpoint) vs {b!r} (current)"]
+
+
+def check_state_dict_compatible(
+    saved: dict[str, Tensor],
+    current: dict[str, Tensor],
+    saved_config: dict[str, Any] | None = None,
+    current_config: dict[str, Any] | None = None,
+) -> None:
+    """Raise CheckpointMismatchError naming missing/unexpected/reshaped weights and the net config diff."""
+    missing = sorted(set(current) - set(saved))
+    unexpected = sorted(set(saved) - set(current))
+    reshaped = sorted(k for k in set(saved) & set(current) if saved[k].shape != current[k].shape)
+    if not (missing or unexpected or reshaped):
+        return
+    lines = ["the checkpoint was written by a different network than the one configured:"]
+    if reshaped:
+        lines += [f"  {k}: {tuple(saved[k].shape)} in the checkpoint, {tuple(current[k].shape)} now" for k in reshaped[:5]]
+        lines += [f"  ... and {len(reshaped) - 5} more reshaped tensors"] if len(reshaped) > 5 else []
+    if missing:
+        lines.append(f"  {len(missing)} weights missing from the checkpoint, e.g. {missing[:3]}")
+    if unexpected:
+        lines.append(f"  {len(unexpected)} weights in the checkpoint that the model lacks, e.g. {unexpected[:3]}")
+    if saved_config and current_config:
+        diff = _config_diff(saved_config.get("model", {}), current_config.get("model", {}), "model.")
+        diff.sort(key=lambda line: not line.startswith("model.net."))  # the network's own keys first
+        if diff:
+            lines.append("config differences:")
+            lines += [f"  {d}" for d in diff[:12]]
+    lines.append("Use the same model overrides as the run that wrote the checkpoint.")
+    raise CheckpointMismatchError("\n".join(lines))
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """torch.load a checkpoint with a clear error when it is missing or not a difflab checkpoint."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointNotFoundError(
+            f"checkpoint not found: {path} (config key `ckpt`). Runs write them to "
+            "<run folder>/checkpoints/last.ckpt and best.ckpt."
+        )
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not ckpt.get("config"):
+        raise CheckpointNotFoundError(f"{path} is not a difflab checkpoint (no state_dict and run config in it)")
+    return ckpt
+
+
+def load_module(
+    path: str | Path,
+    sampler: Any = None,
+    scheduler_overrides: dict[str, Any] | None = None,
+    use_ema: bool = True,
+) -> Any:
+    """Rebuild a DiffusionModule from a checkpoint's saved config and load its (EMA) weights, on CPU.
+
+    `sampler` (a config node or SamplerSpec) replaces the saved sampler; `scheduler_overrides`
+    (e.g. {"grid": "trailing"}) are merged onto the saved scheduler config.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from difflab.utils.config import register_resolvers
+
+    register_resolvers()
+    ckpt = read_checkpoint(path)
+    cfg = OmegaConf.create(ckpt["config"])
+    if scheduler_overrides:
+        cfg.model.scheduler = OmegaConf.merge(cfg.model.scheduler, scheduler_overrides)
+    if sampler is not None and not hasattr(sampler, "fn"):
+        cfg.model.sampler = sampler
+    module = instantiate(cfg.model)
+    if sampler is not None and hasattr(sampler, "fn"):
+        module.sampler = sampler
+    module.run_config = ckpt["config"]
+    state = ckpt["state_dict"]
+    check_state_dict_compatible(state, module.state_dict(), ckpt["config"], ckpt["config"])
+    module.load_state_dict(state)
+    ema = ckpt.get("ema")
+    if use_ema and ema is not None:
+        params = dict(module.named_parameters())
+        with torch.no_grad():
+            for name, value in ema["params"].items():
+                params[name].copy_(value)
+    module.eval()
+    return module

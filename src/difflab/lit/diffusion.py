@@ -1,0 +1,144 @@
+"""The LightningModule of a diffusion model: glue between net, scheduler, loss and sampler.
+
+EMA, sample grids and metrics are callbacks; this module only trains, validates and samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from difflab.diffusion.losses import DiffusionLoss
+from difflab.diffusion.precond import Denoiser
+from difflab.diffusion.schedules import Scheduler
+from difflab.lit.checkpoint import check_state_dict_compatible
+from difflab.samplers.generate import SamplerSpec, generate
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+LRSchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+class DiffusionModule(L.LightningModule):
+    """Trains D = precond(net, scheduler) with `loss`; samples with `sampler` (pixel space)."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        scheduler: Scheduler,
+        loss: DiffusionLoss,
+        optimizer: OptimizerFactory,
+        image_shape: tuple[int, int, int] | list[int],
+        lr_scheduler: LRSchedulerFactory | None = None,
+        sampler: SamplerSpec | None = None,
+        cond_key: str | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.denoiser = Denoiser(net, scheduler)
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.sampler = sampler or SamplerSpec()
+        self.image_shape = tuple(int(v) for v in image_shape)
+        self.cond_key = cond_key
+        self.channels_last = channels_last
+        self.compile_net = compile
+        self.run_config: dict[str, Any] | None = None  # the resolved config, set by the CLI, saved in checkpoints
+
+    @property
+    def net(self) -> nn.Module:
+        """The raw network F."""
+        return self.denoiser.net
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The noise schedule and preconditioning."""
+        return self.denoiser.scheduler
+
+    def configure_model(self) -> None:
+        """Memory format and compilation switches, applied once before training."""
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if self.compile_net and not getattr(self, "_compiled", False):
+            self.net.compile()
+            self._compiled = True
+
+    def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        x0 = batch["image"]  # (B, C, H, W) in [-1, 1]
+        if self.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        cond = batch[self.cond_key] if self.cond_key is not None else None
+        return x0, cond
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """One denoising-loss step; returns the mean loss (the per-example loss comes from `loss`)."""
+        x0, cond = self._inputs(batch)
+        loss = self.loss_fn(self.denoiser, x0, cond).mean()
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Validation loss with noise fixed per batch index, so epochs are comparable."""
+        x0, cond = self._inputs(batch)
+        gen = torch.Generator(x0.device).manual_seed(batch_idx)
+        loss = self.loss_fn(self.denoiser, x0, cond, generator=gen).mean()
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=x0.shape[0])
+
+    def configure_optimizers(self) -> Any:
+        """The optimizer (and per-step LR schedule) exactly as configured: the LR in the config is the LR that runs."""
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        schedule = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    @torch.no_grad()
+    def generate(
+        self,
+        n: int,
+        seed: int = 0,
+        batch_size: int | None = None,
+        sampler: SamplerSpec | None = None,
+        cond: Tensor | None = None,
+    ) -> tuple[Tensor, int]:
+        """Sample n images in [-1, 1] (float32, CPU) with the current weights; returns (images, NFE per image)."""
+        was_training = self.training
+        self.eval()
+        try:
+            x, nfe = generate(
+                self.denoiser,
+                self.scheduler,
+                sampler or self.sampler,
+                n=n,
+                shape=self.image_shape,
+                seed=seed,
+                batch_size=batch_size,
+                device=self.device,
+                cond=cond,
+            )
+        finally:
+            self.train(was_training)
+        return x.clamp(-1, 1), nfe
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Every checkpoint carries the resolved run config and the RNG states."""
+        checkpoint["config"] = self.run_config
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, with one clear message, a checkpoint whose network differs from this one."""
+        check_state_dict_compatible(
+            checkpoint.get("state_dict", {}), self.state_dict(), checkpoint.get("config"), self.run_config
+        )
+        rng = checkpoint.get("rng") or {}
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])

@@ -1,0 +1,46 @@
+"""Shared fixtures: compose the real Hydra config, shrunk for CPU, with outputs under tmp_path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import difflab.cli  # noqa: F401  (registers the config resolvers)
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+# A UNet small enough that a training step takes milliseconds on a laptop CPU.
+TINY_NET = [
+    "model.net.base_channels=8",
+    "model.net.channel_mult=[1,2]",
+    "model.net.num_res_blocks=1",
+    "model.net.attention_resolutions=[${data.resolution}]",
+    "model.net.num_heads=1",
+]
+
+
+def compose_config(name: str, overrides: list[str], root: Path) -> DictConfig:
+    """Compose conf/<name>.yaml with overrides; all paths point into `root`."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(name, overrides=[f"paths.root_dir={root}", f"paths.run_dir={root}/run", *overrides])
+
+
+@pytest.fixture
+def train_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """compose('train') with the tiny net, CSV logging and the one-batch debug preset by default."""
+
+    def make(*overrides: str, tiny: bool = True, debug: str | None = "fast", logger: str = "csv") -> DictConfig:
+        extra = ([f"debug={debug}"] if debug else []) + [f"logger={logger}"] + (TINY_NET if tiny else [])
+        return compose_config("train", [*extra, *overrides], tmp_path)
+
+    return make

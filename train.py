@@ -1,0 +1,14 @@
+"""Train a diffusion model: `python train.py model=ddim data=mnist trainer.max_steps=20000`."""
+
+import hydra
+
+from difflab.cli.train import run
+
+
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+def main(cfg) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
