@@ -1,0 +1,10 @@
+"""Neural networks (nn.Modules only); they know nothing about diffusion."""
+
+from difflab.nets.embeddings import (
+    ClassEmbedding,
+    TimestepEmbedding,
+    timestep_embedding,
+)
+from difflab.nets.unet import UNet
+
+__all__ = ["ClassEmbedding", "TimestepEmbedding", "UNet", "timestep_embedding"]
