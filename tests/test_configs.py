@@ -28,6 +28,14 @@ def data_overrides(name: str, tmp_path: Path) -> list[str]:
     return []
 
 
+def experiment_data(cfg) -> str:
+    """The data option whose target the composed config uses."""
+    from omegaconf import OmegaConf
+
+    targets = {o: OmegaConf.load(CONF / "data" / f"{o}.yaml")._target_ for o in options("data")}
+    return next(o for o, t in targets.items() if t == cfg.data._target_)
+
+
 RUNNABLE = (
     [("model", o) for o in options("model")]
     + [("scheduler", o) for o in options("scheduler")]
@@ -44,8 +52,8 @@ def test_config_runs_one_step(group, option, train_cfg, tmp_path):
     overrides = [f"{group}={option}"]
     if group == "data":
         overrides += data_overrides(option, tmp_path)
-    if group == "experiment":
-        overrides += ["data.resolution=16"]
+    if group == "experiment":  # the experiment's own data set, as tiny fake files in its real format
+        overrides += data_overrides(experiment_data(train_cfg(*overrides)), tmp_path)
     logger = option if group == "logger" else "csv"
     cfg = train_cfg(*overrides, logger=logger)
     out = run(cfg)

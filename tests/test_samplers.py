@@ -33,9 +33,11 @@ def test_point_mass_is_sampled_exactly(name, knobs):
     ("ddpm", 1000, {"variance": "large"}, 0.02),
 ])
 def test_gaussian_data_std_is_recovered(name, steps, knobs, tol):
-    x, nfe = generate(gaussian_denoiser, DiscreteVPScheduler(), SamplerSpec(name, steps=steps, **knobs),
-                      n=4000, shape=(1, 2, 2), seed=0)
-    assert nfe == steps
+    s = DiscreteVPScheduler()
+    sig = s.inference_sigmas(steps)
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(4000, 1, 2, 2, generator=g) * s.prior_std(float(sig[0]))
+    x = SAMPLERS[name](gaussian_denoiser, x_T, sig, generator=g, **knobs)
     assert abs(x.std().item() - SD) < tol * SD + 3 * SD / (2 * x.numel()) ** 0.5
     assert abs(x.mean().item()) < 4 * SD / x.numel() ** 0.5
 

@@ -32,21 +32,22 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     from conftest import TINY_NET
 
-    cfg = compose_config("train", ["logger=csv", *TINY_NET, *SHORT, "callbacks.sample_grid.every_n_steps=8"], root)
+    cfg = compose_config("train", ["logger=csv", *TINY_NET, *SHORT, "callbacks.sample_grid.every_n_steps=8", "trainer.max_steps=16"], root)
     return train.run(cfg)
 
 
 def test_run_folder_holds_config_checkpoints_grids_and_logs(trained):
     run_dir = trained["run_dir"]
-    assert trained["global_step"] == 12
+    assert trained["global_step"] == 16
     for rel in ("config.yaml", "checkpoints/last.ckpt", "checkpoints/best.ckpt", "samples/step_0000008.png",
                 "samples/final.png", "csv/metrics.csv"):
         assert (run_dir / rel).is_file(), rel
+    assert not (run_dir / "samples" / "step_0000016.png").exists()  # the last step's grid is final.png
     ckpt = load(run_dir / "checkpoints" / "last.ckpt")
-    assert ckpt["global_step"] == 12
+    assert ckpt["global_step"] == 16
     assert ckpt["config"]["model"]["net"]["base_channels"] == 8  # the resolved config travels with the weights
     assert set(ckpt["ema"]["params"]) == {n for n, _ in ckpt["state_dict"].items()}
-    assert ckpt["optimizer_states"] and ckpt["lr_schedulers"][0]["last_epoch"] == 12
+    assert ckpt["optimizer_states"] and ckpt["lr_schedulers"][0]["last_epoch"] == 16
     ema = ckpt["ema"]["params"]
     assert any(not torch.equal(ema[k], ckpt["state_dict"][k]) for k in ema)  # EMA differs from raw weights
     assert "val/loss" in (run_dir / "csv" / "metrics.csv").read_text()

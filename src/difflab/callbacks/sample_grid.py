@@ -67,7 +67,8 @@ class SampleGrid(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step
-        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
+        last_step = self.at_train_end and trainer.max_steps > 0 and step >= trainer.max_steps  # final.png covers it
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and not last_step:
             self.sample_and_save(trainer, pl_module, f"step_{step:07d}")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -97,12 +97,7 @@ class CIFAR10DataModule(ImageDataModule):
         val_fraction: float | None = None,
         channels: int = 3,
         num_classes: int = 10,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        seed: int = 0,
-        pin_memory: bool | None = None,
-        persistent_workers: bool | None = None,
-        drop_last: bool = True,
+        **loader: Any,  # batch_size, num_workers, seed, pin_memory, persistent_workers, drop_last (ImageDataModule)
     ) -> None:
         self.check_fixed("channels", channels, 3, "CIFAR-10")
         self.check_fixed("num_classes", num_classes, 10, "CIFAR-10")
@@ -112,12 +107,7 @@ class CIFAR10DataModule(ImageDataModule):
             resolution=resolution,
             num_classes=10,
             class_names=list(CLASS_NAMES),  # replaced by batches.meta at setup
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            drop_last=drop_last,
+            **loader,
         )
         self.root, self.hflip = Path(root).expanduser(), bool(hflip)
         self.val_fraction = val_fraction

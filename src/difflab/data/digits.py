@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils.data import Dataset
 
@@ -17,12 +19,7 @@ class DigitsDataModule(ImageDataModule):
         val_fraction: float = 0.1,
         channels: int = 1,
         num_classes: int = 10,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        seed: int = 0,
-        pin_memory: bool | None = None,
-        persistent_workers: bool | None = None,
-        drop_last: bool = True,
+        **loader: Any,  # batch_size, num_workers, seed, pin_memory, persistent_workers, drop_last (ImageDataModule)
     ) -> None:
         self.check_fixed("channels", channels, 1, "digits")
         self.check_fixed("num_classes", num_classes, 10, "digits")
@@ -32,12 +29,7 @@ class DigitsDataModule(ImageDataModule):
             resolution=resolution,
             num_classes=10,
             class_names=[str(d) for d in range(10)],
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            drop_last=drop_last,
+            **loader,
         )
         self.val_fraction = float(val_fraction)
 

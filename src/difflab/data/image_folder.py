@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import io
 import os
 import zipfile
@@ -174,12 +176,7 @@ class ImageFolderDataModule(ImageDataModule):
         extensions: Sequence[str] = EXTENSIONS,
         verify: bool = False,
         name: str | None = None,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        seed: int = 0,
-        pin_memory: bool | None = None,
-        persistent_workers: bool | None = None,
-        drop_last: bool = True,
+        **loader: Any,  # batch_size, num_workers, seed, pin_memory, persistent_workers, drop_last (ImageDataModule)
     ) -> None:
         check_config(
             labels_from_subfolders or num_classes is None,
@@ -194,12 +191,7 @@ class ImageFolderDataModule(ImageDataModule):
             resolution=resolution,
             num_classes=num_classes,
             class_names=None,  # the subfolder names, found at setup
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            drop_last=drop_last,
+            **loader,
         )
         self.hflip, self.center_crop = bool(hflip), bool(center_crop)
         self.labels_from_subfolders, self.verify = bool(labels_from_subfolders), bool(verify)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gzip
 import zlib
 from pathlib import Path
@@ -94,12 +96,7 @@ class MNISTDataModule(ImageDataModule):
         val_fraction: float | None = None,
         channels: int = 1,
         num_classes: int = 10,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        seed: int = 0,
-        pin_memory: bool | None = None,
-        persistent_workers: bool | None = None,
-        drop_last: bool = True,
+        **loader: Any,  # batch_size, num_workers, seed, pin_memory, persistent_workers, drop_last (ImageDataModule)
     ) -> None:
         self.check_fixed("channels", channels, 1, "MNIST")
         self.check_fixed("num_classes", num_classes, 10, "MNIST")
@@ -109,12 +106,7 @@ class MNISTDataModule(ImageDataModule):
             resolution=resolution,
             num_classes=10,
             class_names=[str(d) for d in range(10)],
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            drop_last=drop_last,
+            **loader,
         )
         self.root = Path(root).expanduser()
         self.val_fraction = val_fraction
