@@ -152,3 +152,8 @@ def test_root_scripts_train_and_sample_in_a_subprocess(tmp_path):
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert next(tmp_path.glob("runs/sample/*/grid.png")).is_file()
+
+
+def test_ema_updates_once_per_optimizer_step_under_gradient_accumulation(train_cfg):
+    out = train.run(train_cfg("trainer.max_steps=3", "trainer.accumulate_grad_batches=2", debug="fast"))
+    assert load(out["last_ckpt"])["ema"]["num_updates"] == 3

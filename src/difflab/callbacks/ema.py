@@ -32,6 +32,7 @@ class EMA(L.Callback):
         self.params: list[Tensor] = []
         self._loaded: dict[str, Tensor] | None = None
         self._swapped = False
+        self._last_step = -1  # global step of the last update: one update per optimizer step
 
     def current_decay(self) -> float:
         """Decay used for the next update (warm-up makes early averages track the weights closely)."""
@@ -47,6 +48,7 @@ class EMA(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         named = self._trainable(pl_module)
         self.names = [n for n, _ in named]
+        self._last_step = trainer.global_step
         if self._loaded is not None:
             missing = [n for n in self.names if n not in self._loaded]
             if missing:
@@ -58,8 +60,10 @@ class EMA(L.Callback):
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if trainer.global_step % self.update_every != 0:
+        step = trainer.global_step  # unchanged across the micro-batches of gradient accumulation
+        if step == self._last_step or step % self.update_every != 0:
             return
+        self._last_step = step
         weight = 1.0 - self.current_decay()
         current = [p.detach().float() for _, p in self._trainable(pl_module)]
         torch._foreach_lerp_(self.params, current, weight)

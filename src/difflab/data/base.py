@@ -8,6 +8,7 @@ Every data module yields batches ``{"image": float32 [B, C, H, W] in [-1, 1], "l
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,7 @@ class InMemoryImageDataset(Dataset):
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(L.LightningDataModule, ABC):
     """Base class: common kwargs, contract attributes, idempotent setup and the two loaders."""
 
     def __init__(
@@ -220,9 +221,9 @@ class ImageDataModule(L.LightningDataModule):
         """Validate a config value that a fixed data set determines (e.g. MNIST has 1 channel)."""
         check_config(given == expected, f"data.{key}", f"{given}; {dataset} has {key}={expected}")
 
+    @abstractmethod
     def build_splits(self) -> tuple[Dataset, Dataset]:
         """Read the data and return (train, val) datasets; called once by `setup`."""
-        raise NotImplementedError(f"{type(self).__name__} must implement build_splits()")
 
     def setup(self, stage: str | None = None) -> None:
         """Build the train/val datasets (once; later calls are no-ops)."""

@@ -19,6 +19,7 @@ sigma grid for a number of steps. It is plain data plus pure methods: no state c
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Literal
 
 import torch
@@ -75,7 +76,7 @@ def discrete_timesteps(num_train_timesteps: int, steps: int, spacing: str) -> Te
     return t.round().long().flip(0)
 
 
-class Scheduler:
+class Scheduler(ABC):
     """Base class: the noise-level view shared by every schedule (EDM Table 1 rows)."""
 
     kind: str = "base"
@@ -92,15 +93,15 @@ class Scheduler:
     sigma_min: float
     sigma_max: float
 
+    @abstractmethod
     def scalings(self, sigma: Tensor) -> Scalings:
         """Preconditioning (c_skip, c_out, c_in, c_noise) at noise level sigma ([B])."""
-        raise NotImplementedError
 
+    @abstractmethod
     def sample_training_sigma(
         self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
     ) -> Tensor:
         """Draw n training noise levels ([n], float64)."""
-        raise NotImplementedError
 
     def prior_std(self, sigma: float) -> float:
         """Std of the prior the sampler starts from at noise level sigma (the grid's first): x_T = prior_std * z."""
