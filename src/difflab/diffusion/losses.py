@@ -53,10 +53,11 @@ class DiffusionLoss:
         """Noise x0 at training noise levels and return the weighted F-space MSE per example ([B])."""
         sigma = denoiser.scheduler.sample_training_sigma(x0.shape[0], generator=generator, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        sigma_x = append_dims(sigma, x0.ndim)
-        x = x0 + sigma_x.to(x0.dtype) * eps  # (B, C, H, W)
+        sigma_x = append_dims(sigma, x0.ndim).to(x0.dtype)  # float64 sigma stays exact for c_noise only
+        x = x0 + sigma_x * eps  # (B, C, H, W)
         F, s = denoiser.raw(x, sigma, cond)
-        c_skip, c_out = append_dims(s.c_skip, x0.ndim), append_dims(s.c_out, x0.ndim)
+        c_skip = append_dims(s.c_skip, x0.ndim).to(x0.dtype)
+        c_out = append_dims(s.c_out, x0.ndim).to(x0.dtype)
         # F_target = (x0 - c_skip (x0 + sigma eps)) / c_out, written without the cancellation in x0 - c_skip x
         target = (((1 - c_skip) * x0 - c_skip * sigma_x * eps) / c_out).float()
         w = self.weight(sigma, s.c_out).float()
