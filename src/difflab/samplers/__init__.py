@@ -1,6 +1,6 @@
 """Samplers: pure functions over a denoiser, one family per file, all in `SAMPLERS`."""
 
-from difflab.samplers import ancestral  # noqa: F401  (registers "ddpm", "ddim")
+from difflab.samplers import ancestral, dpm_solver, euler  # noqa: F401  (register the samplers)
 from difflab.samplers.base import SAMPLERS, StackedGenerator, randn_like, register
 from difflab.samplers.generate import SamplerSpec, generate, sample_seeds
 

@@ -1,0 +1,135 @@
+"""Fast samplers against exact answers: a Gaussian mixture has a closed-form denoiser.
+
+For x0 ~ sum_k w_k N(mu_k, s_k^2 I), the noisy marginal is sum_k w_k N(mu_k, (s_k^2 + sigma^2) I) and
+E[x0 | x] = sum_k r_k(x) (mu_k + s_k^2 / (s_k^2 + sigma^2) (x - mu_k)) with responsibilities r_k.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from difflab.diffusion import Denoiser, DiscreteVPScheduler
+from difflab.samplers import SAMPLERS, SamplerSpec, generate
+
+MU = torch.tensor([[-2.0, 0.0], [1.5, 1.5], [1.0, -2.0]], dtype=torch.float64)  # (K, 2)
+S = torch.tensor([0.3, 0.5, 0.2], dtype=torch.float64)
+W = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+
+
+def mixture_denoiser(x, sigma, cond=None):
+    """Exact E[x0 | x] for the mixture above; x is [B, 2], sigma [B]."""
+    xd, sd = x.double(), sigma.double()[:, None]  # (B, 2), (B, 1)
+    var = S[None] ** 2 + sd**2  # (B, K)
+    sq = ((xd[:, None, :] - MU[None]) ** 2).sum(-1)  # (B, K)
+    logp = W.log()[None] - sq / (2 * var) - var.log()  # 2-D isotropic Gaussian log-density (up to a constant)
+    r = torch.softmax(logp, dim=1)  # (B, K)
+    post = MU[None] + (S[None] ** 2 / var)[..., None] * (xd[:, None, :] - MU[None])  # (B, K, 2)
+    return (r[..., None] * post).sum(1).float()
+
+
+def mixture_moments():
+    mean = (W[:, None] * MU).sum(0)
+    second = (W[:, None, None] * (MU[:, :, None] * MU[:, None, :] + S[:, None, None] ** 2 * torch.eye(2))).sum(0)
+    return mean, second - mean[:, None] * mean[None]
+
+
+SCHED = DiscreteVPScheduler(grid="karras")
+
+
+def ode_solution(name, x_T, steps, **knobs):
+    return SAMPLERS[name](mixture_denoiser, x_T, SCHED.inference_sigmas(steps), **knobs)
+
+
+@pytest.fixture(scope="module")
+def x_T():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(2000, 2, generator=g) * SCHED.prior_std(float(SCHED.inference_sigmas(10)[0]))
+
+
+@pytest.fixture(scope="module")
+def reference(x_T):
+    """The probability-flow ODE solved finely (Heun, 1000 steps) from the same starting points."""
+    return ode_solution("heun", x_T, 1000)
+
+
+def test_deterministic_samplers_converge_to_the_ode_solution_at_their_order(x_T, reference):
+    """Halving the step size divides the error by ~2 (Euler, DDIM) or ~4 (Heun, DPM-Solver++ 2M)."""
+    orders = {}
+    for name in ("euler", "ddim", "heun", "dpmpp_2m"):
+        errs = [(ode_solution(name, x_T, n) - reference).abs().mean().item() for n in (40, 80)]
+        orders[name] = errs[0] / errs[1]
+    assert 1.6 < orders["euler"] < 2.6 and 1.6 < orders["ddim"] < 2.6, orders
+    assert orders["heun"] > 3.0 and orders["dpmpp_2m"] > 3.0, orders
+
+
+@pytest.mark.parametrize("nfe,heun_ratio,dpm_ratio", [(40, 0.6, 0.3), (80, 0.3, 0.15)])
+def test_higher_order_samplers_beat_euler_at_equal_nfe(x_T, reference, nfe, heun_ratio, dpm_ratio):
+    """Measured here: at 40 NFE errors 0.050 / 0.026 / 0.011, at 80 NFE 0.026 / 0.006 / 0.003 (Euler / Heun / DPM++).
+
+    Below ~20 NFE on this 157 -> 0.01 grid Heun's steps are too coarse to be in its asymptotic regime.
+    """
+    euler = (ode_solution("euler", x_T, nfe) - reference).abs().mean()
+    heun = (ode_solution("heun", x_T, (nfe + 1) // 2) - reference).abs().mean()  # 2 * steps - 1 evaluations
+    dpm = (ode_solution("dpmpp_2m", x_T, nfe) - reference).abs().mean()
+    assert heun < heun_ratio * euler and dpm < dpm_ratio * euler, (euler, heun, dpm)
+
+
+def test_euler_equals_ddim_eta0_in_the_sigma_view(x_T):
+    torch.testing.assert_close(ode_solution("euler", x_T, 15), ode_solution("ddim", x_T, 15), rtol=1e-4, atol=1e-4)
+
+
+def test_euler_ancestral_is_ddim_with_eta():
+    spec_a, spec_d = SamplerSpec("euler_a", steps=12, eta=0.6), SamplerSpec("ddim", steps=12, eta=0.6)
+    a, _ = generate(mixture_denoiser, SCHED, spec_a, n=5, shape=(2,), seed=3)
+    d, _ = generate(mixture_denoiser, SCHED, spec_d, n=5, shape=(2,), seed=3)
+    assert torch.equal(a, d)
+
+
+@pytest.mark.parametrize("name,steps,knobs", [
+    ("euler", 60, {}), ("heun", 30, {}), ("heun", 30, {"s_churn": 10.0}), ("dpmpp_2m", 30, {}),
+    ("euler_a", 200, {}), ("ddim", 60, {}), ("ddpm", 300, {}),
+])
+def test_samples_have_the_mixtures_moments_and_weights(name, steps, knobs):
+    x, nfe = generate(mixture_denoiser, SCHED, SamplerSpec(name, steps=steps, **knobs), n=3000, shape=(2,), seed=1,
+                      batch_size=3000)
+    assert nfe == (2 * steps - 1 if name == "heun" else steps)
+    mean, cov = mixture_moments()
+    xd = x.double()
+    assert torch.allclose(xd.mean(0), mean, atol=0.1), (xd.mean(0), mean)
+    assert torch.allclose(torch.cov(xd.T), cov, atol=0.15, rtol=0.08), (torch.cov(xd.T), cov)
+    weights = torch.bincount(torch.cdist(xd, MU).argmin(1), minlength=3).double() / len(xd)
+    assert torch.allclose(weights, W, atol=0.04), weights
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "euler_a", "dpmpp_2m"])
+def test_every_sampler_runs_on_a_real_unet_with_any_grid(name):
+    from difflab.nets import UNet
+
+    net = UNet(in_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
+               resolution=8, num_heads=1)
+    for grid in ("leading", "karras"):
+        scheduler = DiscreteVPScheduler(grid=grid)
+        x, nfe = generate(Denoiser(net, scheduler), scheduler, SamplerSpec(name, steps=4), n=3, shape=(1, 8, 8))
+        assert x.shape == (3, 1, 8, 8) and torch.isfinite(x).all()
+
+
+diffusers = pytest.importorskip("diffusers", reason="diffusers (dev extra) is the reference implementation")
+
+
+def test_dpmpp_2m_matches_diffusers_multistep_solver():
+    from test_samplers import ToyEpsNet
+
+    ref = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear",
+                                                algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True)
+    ref.set_timesteps(20)
+    net = ToyEpsNet()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 4, 4, generator=g)
+    x_T = x.clone()
+    for t in ref.timesteps:
+        x = ref.step(net(x, torch.full((3,), float(t))), t, x).prev_sample
+    sigmas = ref.sigmas.double()  # the same grid: sqrt((1 - a) / a) at diffusers' timesteps, then 0
+    scheduler = DiscreteVPScheduler()
+    got = SAMPLERS["dpmpp_2m"](Denoiser(net, scheduler), x_T * scheduler.prior_std(float(sigmas[0])), sigmas)
+    torch.testing.assert_close(got, x, atol=2e-4, rtol=1e-4)
