@@ -17,15 +17,22 @@ S = torch.tensor([0.3, 0.5, 0.2], dtype=torch.float64)
 W = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
 
 
-def mixture_denoiser(x, sigma, cond=None):
-    """Exact E[x0 | x] for the mixture above; x is [B, 2], sigma [B]."""
-    xd, sd = x.double(), sigma.double()[:, None]  # (B, 2), (B, 1)
-    var = S[None] ** 2 + sd**2  # (B, K)
-    sq = ((xd[:, None, :] - MU[None]) ** 2).sum(-1)  # (B, K)
-    logp = W.log()[None] - sq / (2 * var) - var.log()  # 2-D isotropic Gaussian log-density (up to a constant)
-    r = torch.softmax(logp, dim=1)  # (B, K)
-    post = MU[None] + (S[None] ** 2 / var)[..., None] * (xd[:, None, :] - MU[None])  # (B, K, 2)
-    return (r[..., None] * post).sum(1).float()
+def make_mixture_denoiser(mu: torch.Tensor, s: torch.Tensor, w: torch.Tensor):
+    """Exact E[x0 | x] for x0 ~ sum_k w_k N(mu_k, s_k^2 I) in any dimension; x is [B, d], sigma [B]."""
+
+    def denoise(x, sigma, cond=None):
+        xd, sd = x.double(), sigma.double()[:, None]  # (B, d), (B, 1)
+        var = s[None] ** 2 + sd**2  # (B, K)
+        sq = ((xd[:, None, :] - mu[None]) ** 2).sum(-1)  # (B, K)
+        logp = w.log()[None] - sq / (2 * var) - 0.5 * mu.shape[1] * var.log()  # isotropic Gaussian log-density
+        r = torch.softmax(logp, dim=1)  # (B, K)
+        post = mu[None] + (s[None] ** 2 / var)[..., None] * (xd[:, None, :] - mu[None])  # (B, K, d)
+        return (r[..., None] * post).sum(1).float()
+
+    return denoise
+
+
+mixture_denoiser = make_mixture_denoiser(MU, S, W)
 
 
 def mixture_moments():

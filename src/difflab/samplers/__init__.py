@@ -1,7 +1,8 @@
 """Samplers: pure functions over a denoiser, one family per file, all in `SAMPLERS`."""
 
-from difflab.samplers import ancestral, dpm_solver, euler  # noqa: F401  (register the samplers)
+from difflab.samplers import ancestral, dpm_solver, euler, ode, sde  # noqa: F401  (register the samplers)
+from difflab.samplers.ode import probability_flow
 from difflab.samplers.base import SAMPLERS, StackedGenerator, randn_like, register
 from difflab.samplers.generate import SamplerSpec, generate, sample_seeds
 
-__all__ = ["SAMPLERS", "SamplerSpec", "StackedGenerator", "generate", "randn_like", "register", "sample_seeds"]
+__all__ = ["SAMPLERS", "probability_flow", "SamplerSpec", "StackedGenerator", "generate", "randn_like", "register", "sample_seeds"]
