@@ -13,6 +13,8 @@ with `method="rk45"` an image can depend on its batch-mates within `rtol`/`atol`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from scipy.integrate import solve_ivp
@@ -24,12 +26,21 @@ from difflab.samplers.euler import sample_heun
 METHODS = ("heun", "rk45")
 
 
+def integrate_log_sigma(rhs: Callable[[float, np.ndarray], np.ndarray], y0: np.ndarray, sigma_from: float,
+                       sigma_to: float, rtol: float, atol: float) -> np.ndarray:
+    """RK45 (scipy's solve_ivp) of dy/d(log sigma) = rhs(log sigma, y) between two positive noise levels."""
+    if sigma_from <= 0 or sigma_to <= 0:
+        raise ValueError(f"the ODE is integrated between positive noise levels, got {sigma_from} -> {sigma_to}")
+    sol = solve_ivp(rhs, (np.log(sigma_from), np.log(sigma_to)), y0, method="RK45", rtol=rtol, atol=atol)
+    if not sol.success:
+        raise RuntimeError(f"probability-flow ODE solver failed: {sol.message}")
+    return sol.y[:, -1]
+
+
 @torch.no_grad()
 def probability_flow(denoise_fn: DenoiseFn, x: Tensor, sigma_from: float, sigma_to: float, *, cond: object = None,
                      rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
     """Integrate the probability-flow ODE from sigma_from to sigma_to (> 0) with RK45, in log sigma."""
-    if sigma_from <= 0 or sigma_to <= 0:
-        raise ValueError(f"the ODE is integrated between positive noise levels, got {sigma_from} -> {sigma_to}")
     shape, device, dtype = x.shape, x.device, x.dtype
 
     def f(s: float, y: np.ndarray) -> np.ndarray:  # dx/d(log sigma) = x - D(x, sigma)
@@ -37,11 +48,8 @@ def probability_flow(denoise_fn: DenoiseFn, x: Tensor, sigma_from: float, sigma_
         sigma = torch.tensor(float(np.exp(s)), dtype=torch.float64)
         return (xt - denoise_fn(xt, sigma_batch(sigma, xt), cond)).double().cpu().numpy().ravel()
 
-    y0 = x.double().cpu().numpy().ravel()
-    sol = solve_ivp(f, (np.log(sigma_from), np.log(sigma_to)), y0, method="RK45", rtol=rtol, atol=atol)
-    if not sol.success:
-        raise RuntimeError(f"probability-flow ODE solver failed: {sol.message}")
-    return torch.from_numpy(sol.y[:, -1]).reshape(shape).to(device, dtype)
+    y = integrate_log_sigma(f, x.double().cpu().numpy().ravel(), sigma_from, sigma_to, rtol, atol)
+    return torch.from_numpy(y).reshape(shape).to(device, dtype)
 
 
 @register("ode")
