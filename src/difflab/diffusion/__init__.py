@@ -1,7 +1,36 @@
 """The math of diffusion: schedules, preconditioning, losses (all in the sigma view)."""
 
+from difflab.diffusion.continuous import (
+    ContinuousScheduler,
+    EDMScheduler,
+    VEScheduler,
+    geometric_sigmas,
+)
 from difflab.diffusion.losses import DiffusionLoss
-from difflab.diffusion.precond import Denoiser, Scalings, vp_scalings
+from difflab.diffusion.precond import (
+    Denoiser,
+    Scalings,
+    edm_scalings,
+    ve_scalings,
+    vp_scalings,
+)
 from difflab.diffusion.schedules import DiscreteVPScheduler, Scheduler, karras_sigmas
+from difflab.diffusion.sde import SubVPSDEScheduler, VPSDEScheduler
 
-__all__ = ["DiffusionLoss", "Denoiser", "DiscreteVPScheduler", "Scalings", "Scheduler", "karras_sigmas", "vp_scalings"]
+__all__ = [
+    "SubVPSDEScheduler",
+    "VPSDEScheduler",
+    "ContinuousScheduler",
+    "Denoiser",
+    "DiffusionLoss",
+    "DiscreteVPScheduler",
+    "EDMScheduler",
+    "Scalings",
+    "Scheduler",
+    "VEScheduler",
+    "edm_scalings",
+    "geometric_sigmas",
+    "karras_sigmas",
+    "ve_scalings",
+    "vp_scalings",
+]

@@ -13,6 +13,11 @@ VP rows (alpha = 1 / sqrt(1 + sigma^2), the VP input is x_vp = alpha * x):
     x0          0                   1                        x_0
     v           1 / (1 + sigma^2)   -sigma / sqrt(1+sigma^2)  v = alpha eps - sigma alpha x_0  (Salimans & Ho eq. 3)
 
+EDM Table 1 rows that fix their own F target (sd = sigma_data):
+    row  c_skip               c_out                        c_in                  c_noise      F learns
+    VE   1                    sigma                        1                     ln(sigma/2)  -eps = sigma * score (NCSN)
+    EDM  sd^2/(sigma^2+sd^2)  sigma sd/sqrt(sigma^2+sd^2)  1/sqrt(sigma^2+sd^2)  ln(sigma)/4  (x0 - c_skip x)/c_out (eq. 8)
+
 Training and sampling both call `Denoiser`, so the formula exists once.
 """
 
@@ -50,6 +55,21 @@ def vp_scalings(sigma: Tensor, prediction: str) -> tuple[Tensor, Tensor, Tensor]
     if prediction == "v":
         return 1 / (1 + sigma**2), -sigma * c_in, c_in
     raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+
+
+def edm_scalings(sigma: Tensor, sigma_data: float) -> Scalings:
+    """EDM Table 1, "Ours" column: unit-variance input and F target for data of std sigma_data."""
+    sd2 = sigma_data**2
+    c_skip = sd2 / (sigma**2 + sd2)
+    c_out = sigma * sigma_data * (sigma**2 + sd2).rsqrt()
+    c_in = (sigma**2 + sd2).rsqrt()
+    return Scalings(c_skip, c_out, c_in, sigma.log() / 4)
+
+
+def ve_scalings(sigma: Tensor) -> Scalings:
+    """EDM Table 1, VE column (Song et al. 2021 NCSN++): D = x + sigma F, F ~ sigma * score."""
+    ones = torch.ones_like(sigma)
+    return Scalings(ones, sigma.clone(), ones, (sigma / 2).log())
 
 
 class RawOutput(NamedTuple):
