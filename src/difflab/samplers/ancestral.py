@@ -38,7 +38,11 @@ def sample_ddpm(
     callback: StepCallback | None = None,
     variance: str = "small",
 ) -> Tensor:
-    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) with sigma_t^2 = beta_tilde ("small") or beta ("large")."""
+    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) with sigma_t^2 = beta_tilde ("small") or beta ("large").
+
+    "small" is the posterior variance of any process in the sigma view; "large" (beta_t) is defined by
+    the VP process only, so use it with VP-trained models.
+    """
     if variance not in ("small", "large"):
         raise ValueError(f"DDPM variance must be 'small' or 'large', got {variance!r}")
     for i in range(len(sigmas) - 1):
