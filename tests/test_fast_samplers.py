@@ -6,6 +6,8 @@ E[x0 | x] = sum_k r_k(x) (mu_k + s_k^2 / (s_k^2 + sigma^2) (x - mu_k)) with resp
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -127,7 +129,8 @@ diffusers = pytest.importorskip("diffusers", reason="diffusers (dev extra) is th
 def test_dpmpp_2m_matches_diffusers_multistep_solver():
     from test_samplers import ToyEpsNet
 
-    ref = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear",
+    ref = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4,
+                                                beta_end=0.02,
                                                 algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True)
     ref.set_timesteps(20)
     net = ToyEpsNet()
@@ -140,3 +143,39 @@ def test_dpmpp_2m_matches_diffusers_multistep_solver():
     scheduler = DiscreteVPScheduler()
     got = SAMPLERS["dpmpp_2m"](Denoiser(net, scheduler), x_T * scheduler.prior_std(float(sigmas[0])), sigmas)
     torch.testing.assert_close(got, x, atol=2e-4, rtol=1e-4)
+
+
+def _diffusers_sigma_loop(ref, steps: int, seed: int, shape=(3, 2, 4, 4)):
+    """Drive a diffusers sigma-space scheduler (Euler family) with the toy eps-model; returns (x_T noise, x0)."""
+    from test_samplers import ToyEpsNet
+
+    net = ToyEpsNet()
+    ref.set_timesteps(steps)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(shape, generator=g)
+    x = z * ref.init_noise_sigma
+    for t in ref.timesteps:
+        eps = net(ref.scale_model_input(x, t), torch.full((shape[0],), float(t)))
+        kwargs = {"generator": g} if "generator" in inspect.signature(ref.step).parameters else {}
+        x = ref.step(eps, t, x, **kwargs).prev_sample
+    return z, x
+
+
+@pytest.mark.parametrize("name,cls", [("euler", "EulerDiscreteScheduler"), ("euler_a", "EulerAncestralDiscreteScheduler"),
+                                      ("heun", "HeunDiscreteScheduler")])
+def test_euler_family_matches_diffusers_on_the_same_sigmas(name, cls):
+    from test_samplers import ToyEpsNet
+
+    ref = getattr(diffusers, cls)(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                                  timestep_spacing="leading")  # explicit: Heun's defaults are Stable Diffusion's betas
+    z, want = _diffusers_sigma_loop(ref, 25, seed=2)
+    sigmas = ref.sigmas.double()
+    if name == "heun":  # diffusers stores each interior sigma twice (one per evaluation); the grid is the unique one
+        sigmas = torch.cat([sigmas[:1], sigmas[1:-1:2], sigmas[-1:]])
+    assert sigmas[-1] == 0 and len(sigmas) == 26
+    scheduler = DiscreteVPScheduler()
+    g = torch.Generator().manual_seed(2)
+    torch.randn(z.shape, generator=g)  # the same draw order as the diffusers loop: x_T first, then step noise
+    got = SAMPLERS[name](Denoiser(ToyEpsNet(), scheduler), z * scheduler.prior_std(float(sigmas[0])), sigmas,
+                         generator=g)
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)

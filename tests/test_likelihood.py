@@ -57,3 +57,15 @@ def test_bits_per_dim_of_uniform_data_is_eight():
 def test_bad_estimator_is_clear(x):
     with pytest.raises(ValueError, match="unknown trace estimator"):
         log_likelihood(gaussian_denoiser, x, SIGMA_MIN, SIGMA_MAX, SIGMA_MAX, estimator="skilling")
+
+
+def test_bits_per_dim_of_the_gaussian_is_its_entropy():
+    """E[-log p] is the differential entropy 0.5 d log(2 pi e var): bpd = that / (d ln 2) + 7 for 8-bit data."""
+    x = torch.randn(64, D, generator=torch.Generator().manual_seed(1)) * math.sqrt(SD**2 + SIGMA_MIN**2)
+    log_p, _ = log_likelihood(gaussian_denoiser, x, SIGMA_MIN, SIGMA_MAX, math.sqrt(SIGMA_MAX**2 + SD**2),
+                              estimator="exact", rtol=1e-7, atol=1e-7)
+    bpd = bits_per_dim(log_p, D).mean().item()
+    entropy_bpd = 0.5 * math.log(2 * math.pi * math.e * (SD**2 + SIGMA_MIN**2)) / math.log(2) + 7
+    assert bpd == pytest.approx(bits_per_dim(exact_log_p(x), D).mean().item(), abs=1e-4)
+    se = math.sqrt(D / 2) / (D * math.log(2)) / math.sqrt(len(x))  # sd of -log p is sqrt(d/2) nats per sample
+    assert abs(bpd - entropy_bpd) < 4 * se

@@ -125,7 +125,8 @@ def _difflab_loop(name, steps, x_shape, seed, **knobs):
 
 @pytest.mark.parametrize("steps", [1000, 50])
 def test_ddpm_matches_diffusers(steps):
-    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False,
+    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                                  clip_sample=False,
                                   variance_type="fixed_small")
     want = _diffusers_loop(ref, steps, (3, 2, 4, 4), seed=0)
     got = _difflab_loop("ddpm", steps, (3, 2, 4, 4), seed=0)
@@ -134,7 +135,8 @@ def test_ddpm_matches_diffusers(steps):
 
 @pytest.mark.parametrize("eta", [0.0, 0.7])
 def test_ddim_matches_diffusers(eta):
-    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False,
+    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                                  clip_sample=False,
                                   set_alpha_to_one=True, steps_offset=0)
     want = _diffusers_loop(ref, 50, (3, 2, 4, 4), seed=1, eta=eta)
     got = _difflab_loop("ddim", 50, (3, 2, 4, 4), seed=1, eta=eta)
