@@ -136,6 +136,9 @@ def test_sample_cli_same_seed_same_images_whatever_the_batch_size(trained, tmp_p
     assert a["nfe"] == 4
     assert len(list((tmp_path / "a" / "images").glob("*.png"))) == 5 and (tmp_path / "a" / "grid.png").is_file()
     assert '"name": "ddim"' in (tmp_path / "a" / "samples.json").read_text()
+    karras = sample.run(compose_config("sample", [f"ckpt={trained['last_ckpt']}", "sampler=dpmpp_2m", "sampler.steps=4",
+                                                  "scheduler.grid=karras", "n=5", f"out_dir={tmp_path / 'k'}"], tmp_path))
+    assert "grid='karras'" in (tmp_path / "k" / "samples.json").read_text() and karras["nfe"] == 4
     with pytest.raises(CheckpointNotFoundError, match="checkpoint not found"):
         sample.run(compose_config("sample", [f"ckpt={tmp_path / 'nope.ckpt'}"], tmp_path))
 

@@ -32,7 +32,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     precision = str(cfg.precision)
     if precision not in AUTOCAST:
         raise ValueError(f"precision must be one of {list(AUTOCAST)}, got {precision!r}")
-    scheduler_overrides = OmegaConf.to_container(cfg.scheduler) if cfg.get("scheduler") else None
+    overrides = OmegaConf.to_container(cfg.scheduler) if cfg.get("scheduler") else {}
+    scheduler_overrides = {k: v for k, v in overrides.items() if v is not None}
     module = load_module(cfg.ckpt, sampler=cfg.get("sampler"), scheduler_overrides=scheduler_overrides, use_ema=cfg.use_ema)
     device = pick_device(str(cfg.device))
     module.to(device)
