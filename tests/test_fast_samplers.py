@@ -43,6 +43,16 @@ def mixture_moments():
     return mean, second - mean[:, None] * mean[None]
 
 
+def assert_recovers_mixture(x: torch.Tensor, mean_tol: float = 0.1, cov_rtol: float = 0.08) -> None:
+    """Samples [n, 2] have the mixture's mean, covariance and weights (nearest-mean assignment)."""
+    mean, cov = mixture_moments()
+    xd = x.double()
+    assert torch.allclose(xd.mean(0), mean, atol=mean_tol), (xd.mean(0), mean)
+    assert torch.allclose(torch.cov(xd.T), cov, atol=0.15, rtol=cov_rtol), (torch.cov(xd.T), cov)
+    weights = torch.bincount(torch.cdist(xd, MU).argmin(1), minlength=3).double() / len(xd)
+    assert torch.allclose(weights, W, atol=0.04), weights
+
+
 SCHED = DiscreteVPScheduler(grid="karras")
 
 
@@ -103,12 +113,7 @@ def test_samples_have_the_mixtures_moments_and_weights(name, steps, knobs):
     x, nfe = generate(mixture_denoiser, SCHED, SamplerSpec(name, steps=steps, **knobs), n=3000, shape=(2,), seed=1,
                       batch_size=3000)
     assert nfe == (2 * steps - 1 if name == "heun" else steps)
-    mean, cov = mixture_moments()
-    xd = x.double()
-    assert torch.allclose(xd.mean(0), mean, atol=0.1), (xd.mean(0), mean)
-    assert torch.allclose(torch.cov(xd.T), cov, atol=0.15, rtol=0.08), (torch.cov(xd.T), cov)
-    weights = torch.bincount(torch.cdist(xd, MU).argmin(1), minlength=3).double() / len(xd)
-    assert torch.allclose(weights, W, atol=0.04), weights
+    assert_recovers_mixture(x)
 
 
 @pytest.mark.parametrize("name", ["euler", "heun", "euler_a", "dpmpp_2m"])

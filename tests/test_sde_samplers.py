@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from difflab.samplers import SAMPLERS, SamplerSpec, generate, probability_flow
-from test_fast_samplers import MU, SCHED, W, make_mixture_denoiser, mixture_denoiser, mixture_moments
+from test_fast_samplers import MU, SCHED, S, W, assert_recovers_mixture, make_mixture_denoiser, mixture_denoiser
 
 
 @pytest.mark.parametrize("name,steps,knobs,nfe", [
@@ -19,12 +19,7 @@ def test_score_sde_samplers_recover_the_mixture(name, steps, knobs, nfe):
                           seed=2, batch_size=2000)
     if nfe is not None:
         assert got_nfe == nfe
-    mean, cov = mixture_moments()
-    xd = x.double()
-    assert torch.allclose(xd.mean(0), mean, atol=0.1), (xd.mean(0), mean)
-    assert torch.allclose(torch.cov(xd.T), cov, atol=0.15, rtol=0.08), (torch.cov(xd.T), cov)
-    weights = torch.bincount(torch.cdist(xd, MU).argmin(1), minlength=3).double() / len(xd)
-    assert torch.allclose(weights, W, atol=0.04), weights
+    assert_recovers_mixture(x)
 
 
 # A 64-dimensional mixture: Langevin step sizes use per-sample norms ||z|| / ||score||, which concentrate in
@@ -74,18 +69,12 @@ def test_probability_flow_is_invertible():
     """Encode data to sigma_max and decode back: the ODE is a bijection (Song et al. 2021, Sec. 4.3)."""
     g = torch.Generator().manual_seed(5)
     comp = torch.multinomial(W.float(), 256, replacement=True, generator=g)
-    x0 = (MU[comp] + S_of(comp)[:, None] * torch.randn(256, 2, generator=g, dtype=torch.float64)).float()
+    x0 = (MU[comp] + S[comp][:, None] * torch.randn(256, 2, generator=g, dtype=torch.float64)).float()
     x_start = x0 + 0.01 * torch.randn(256, 2, generator=g)  # a sample at sigma_min = 0.01
     z = probability_flow(mixture_denoiser, x_start, 0.01, 80.0, rtol=1e-7, atol=1e-7)
     back = probability_flow(mixture_denoiser, z, 80.0, 0.01, rtol=1e-7, atol=1e-7)
     assert z.std() > 40  # really at the prior scale
     torch.testing.assert_close(back, x_start, atol=2e-3, rtol=0)
-
-
-def S_of(comp: torch.Tensor) -> torch.Tensor:
-    from test_fast_samplers import S
-
-    return S[comp]
 
 
 def test_bad_knobs_are_clear():

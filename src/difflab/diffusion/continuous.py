@@ -20,6 +20,7 @@ x_T = sigma_max * z (EDM Algorithm 1, Song et al. Algorithm 2), the base class's
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 
 import torch
 from torch import Tensor
@@ -61,6 +62,24 @@ class ContinuousScheduler(Scheduler):
         self.sigma_max = float(sigma_max)
         self.rho = float(rho)
         self.grid = grid
+
+
+class SDEScheduler(ContinuousScheduler):
+    """A scheduler given by an SDE time t in (0, 1]: training draws t ~ U(eps_t, 1) and uses sigma(t)."""
+
+    eps_t: float = 1e-5
+
+    @abstractmethod
+    def sigma_of_t(self, t: Tensor) -> Tensor:
+        """sigma at SDE time t."""
+
+    def sample_training_sigma(
+        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> Tensor:
+        """Song et al. (score_sde code): t ~ U(eps_t, 1), sigma = sigma(t) ([n], float64 where supported)."""
+        device = torch.device(device)
+        u = torch.rand(n, generator=generator, device=device, dtype=_float_dtype(device))
+        return self.sigma_of_t(self.eps_t + (1 - self.eps_t) * u)
 
 
 class EDMScheduler(ContinuousScheduler):
@@ -105,7 +124,7 @@ class EDMScheduler(ContinuousScheduler):
         )
 
 
-class VEScheduler(ContinuousScheduler):
+class VEScheduler(SDEScheduler):
     """VE SDE (Song et al. 2021, eq. 9) with the geometric sigma(t) of NCSN/SMLD and EDM's VE preconditioning."""
 
     kind = "ve"
@@ -132,14 +151,6 @@ class VEScheduler(ContinuousScheduler):
     def scalings(self, sigma: Tensor) -> Scalings:
         """EDM Table 1 VE column: c_skip = 1, c_out = sigma, c_in = 1, c_noise = ln(sigma / 2)."""
         return ve_scalings(sigma)
-
-    def sample_training_sigma(
-        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
-    ) -> Tensor:
-        """Song et al. (score_sde code): t ~ U(eps_t, 1), sigma = sigma(t), i.e. ln(sigma) uniform ([n])."""
-        device = torch.device(device)
-        u = torch.rand(n, generator=generator, device=device, dtype=_float_dtype(device))
-        return self.sigma_of_t(self.eps_t + (1 - self.eps_t) * u)
 
     def inference_sigmas(self, steps: int) -> Tensor:
         """Geometric grid sigma_max -> sigma_min (Song et al. reverse diffusion) or Karras, then 0 ([steps + 1])."""

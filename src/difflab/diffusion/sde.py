@@ -20,16 +20,15 @@ Sampling grids: "uniform" in t from 1 to t_min (Song et al.'s samplers, t_min = 
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
 
 import torch
 from torch import Tensor
 
-from difflab.diffusion.continuous import ContinuousScheduler, _float_dtype
+from difflab.diffusion.continuous import SDEScheduler
 from difflab.diffusion.precond import PREDICTIONS, Scalings, vp_scalings
 
 
-class LinearBetaSDE(ContinuousScheduler):
+class LinearBetaSDE(SDEScheduler):
     """Shared time <-> sigma maps of the VP and sub-VP SDEs."""
 
     grids = ("uniform", "karras")
@@ -53,18 +52,6 @@ class LinearBetaSDE(ContinuousScheduler):
         """Inverse of `neg_log_abar` (the positive root)."""
         d = self.beta_max - self.beta_min
         return ((self.beta_min**2 + 2 * d * L).sqrt() - self.beta_min) / d
-
-    @abstractmethod
-    def sigma_of_t(self, t: Tensor) -> Tensor:
-        """sigma at SDE time t."""
-
-    def sample_training_sigma(
-        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
-    ) -> Tensor:
-        """Song et al. (score_sde code): t ~ U(eps_t, 1), sigma = sigma(t) ([n])."""
-        device = torch.device(device)
-        u = torch.rand(n, generator=generator, device=device, dtype=_float_dtype(device))
-        return self.sigma_of_t(self.eps_t + (1 - self.eps_t) * u)
 
     def prior_std(self, sigma: float) -> float:
         """x_T ~ N(0, I) in x_t, i.e. N(0, (1 + sigma^2) I) in the sigma view."""
