@@ -1,7 +1,18 @@
-"""Training callbacks: EMA, sample grids, non-finite-loss guard."""
+"""Training callbacks: EMA, sample grids, sample-quality metrics, throughput, non-finite-loss guard."""
 
 from difflab.callbacks.ema import EMA, find_ema
+from difflab.callbacks.metrics import SampleMetrics
 from difflab.callbacks.nan_guard import FiniteLossGuard, NonFiniteLossError
 from difflab.callbacks.sample_grid import SampleGrid, save_grid
+from difflab.callbacks.throughput import TrainThroughput
 
-__all__ = ["EMA", "FiniteLossGuard", "NonFiniteLossError", "SampleGrid", "find_ema", "save_grid"]
+__all__ = [
+    "EMA",
+    "FiniteLossGuard",
+    "NonFiniteLossError",
+    "SampleGrid",
+    "SampleMetrics",
+    "TrainThroughput",
+    "find_ema",
+    "save_grid",
+]

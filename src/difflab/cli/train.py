@@ -10,16 +10,11 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from difflab.callbacks.metrics import SampleMetrics
 from difflab.lit.checkpoint import CheckpointNotFoundError
+from difflab.utils.config import config_choices, instantiate_group
 
 log = logging.getLogger(__name__)
-
-
-def _instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every entry of a dict-of-targets config group (callbacks, loggers); null entries are skipped."""
-    if not group:
-        return []
-    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -28,6 +23,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    resolved["choices"] = config_choices()
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
 
     ckpt_path = cfg.get("ckpt_path")
@@ -37,8 +33,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
     module.run_config = resolved
-    callbacks = _instantiate_group(cfg.get("callbacks"))
-    loggers = _instantiate_group(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    metrics = instantiate(cfg.metrics, _convert_="all") if cfg.get("metrics") else None
+    if metrics is not None and metrics.enabled:
+        callbacks.append(SampleMetrics(metrics))
+    loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
     for logger in loggers:
         if hasattr(logger, "log_hyperparams"):

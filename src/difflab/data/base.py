@@ -7,9 +7,10 @@ Every data module yields batches ``{"image": float32 [B, C, H, W] in [-1, 1], "l
 
 from __future__ import annotations
 
+import copy
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,28 @@ class ImageDataModule(L.LightningDataModule, ABC):
         """Held-out batches in a fixed order, without augmentation."""
         self.setup("validate")
         return self._loader(self.val_set, shuffle=False, drop_last=False)
+
+    def split_dataset(self, split: str) -> Dataset:
+        """The 'train' or 'val' split without augmentation (the real images metrics compare against)."""
+        self.setup("validate")
+        check_config(split in ("train", "val"), "metrics.reference.split", f"{split!r}; use 'train' or 'val'")
+        dataset = self.train_set if split == "train" else self.val_set
+        if getattr(dataset, "hflip", False):
+            dataset = copy.copy(dataset)
+            dataset.hflip = False
+        return dataset
+
+    def iter_images(self, split: str, start: int, stop: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """(images [B, C, H, W] in [-1, 1], their indices in the split) for images start..stop-1 of `split`, in order."""
+        dataset = self.split_dataset(split)
+        subset = Subset(dataset, range(start, stop))
+        loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=self.num_workers,
+                            collate_fn=collate_batch)
+        offset = start
+        for batch in loader:
+            images = batch["image"]
+            yield images, torch.arange(offset, offset + images.shape[0])
+            offset += images.shape[0]
 
     def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
         return DataLoader(

@@ -98,6 +98,8 @@ def load_module(
     if sampler is not None and hasattr(sampler, "fn"):
         module.sampler = sampler
     module.run_config = ckpt["config"]
+    module.train_images_seen = int(ckpt.get("train_images_seen", 0))
+    module.checkpoint_global_step = int(ckpt.get("global_step", 0))
     state = ckpt["state_dict"]
     check_state_dict_compatible(state, module.state_dict(), ckpt["config"], ckpt["config"])
     module.load_state_dict(state)

@@ -49,6 +49,7 @@ class DiffusionModule(L.LightningModule):
         self.channels_last = channels_last
         self.compile_net = compile
         self.run_config: dict[str, Any] | None = None  # the resolved config, set by the CLI, saved in checkpoints
+        self.train_images_seen = 0  # over all ranks and micro-batches; saved in checkpoints
 
     @property
     def net(self) -> nn.Module:
@@ -79,6 +80,7 @@ class DiffusionModule(L.LightningModule):
         """One denoising-loss step; returns the mean loss (the per-example loss comes from `loss`)."""
         x0, cond = self._inputs(batch)
         loss = self.loss_fn(self.denoiser, x0, cond).mean()
+        self.train_images_seen += x0.shape[0] * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
         return loss
 
@@ -105,8 +107,10 @@ class DiffusionModule(L.LightningModule):
         batch_size: int | None = None,
         sampler: SamplerSpec | None = None,
         cond: Tensor | None = None,
+        first_index: int = 0,
     ) -> tuple[Tensor, int]:
-        """Sample n images in [-1, 1] (float32, CPU) with the current weights; returns (images, NFE per image)."""
+        """Sample images first_index .. first_index + n - 1 of the run seeded `seed`, in [-1, 1] (float32, CPU),
+        with the current weights; returns (images, NFE per image)."""
         was_training = self.training
         self.eval()
         try:
@@ -120,6 +124,7 @@ class DiffusionModule(L.LightningModule):
                 batch_size=batch_size,
                 device=self.device,
                 cond=cond,
+                first_index=first_index,
             )
         finally:
             self.train(was_training)
@@ -128,6 +133,7 @@ class DiffusionModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Every checkpoint carries the resolved run config and the RNG states."""
         checkpoint["config"] = self.run_config
+        checkpoint["train_images_seen"] = self.train_images_seen
         checkpoint["rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
@@ -137,6 +143,7 @@ class DiffusionModule(L.LightningModule):
         check_state_dict_compatible(
             checkpoint.get("state_dict", {}), self.state_dict(), checkpoint.get("config"), self.run_config
         )
+        self.train_images_seen = int(checkpoint.get("train_images_seen", 0))
         rng = checkpoint.get("rng") or {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])

@@ -92,10 +92,12 @@ def generate(
     device: torch.device | str = "cpu",
     cond: Tensor | None = None,
     callback: StepCallback | None = None,
+    first_index: int = 0,
 ) -> tuple[Tensor, int]:
     """Sample n images of `shape` (C, H, W); returns (x0 [n, C, H, W] float32 on CPU, NFE per image).
 
-    Image i depends only on (seed, i): batch size and device count do not change it.
+    The images are numbers first_index .. first_index + n - 1 of the run: image i depends only on
+    (seed, i), so batch size and device count (each rank taking its own range) do not change it.
     """
     device = torch.device(device)
     sigmas = spec.sigmas(scheduler)
@@ -104,7 +106,7 @@ def generate(
     out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        gen = StackedGenerator(sample_seeds(seed, b, start), device)
+        gen = StackedGenerator(sample_seeds(seed, b, first_index + start), device)
         x_T = gen.randn((b, *shape)) * scheduler.prior_std(float(sigmas[0]))
         c = None if cond is None else cond[start : start + b].to(device)
         x0 = spec.fn(counter, x_T, sigmas, cond=c, generator=gen, callback=callback, **spec.knobs)

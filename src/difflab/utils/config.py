@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from omegaconf import OmegaConf
 
@@ -16,6 +18,25 @@ def auto_precision() -> str:
 def fused_adamw() -> bool:
     """Use the fused AdamW kernel where torch has one for the training device (CUDA, and CPU since torch 2.4)."""
     return True
+
+
+def config_choices() -> dict[str, str]:
+    """The config-group choices of the running Hydra app (model=ddpm, sampler=ddim, ...); {} outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {k: str(v) for k, v in choices.items() if v is not None and not k.startswith("hydra")}
+
+
+def instantiate_group(group: Any) -> list[Any]:
+    """Instantiate every entry of a dict-of-targets config group (callbacks, loggers); null entries are skipped."""
+    from hydra.utils import instantiate
+
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
 def register_resolvers() -> None:

@@ -1,0 +1,94 @@
+"""Sample-quality metrics during training: FID/KID/IS, LPIPS diversity, CLIP score, samples/sec, NFE.
+
+Every `every_n_steps` and at the end of training, every rank samples its share of
+`n_samples` images with the EMA weights and the configured sampler (per-sample seeds, so the
+values do not depend on the number of processes), the suite reduces across ranks, and rank 0
+logs `val/*` and `perf/*` and, at the end, writes `<run dir>/metrics.json` for compare.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from difflab.callbacks.ema import find_ema
+from difflab.callbacks.sample_grid import save_grid
+from difflab.metrics.evaluation import metrics_record, sample_and_score, write_record
+from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
+
+log = logging.getLogger(__name__)
+
+PERF_KEYS = ("samples_per_sec", "nfe")
+
+
+class SampleMetrics(L.Callback):
+    """Scores the EMA model every `config.every_n_steps` steps and at the end of training."""
+
+    def __init__(self, config: MetricsConfig, networks: Networks | None = None, use_ema: bool = True,
+                 preview: int = 64) -> None:
+        self.config, self.networks, self.use_ema, self.preview = config, networks, use_ema, preview
+        self.suite: MetricSuite | None = None
+        self.last: dict[str, float] = {}
+        self.last_n = 0
+
+    def _suite(self, pl_module: L.LightningModule) -> MetricSuite:
+        if self.suite is None:
+            conditional = getattr(pl_module, "cond_key", None) is not None
+            self.suite = MetricSuite(self.config, pl_module.device, conditional=conditional, networks=self.networks)
+        return self.suite
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, float]:
+        """Sample, score and log; returns {"val/fid": ..., "perf/samples_per_sec": ..., ...} on every rank."""
+        suite = self._suite(pl_module)
+        suite.prepare_reference(trainer.datamodule)
+        preview: list[torch.Tensor] = []
+
+        def keep(images: torch.Tensor, index: torch.Tensor) -> None:
+            if sum(map(len, preview)) < self.preview:
+                preview.append(images[: self.preview - sum(map(len, preview))])
+
+        ema = find_ema(trainer) if self.use_ema else None
+        with ema.swapped(pl_module) if ema is not None else nullcontext():
+            # with every quality metric skipped (no weights), one batch is enough for samples/sec and NFE
+            n = self.config.n_samples if suite.active else min(self.config.n_samples, self.config.batch_size)
+            values = sample_and_score(pl_module, suite, n=n, seed=self.config.seed,
+                                      batch_size=self.config.batch_size,
+                                      class_names=getattr(trainer.datamodule, "class_names", None), sink=keep)
+        suite.reset()
+        logged = {(f"perf/{k}" if k in PERF_KEYS else f"val/{k}"): v for k, v in values.items()
+                  if not k.endswith("subset_size_used")}
+        self.last, self.last_n = logged, n
+        for key, value in logged.items():
+            trainer.callback_metrics[key] = torch.tensor(value)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(logged, step=trainer.global_step)
+            if preview:
+                path = save_grid(torch.cat(preview), Path(trainer.default_root_dir) / "metrics" / f"{tag}.png")
+                for logger in trainer.loggers:
+                    if hasattr(logger, "log_image"):
+                        logger.log_image("val/samples", [str(path)], step=trainer.global_step, caption=[tag])
+            log.info("step %d metrics: %s", trainer.global_step, {k: round(v, 4) for k, v in logged.items()})
+        return logged
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step, every = trainer.global_step, self.config.every_n_steps
+        final = trainer.max_steps > 0 and step >= trainer.max_steps  # on_train_end covers it
+        if every > 0 and step > 0 and step % every == 0 and not final and step != getattr(self, "_last_step", -1):
+            self._last_step = step
+            self.evaluate(trainer, pl_module, f"step_{step:07d}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.evaluate(trainer, pl_module, "final")
+        if trainer.is_global_zero:
+            values = {k.split("/", 1)[1]: v for k, v in self.last.items()}
+            record = metrics_record(kind="train", values=values, protocol=self.suite.protocol(), module=pl_module,
+                                    n_samples=self.last_n, seed=self.config.seed,
+                                    run_dir=trainer.default_root_dir, global_step=trainer.global_step)
+            write_record(record, Path(trainer.default_root_dir) / "metrics.json")
+

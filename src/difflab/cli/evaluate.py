@@ -1,0 +1,122 @@
+"""`python evaluate.py ckpt=<path> sampler=ddim sampler.steps=50 metrics=full n_samples=10000`: the reported numbers.
+
+Or `python evaluate.py images=<folder> data=<name>` to score a folder of images (e.g. from
+another codebase) with the same protocol. Writes `metrics.json` (values and protocol) next to
+the images and logs the same to the configured loggers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from torchvision.utils import save_image
+
+from difflab.callbacks.sample_grid import save_grid
+from difflab.cli.sample import AUTOCAST, pick_device
+from difflab.data.base import DataNotFoundError, collate_batch
+from difflab.data.image_folder import EXTENSIONS, ImageFileDataset, list_images
+from difflab.lit.checkpoint import load_module
+from difflab.metrics.evaluation import metrics_record, sample_and_score, write_record
+from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
+from difflab.utils.config import instantiate_group
+
+log = logging.getLogger(__name__)
+
+
+def _data_config(cfg: DictConfig, saved: dict[str, Any] | None) -> DictConfig:
+    """The data module config: `data=<name>` from the command line, else the checkpoint's own."""
+    if cfg.get("data") is not None:
+        return cfg.data
+    if saved and saved.get("data"):
+        return OmegaConf.create(saved["data"])
+    raise ValueError("no data set for the reference statistics: pass data=<name> (config key `data`)")
+
+
+def score_folder(folder: Path, datamodule: Any, suite: MetricSuite, batch_size: int) -> dict[str, float]:
+    """Score the images of `folder` (sorted; resized to the data set's resolution when they differ)."""
+    if not folder.exists():
+        raise DataNotFoundError.for_path(folder, "images", "Pass images=<folder of generated PNG/JPEG files>.", "Images")
+    files = list_images(folder, EXTENSIONS)
+    if not files:
+        raise DataNotFoundError.for_path(folder, "images", f"The folder holds no {'/'.join(EXTENSIONS)} files.", "Images")
+    dataset = ImageFileDataset(folder, files, None, datamodule.resolution, datamodule.channels, center_crop=False)
+    offset = 0
+    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_batch):
+        images = batch["image"]
+        suite.update(images, torch.arange(offset, offset + images.shape[0]))
+        offset += images.shape[0]
+    values = suite.compute()
+    values["n_images"] = float(offset)
+    return values
+
+
+def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint (or a folder of images); returns the record written to metrics.json."""
+    if bool(cfg.get("ckpt")) == bool(cfg.get("images")):
+        raise ValueError("pass exactly one of ckpt=<checkpoint> or images=<folder>")
+    mcfg: MetricsConfig = instantiate(cfg.metrics, _convert_="all")
+    n = int(cfg.n_samples if cfg.get("n_samples") is not None else mcfg.n_samples)
+    seed = int(cfg.seed if cfg.get("seed") is not None else mcfg.seed)
+    batch_size = int(cfg.batch_size or mcfg.batch_size)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device(str(cfg.device))
+
+    module = None
+    if cfg.get("ckpt"):
+        overrides = OmegaConf.to_container(cfg.scheduler) if cfg.get("scheduler") else {}
+        module = load_module(cfg.ckpt, sampler=cfg.get("sampler"),
+                             scheduler_overrides={k: v for k, v in overrides.items() if v is not None},
+                             use_ema=cfg.use_ema).to(device)
+    data_cfg = _data_config(cfg, module.run_config if module is not None else None)
+    datamodule = instantiate(data_cfg)
+    conditional = module is not None and module.cond_key is not None
+    suite = MetricSuite(mcfg, device, conditional=conditional, networks=networks, strict=True)
+    suite.prepare_reference(datamodule)
+
+    if module is None:
+        values = score_folder(Path(cfg.images), datamodule, suite, mcfg.feature_batch_size)
+        n, extra = int(values.pop("n_images")), {"images": str(Path(cfg.images).resolve())}
+    else:
+        image_dir = out_dir / "images"
+        preview: list[torch.Tensor] = []
+
+        def sink(images: torch.Tensor, index: torch.Tensor) -> None:
+            if len(preview) == 0:
+                preview.append(images[:64])
+            if cfg.save_images:
+                image_dir.mkdir(exist_ok=True)
+                for img, i in zip(images, index.tolist()):
+                    save_image((img + 1) / 2, image_dir / f"{i:06d}.png")
+
+        dtype = AUTOCAST[str(cfg.precision)]
+        autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with autocast:
+            values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size,
+                                      class_names=getattr(datamodule, "class_names", None), sink=sink)
+        if preview:
+            save_grid(preview[0], out_dir / "grid.png")
+        extra = {"images": str(image_dir.resolve()) if cfg.save_images else None, "precision": str(cfg.precision)}
+    record = metrics_record(
+        kind="evaluate", values=values, protocol=suite.protocol(), module=module, n_samples=n, seed=seed,
+        run_dir=out_dir, global_step=getattr(module, "checkpoint_global_step", 0),
+        ckpt=str(Path(cfg.ckpt).resolve()) if cfg.get("ckpt") else None, extra=extra,
+        data={"name": datamodule.name, "resolution": datamodule.resolution},
+    )
+    path = write_record(record, out_dir / "metrics.json")
+    for logger in instantiate_group(cfg.get("logger")):
+        logger.log_hyperparams({k: v for k, v in record.items() if k != "values"})
+        logger.log_metrics({f"eval/{k}": v for k, v in record["values"].items()}, step=0)
+        if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
+            logger.experiment.finish()
+        elif hasattr(logger, "save"):
+            logger.save()
+    log.info("wrote %s: %s", path, {k: round(v, 4) for k, v in record["values"].items()})
+    return record

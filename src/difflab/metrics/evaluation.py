@@ -1,0 +1,136 @@
+"""Sampling a model into a `MetricSuite`, timing it, and the `metrics.json` record that compare.py reads."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from difflab.metrics.suite import MetricSuite, shard, world
+
+Sink = Callable[[Tensor, Tensor], None]  # (images [B, C, H, W] in [-1, 1], global indices [B])
+
+
+def class_conditions(module: Any, class_names: Sequence[str] | None, index: Tensor) -> tuple[Tensor | None, list[str] | None]:
+    """Labels (sample i gets class i mod K) and CLIP prompts "a photo of a {class name}" for class-conditional models."""
+    if getattr(module, "cond_key", None) != "label":
+        return None, None
+    names = list(class_names or [str(k) for k in range(10)])
+    labels = index % len(names)
+    return labels, [f"a photo of a {names[int(k)]}" for k in labels]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _max_across_ranks(value: float, device: torch.device) -> float:
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+@torch.no_grad()
+def sample_and_score(
+    module: Any,
+    suite: MetricSuite,
+    *,
+    n: int,
+    seed: int,
+    batch_size: int,
+    class_names: Sequence[str] | None = None,
+    sink: Sink | None = None,
+) -> dict[str, float]:
+    """Every rank samples its contiguous share of images 0..n-1 (per-sample seeds) and feeds the suite.
+
+    Returns the suite's values plus `samples_per_sec` (n / the slowest rank's sampling time,
+    sampling only: the metric networks are not timed) and `nfe` (network evaluations per image).
+    Collective under DDP: every rank must call it.
+    """
+    rank, size = world()
+    part = shard(n, rank, size)
+    device = torch.device(getattr(module, "device", "cpu"))
+    elapsed, nfe = 0.0, 0
+    for start in range(part.start, part.stop, batch_size):
+        b = min(batch_size, part.stop - start)
+        index = torch.arange(start, start + b)
+        cond, prompts = class_conditions(module, class_names, index)
+        _sync(device)
+        t0 = time.perf_counter()
+        images, nfe = module.generate(b, seed=seed, batch_size=b, cond=cond, first_index=start)
+        _sync(device)
+        elapsed += time.perf_counter() - t0
+        suite.update(images, index, prompts)
+        if sink is not None:
+            sink(images, index)
+    values = suite.compute()
+    slowest = _max_across_ranks(elapsed, suite.device)
+    values["samples_per_sec"] = n / slowest if slowest > 0 else math.nan
+    values["nfe"] = float(_max_across_ranks(float(nfe), suite.device))
+    return values
+
+
+def count_params(module: torch.nn.Module) -> int:
+    """Trainable and frozen parameters of the network being evaluated."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def metrics_record(
+    *,
+    kind: str,
+    values: dict[str, float],
+    protocol: dict[str, Any],
+    module: Any,
+    n_samples: int,
+    seed: int,
+    run_dir: str | Path,
+    global_step: int = 0,
+    ckpt: str | None = None,
+    data: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The self-describing result row: values, protocol and what was evaluated (see compare.py)."""
+    config = getattr(module, "run_config", None) or {}
+    choices = config.get("choices") or {}
+    spec = getattr(module, "sampler", None)
+    scheduler = getattr(module, "scheduler", None)
+    data = dict(data or config.get("data") or {})
+    return {
+        "kind": kind,
+        "run_dir": str(Path(run_dir).resolve()),
+        "ckpt": ckpt,
+        "variant": choices.get("model") or (type(module).__name__ if module is not None else "images"),
+        "scheduler": choices.get("scheduler") or (type(scheduler).__name__ if scheduler is not None else None),
+        "scheduler_repr": repr(scheduler) if scheduler is not None else None,
+        "sampler": {"name": spec.name, "steps": spec.steps, **spec.knobs} if spec is not None else None,
+        "data": {"name": choices.get("data") or data.get("name") or str(data.get("_target_", "?")).rsplit(".", 1)[-1],
+                 "resolution": data.get("resolution")},
+        "params": count_params(module.net) if hasattr(module, "net") else None,
+        "train_images_seen": int(getattr(module, "train_images_seen", 0)),
+        "global_step": int(global_step),
+        "n_samples": int(n_samples),
+        "seed": int(seed),
+        "values": {k: float(v) for k, v in values.items()},
+        "protocol": protocol,
+        **(extra or {}),
+    }
+
+
+def write_record(record: dict[str, Any], path: str | Path) -> Path:
+    """Write a metrics.json (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,54 @@
+"""Images -> Inception features, the one network pass shared by FID, KID and IS.
+
+The protocol is torch-fidelity's: uint8 RGB images at their own resolution, resized inside the
+network to 299x299 with TF1-compatible bilinear interpolation, TF `inception-2015-12-05`
+weights; FID/KID use the 2048-d pool features, IS the 1008 unbiased logits.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from difflab.metrics.weights import INCEPTION, file_hash, resolve_weights
+
+
+def to_uint8_rgb(images: Tensor) -> Tensor:
+    """[-1, 1] float images (or uint8) [N, 1|3, H, W] -> uint8 [N, 3, H, W], rounding like PNG export."""
+    if images.dtype != torch.uint8:
+        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    if images.shape[1] != 3:
+        raise ValueError(f"metrics expect 1- or 3-channel images, got shape {tuple(images.shape)}")
+    return images.contiguous()
+
+
+class FeatureExtractor(Protocol):
+    """uint8 [N, 3, H, W] -> (features [N, D] for FID/KID, logits [N, K] for IS); has `weights_hash`."""
+
+    weights_hash: str
+
+    def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+class InceptionFeatures(nn.Module):
+    """torch-fidelity's FID Inception-v3, returning (2048-d pool features, 1008 unbiased logits) in float32."""
+
+    def __init__(self, weights: str | None = None, download: bool = True) -> None:
+        super().__init__()
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        path = resolve_weights(INCEPTION, weights, download=download)
+        self.weights_path = str(path)
+        self.weights_hash = file_hash(path)
+        self.net = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)
+        )
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        features, logits = self.net(to_uint8_rgb(images))
+        return features.float(), logits.float()

@@ -1,0 +1,212 @@
+"""The configured set of metrics (`conf/metrics/*.yaml`), built once, fed with samples, computed across ranks.
+
+Used by the in-training callback and by `evaluate.py`, so both give the same numbers under the
+same protocol. A metric whose network weights cannot be found is skipped with one warning
+(`strict=False`, training) or raises `MetricWeightsError` (`strict=True`, evaluation).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from difflab.metrics.fidelity import FeatureStore, ReferenceStats, fidelity_scores, reference_cache_path
+from difflab.metrics.inception import FeatureExtractor, InceptionFeatures
+from difflab.metrics.perceptual import CLIPScoreMetric, LPIPSDiversity, clip_model_loader, lpips_network
+from difflab.metrics.weights import MetricWeightsError
+
+log = logging.getLogger(__name__)
+
+FIDELITY = ("fid", "kid", "inception_score")
+
+
+@dataclass
+class MetricsConfig:
+    """What to measure and how; one preset per `conf/metrics/{none,fast,default,full}.yaml`."""
+
+    every_n_steps: int = 5000          # training: sample and score every N steps (and at the end); 0 = end only
+    n_samples: int = 2000              # generated images per evaluation (0 disables the callback)
+    batch_size: int = 250              # sampling batch per rank
+    seed: int = 1                      # per-sample seeds (seed * 2^20 + i); distinct from the grid's seed 0
+    fid: bool = True
+    kid: bool = True
+    inception_score: bool = True
+    lpips_diversity: bool = True
+    clip_score: bool = True            # only for class- or text-conditioned models
+    reference: dict[str, Any] = field(default_factory=lambda: {"split": "train", "n": 10000})
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000        # capped at the sample counts; the size used is recorded
+    isc_splits: int = 10
+    feature_batch_size: int = 100      # images per Inception / LPIPS / CLIP forward
+    cache_dir: str = "data/metric_stats"
+    download: bool = True              # try downloading missing weights (fails fast offline)
+    weights: dict[str, Any] = field(default_factory=lambda: {
+        "inception": None, "lpips_alexnet": None, "clip": "openai/clip-vit-base-patch16"})
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 0 or self.batch_size < 1 or self.every_n_steps < 0:
+            raise ValueError("metrics.n_samples >= 0, metrics.batch_size >= 1 and metrics.every_n_steps >= 0 are required")
+        self.reference = {"split": "train", "n": 10000, **dict(self.reference or {})}
+        self.weights = {"inception": None, "lpips_alexnet": None, "clip": "openai/clip-vit-base-patch16",
+                        **dict(self.weights or {})}
+
+    @property
+    def enabled(self) -> bool:
+        return self.n_samples > 0
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the default process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard(n: int, rank: int, world_size: int) -> range:
+    """Contiguous block of range(n) for `rank`, with even boundaries (LPIPS pairs never straddle ranks)."""
+    pairs = (n + 1) // 2
+    lo, hi = pairs * rank // world_size, pairs * (rank + 1) // world_size
+    return range(min(2 * lo, n), min(2 * hi, n))
+
+
+@dataclass
+class Networks:
+    """Factories for the pretrained networks; tests inject tiny random ones."""
+
+    inception: Callable[[], FeatureExtractor] | None = None
+    lpips: Callable[[], tuple[nn.Module, str]] | None = None
+    clip: Callable[[], tuple[Any, Any]] | None = None
+
+
+class MetricSuite:
+    """Builds the configured metrics; `update` with samples, `compute` on every rank, `reset` between passes."""
+
+    def __init__(self, config: MetricsConfig, device: torch.device | str = "cpu", conditional: bool = False,
+                 networks: Networks | None = None, strict: bool = False) -> None:
+        self.config, self.device, self.strict = config, torch.device(device), strict
+        nets = networks or Networks()
+        c = config
+        self.skipped: dict[str, str] = {}
+        self.weights_hash: dict[str, str] = {}
+        self.features: FeatureStore | None = None
+        self.lpips: LPIPSDiversity | None = None
+        self.clip: CLIPScoreMetric | None = None
+        self.reference: ReferenceStats | None = None
+        wanted = [m for m in FIDELITY if getattr(c, m)]
+        if wanted:
+            extractor = self._build(wanted, nets.inception or (lambda: InceptionFeatures(c.weights["inception"], c.download)))
+            if extractor is not None:
+                self.features = FeatureStore(extractor).to(self.device)
+                self.weights_hash["inception"] = extractor.weights_hash
+        if c.lpips_diversity:
+            built = self._build(["lpips_diversity"], nets.lpips or (lambda: lpips_network(c.weights["lpips_alexnet"], c.download)))
+            if built is not None:
+                self.lpips = LPIPSDiversity(built[0]).to(self.device)
+                self.weights_hash["lpips_alexnet"] = built[1]
+        if c.clip_score and conditional:
+            loader = self._build(["clip_score"], lambda: nets.clip or clip_model_loader(c.weights["clip"], c.download))
+            if loader is not None:
+                self.clip = CLIPScoreMetric(loader).to(self.device)
+        if self.skipped:
+            reasons = sorted(set(self.skipped.values()))
+            log.warning("metrics skipped: %s. %s", ", ".join(self.skipped), " | ".join(reasons))
+
+    def _build(self, names: list[str], factory: Callable[[], Any]) -> Any:
+        try:
+            return factory()
+        except MetricWeightsError as err:
+            if self.strict:
+                raise
+            self.skipped.update({n: str(err) for n in names})
+            return None
+
+    @property
+    def active(self) -> list[str]:
+        """Names of the metrics that will be computed."""
+        names = [m for m in FIDELITY if getattr(self.config, m) and self.features is not None]
+        return names + [n for n, m in (("lpips_diversity", self.lpips), ("clip_score", self.clip)) if m is not None]
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.features is not None and (self.config.fid or self.config.kid)
+
+    def reference_meta(self, dataset: str, resolution: int, count: int) -> dict[str, Any]:
+        return {"dataset": dataset, "split": self.config.reference["split"], "resolution": int(resolution),
+                "count": int(count), "weights_hash": self.weights_hash.get("inception", "none")}
+
+    def prepare_reference(self, datamodule: Any) -> ReferenceStats | None:
+        """Load the cached real-data statistics, or compute them (sharded over ranks) and cache them."""
+        if not self.needs_reference or self.reference is not None:
+            return self.reference
+        split = self.config.reference["split"]
+        available = len(datamodule.split_dataset(split))
+        n = available if self.config.reference.get("n") in (None, "all") else min(int(self.config.reference["n"]), available)
+        meta = self.reference_meta(datamodule.name, datamodule.resolution, n)
+        path = reference_cache_path(self.config.cache_dir, meta)
+        if path.is_file():
+            self.reference = ReferenceStats.load(path, meta)
+            log.info("reference statistics: %s", path)
+            return self.reference
+        rank, size = world()
+        log.info("computing reference Inception statistics of %s/%s (%d images) -> %s", datamodule.name, split, n, path)
+        store = FeatureStore(self.features.extractor).to(self.device)
+        part = shard(n, rank, size)
+        for images, index in datamodule.iter_images(split, part.start, part.stop, self.config.feature_batch_size):
+            store.update(images, index)
+        features, _ = store.compute()
+        self.reference = ReferenceStats.from_features(features, meta)
+        if rank == 0:
+            self.reference.save(path)
+        return self.reference
+
+    def update(self, images: Tensor, index: Tensor, prompts: Sequence[str] | None = None) -> None:
+        """Add generated images ([-1, 1], [N, C, H, W]) with their global sample indices (and prompts)."""
+        step = self.config.feature_batch_size
+        for start in range(0, images.shape[0], step):
+            chunk = images[start : start + step].to(self.device)
+            if self.features is not None:
+                self.features.update(chunk, index[start : start + step])
+            if self.lpips is not None:
+                self.lpips.update(chunk)
+            if self.clip is not None and prompts is not None:
+                self.clip.update(chunk, prompts[start : start + step])
+
+    def compute(self) -> dict[str, float]:
+        """All active metrics (collective: every rank must call it)."""
+        out: dict[str, float] = {}
+        c = self.config
+        if self.features is not None:
+            features, logits = self.features.compute()
+            out.update(fidelity_scores(features, logits, self.reference, fid=c.fid, kid=c.kid,
+                                       inception_score=c.inception_score, kid_subsets=c.kid_subsets,
+                                       kid_subset_size=c.kid_subset_size, isc_splits=c.isc_splits))
+        if self.lpips is not None:
+            out["lpips_diversity"] = float(self.lpips.compute())
+        if self.clip is not None and int(self.clip.count) > 0:
+            out["clip_score"] = float(self.clip.compute())
+        return out
+
+    def reset(self) -> None:
+        for metric in (self.features, self.lpips, self.clip):
+            if metric is not None:
+                metric.reset()
+
+    def protocol(self) -> dict[str, Any]:
+        """What a number means: reference set, sizes, weights hashes, resizing; saved next to every value."""
+        c = self.config
+        ref = self.reference.meta if self.reference is not None else None
+        return {
+            "metrics": self.active, "skipped": dict(self.skipped), "reference": ref,
+            "weights_hash": dict(self.weights_hash),
+            "fid_protocol": "torch-fidelity: uint8 RGB, TF1 bilinear resize to 299, inception-2015-12-05 pool3 2048-d",
+            "kid": {"subsets": c.kid_subsets, "subset_size": c.kid_subset_size, "kernel": "poly3"},
+            "is_splits": c.isc_splits,
+            "lpips": "AlexNet, pairs (2k, 2k+1), inputs < 64 px upsampled to 64 (bilinear)",
+            "config": asdict(c),
+        }
