@@ -15,6 +15,7 @@ import difflab.cli  # noqa: F401  (registers the config resolvers)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+os.environ.setdefault("DIFFLAB_OFFLINE", "1")  # metric weights: never try the network in tests
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

@@ -64,3 +64,47 @@ def fake_images(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class
     (root / ".DS_Store").write_bytes(b"junk")  # hidden files are ignored
     (root / "notes.txt").write_text("not an image")
     return root
+
+
+# ---- tiny random stand-ins for the metric networks (module-level: picklable for ddp_spawn) ----
+
+class TinyExtractor:
+    """A fixed random conv feature map: uint8-like images -> (features [N, 16], logits [N, 10]), float32."""
+
+    weights_hash = "tiny0000"
+
+    def __init__(self) -> None:
+        import torch
+
+        gen = torch.Generator().manual_seed(0)
+        self.conv = torch.randn(16, 3, 3, 3, generator=gen) * 0.3
+        self.head = torch.randn(10, 16, generator=gen)
+
+    def __call__(self, images):  # noqa: ANN001, ANN204
+        import torch.nn.functional as F
+
+        from difflab.metrics.inception import to_uint8_rgb
+
+        x = to_uint8_rgb(images).float() / 127.5 - 1.0
+        x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
+        h = F.relu(F.conv2d(x.double(), self.conv.double(), padding=1)).mean((2, 3))
+        return h.float(), (h @ self.head.double().T).float()
+
+
+def tiny_extractor() -> TinyExtractor:
+    return TinyExtractor()
+
+
+def tiny_lpips():  # noqa: ANN201
+    """(distance net, hash): mean squared difference of 8-bit images, 0 exactly for identical inputs."""
+
+    def distance(a, b):  # noqa: ANN001, ANN202
+        return ((a - b) ** 2).flatten(1).mean(1)
+
+    return distance, "tinylpips"
+
+
+def tiny_networks():  # noqa: ANN201
+    from difflab.metrics import Networks
+
+    return Networks(inception=tiny_extractor, lpips=tiny_lpips)

@@ -48,7 +48,7 @@ class FeatureStore(Metric):
 
     def compute(self) -> tuple[Tensor, Tensor]:
         """(features [N, D], logits [N, K]) of all ranks on CPU, ordered by sample index; raises on duplicates."""
-        if not self.index:
+        if isinstance(self.index, list) and not self.index:  # after a DDP sync the states are tensors
             raise ValueError("no images were added to the Inception feature store")
         index = dim_zero_cat(self.index).cpu()
         order = torch.argsort(index)

@@ -33,16 +33,12 @@ def lpips_network(alexnet_weights: str | None = None, download: bool = True) -> 
     return net.eval().requires_grad_(False), file_hash(path)
 
 
-def pair_halves(images: Tensor) -> tuple[Tensor, Tensor]:
-    """Consecutive pairs (0, 1), (2, 3), ...: the pairs LPIPS diversity averages over (a trailing odd image is dropped)."""
-    n = images.shape[0] // 2 * 2
-    return images[0:n:2], images[1:n:2]
-
-
 class LPIPSDiversity(Metric):
-    """Mean LPIPS between the samples of consecutive pairs (2k, 2k+1): higher = more diverse samples.
+    """Mean LPIPS between the samples of pairs (2k, 2k+1) by global sample index: higher = more diverse.
 
-    Shards must start at even sample indices so that every rank forms the same pairs.
+    Pairs are formed by index, whatever the batching: an even-indexed image left at the end of one
+    update waits for its partner in the next. Shards start at even indices (see `shard`), so every
+    process count forms the same pairs.
     """
 
     full_state_update = False
@@ -52,15 +48,27 @@ class LPIPSDiversity(Metric):
         self.net = net
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+        self._pending: tuple[int, Tensor] | None = None
 
-    def update(self, images: Tensor) -> None:  # type: ignore[override]
-        """Add [-1, 1] images [N, C, H, W] (N even): each consecutive pair contributes one distance."""
-        a, b = pair_halves(images.to(self.device))
-        if a.shape[0] == 0:
+    def update(self, images: Tensor, index: Tensor) -> None:  # type: ignore[override]
+        """Add [-1, 1] images [N, C, H, W] with their global sample indices [N] (ascending)."""
+        images, index = images.to(self.device), index.reshape(-1).cpu()
+        if self._pending is not None and index.numel() and int(index[0]) == self._pending[0] + 1:
+            images = torch.cat([self._pending[1][None], images])
+            index = torch.cat([index.new_tensor([self._pending[0]]), index])
+        self._pending = None
+        firsts = torch.nonzero((index[:-1] % 2 == 0) & (index[1:] == index[:-1] + 1)).reshape(-1)
+        if index.numel() and int(index[-1]) % 2 == 0:
+            self._pending = (int(index[-1]), images[-1].detach())
+        if firsts.numel() == 0:
             return
-        d = self.net(self._prepare(a), self._prepare(b)).reshape(-1)
+        d = self.net(self._prepare(images[firsts]), self._prepare(images[firsts + 1])).reshape(-1)
         self.total += d.double().sum()
         self.count += d.numel()
+
+    def reset(self) -> None:
+        super().reset()
+        self._pending = None
 
     @staticmethod
     def _prepare(x: Tensor) -> Tensor:
@@ -73,6 +81,26 @@ class LPIPSDiversity(Metric):
         if int(self.count) == 0:
             raise ValueError("LPIPS diversity needs at least 2 samples")
         return (self.total / self.count).float()
+
+
+class CLIPFeatures(nn.Module):
+    """A CLIP model whose get_image/text_features return tensors (transformers >= 5 returns a model output
+    whose `pooler_output` holds the projected embedding; torchmetrics 1.9 expects the tensor)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    @staticmethod
+    def _tensor(out: Any) -> Tensor:
+        return out if isinstance(out, Tensor) else out.pooler_output
+
+    def get_image_features(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self._tensor(self.model.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self._tensor(self.model.get_text_features(*args, **kwargs))
 
 
 def clip_model_loader(name_or_path: str, download: bool = True) -> Callable[[], tuple[Any, Any]]:
@@ -88,6 +116,11 @@ def clip_model_loader(name_or_path: str, download: bool = True) -> Callable[[], 
     return load
 
 
+def _wrapped(loader: Callable[[], tuple[Any, Any]]) -> tuple[CLIPFeatures, Any]:
+    model, processor = loader()
+    return CLIPFeatures(model.eval()), processor
+
+
 class CLIPScoreMetric(Metric):
     """torchmetrics' CLIPScore (100 * max(cos(image, text), 0), averaged) on difflab's uint8 images."""
 
@@ -97,7 +130,7 @@ class CLIPScoreMetric(Metric):
         super().__init__(**kwargs)
         from torchmetrics.multimodal.clip_score import CLIPScore
 
-        self.inner = CLIPScore(model_name_or_path=loader)
+        self.inner = CLIPScore(model_name_or_path=lambda: _wrapped(loader))
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
 

@@ -173,7 +173,7 @@ class MetricSuite:
             if self.features is not None:
                 self.features.update(chunk, index[start : start + step])
             if self.lpips is not None:
-                self.lpips.update(chunk)
+                self.lpips.update(chunk, index[start : start + step])
             if self.clip is not None and prompts is not None:
                 self.clip.update(chunk, prompts[start : start + step])
 

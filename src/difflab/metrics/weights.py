@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -66,19 +68,34 @@ def resolve_weights(spec: WeightsFile, path: str | os.PathLike | None = None, do
     cached = hub_checkpoint_dir() / spec.filename
     if cached.is_file():
         return cached
-    if download:
+    if download and not offline():
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(spec.url, str(cached), progress=False)
+            download_file(spec.url, cached)
             return cached
-        except Exception as err:  # offline, proxy, HTTP error: fall through to the clear message
+        except Exception as err:  # offline, proxy, HTTP error, timeout: fall through to the clear message
             log.debug("download of %s failed: %s", spec.url, err)
-            cached.unlink(missing_ok=True)
     raise MetricWeightsError(
         f"{spec.what} not found: '{cached}' is missing and it could not be downloaded from {spec.url}. "
         f"Download that file on a machine with internet and either copy it to '{cached}' or set the "
         f"config key `{spec.config_key}` to its path."
     )
+
+
+def offline() -> bool:
+    """True when DIFFLAB_OFFLINE or HF_HUB_OFFLINE is set: never try to download."""
+    return any(os.environ.get(k, "") not in ("", "0") for k in ("DIFFLAB_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def download_file(url: str, dst: Path, timeout: float = 15.0) -> None:
+    """Stream `url` to `dst` via a temporary file; `timeout` bounds every network wait (no hang offline)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(dst.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
+            shutil.copyfileobj(response, f, 1 << 20)
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @lru_cache(maxsize=16)
@@ -114,7 +131,7 @@ def resolve_clip(name_or_path: str, download: bool = True) -> tuple[str, bool]:
         raise MetricWeightsError("CLIP score needs the `transformers` package: pip install transformers") from err
     if isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
         return name_or_path, True
-    if download and not os.environ.get("HF_HUB_OFFLINE"):
+    if download and not offline():
         try:
             from huggingface_hub import snapshot_download
 

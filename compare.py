@@ -1,0 +1,14 @@
+"""Tabulate every run's metrics.json: `python compare.py [runs_dir=<folder>] [wandb_project=<project>]`."""
+
+import hydra
+
+from difflab.cli.compare import run
+
+
+@hydra.main(config_path="conf", config_name="compare", version_base="1.3")
+def main(cfg) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Comparing variants: every metrics.json (or a W&B project) as one table, CSV and FID-vs-cost plots."""
+
+from difflab.compare.plots import (
+    fid_series,
+    log_wandb_table,
+    plot_fid_vs_nfe,
+    plot_fid_vs_throughput,
+    write_plots,
+)
+from difflab.compare.table import (
+    COLUMNS,
+    build_table,
+    check_record,
+    collect_local,
+    collect_wandb,
+    record_from_wandb,
+    to_csv,
+    to_markdown,
+)
+
+__all__ = [
+    "COLUMNS",
+    "build_table",
+    "check_record",
+    "collect_local",
+    "collect_wandb",
+    "fid_series",
+    "log_wandb_table",
+    "plot_fid_vs_nfe",
+    "plot_fid_vs_throughput",
+    "record_from_wandb",
+    "to_csv",
+    "to_markdown",
+    "write_plots",
+]
