@@ -65,3 +65,49 @@ def test_bad_requests_fail_clearly(ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(MetricWeightsError, match="metrics.weights.inception"):  # evaluation never skips silently
         evaluate.run(compose_config("evaluate", [f"ckpt={ckpt}", f"metrics.weights.inception={tmp_path / 'x.pth'}",
                                                  *SMALL], tmp_path))
+
+
+def test_dequantisation_stays_inside_each_pixels_bin() -> None:
+    import torch
+
+    from difflab.metrics.likelihood import dequantize
+    from difflab.samplers.base import StackedGenerator
+
+    values = torch.arange(256, dtype=torch.float32).reshape(1, 1, 16, 16)
+    x = dequantize(values / 127.5 - 1, StackedGenerator([0]))
+    assert x.dtype == torch.float64 and x.shape == values.shape
+    assert bool(((x + 1) * 128 >= values.double()).all()) and bool(((x + 1) * 128 < values.double() + 1).all())
+    assert x.std() > 0 and not torch.equal(x, dequantize(values / 127.5 - 1, StackedGenerator([1])))
+
+
+def test_nll_preset_reports_bits_per_dim_independent_of_the_batching(ckpt: Path, tmp_path: Path) -> None:
+    def bpd(batch: int) -> dict:
+        cfg = compose_config("evaluate", [f"ckpt={ckpt}", "metrics=nll", "metrics.nll.n=6", f"metrics.nll.batch_size={batch}",
+                                          "metrics.nll.rtol=1e-4", "metrics.nll.atol=1e-4", "logger=csv"], tmp_path / str(batch))
+        return evaluate.run(cfg)["values"]
+
+    a, b = bpd(6), bpd(4)
+    assert 0 < a["bpd"] < 30 and a["nll_images"] == 6 and a["nll_nfe"] > 10
+    assert b["bpd"] == pytest.approx(a["bpd"], rel=2e-3)  # same images, dequantisation noise and probes
+    assert "fid" not in a and "samples_per_sec" not in a
+    with pytest.raises(Exception, match=r"unknown key\(s\) \['steps'\] under `metrics.nll`"):
+        evaluate.run(compose_config("evaluate", [f"ckpt={ckpt}", "metrics=nll", "+metrics.nll.steps=3"], tmp_path / "x"))
+
+
+def test_evaluate_sweep_ends_with_the_quality_vs_steps_table(ckpt: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "WANDB_MODE": "offline", "DIFFLAB_OFFLINE": "1"}
+    cmd = [sys.executable, str(REPO / "evaluate.py"), "-m", f"ckpt={ckpt}", "sampler=ddim,euler", "sampler.steps=2,4",
+           "metrics=none", "n_samples=4", "logger=csv", f"paths.root_dir={tmp_path}"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = (tmp_path / "runs" / "evaluate" / "multirun").iterdir()
+    rows = list(csv.DictReader((sweep / "comparison.csv").open()))
+    assert sorted((r["sampler"], r["nfe"]) for r in rows) == [("ddim", "2"), ("ddim", "4"), ("euler", "2"), ("euler", "4")]
+    assert all(float(r["samples_per_sec"]) > 0 for r in rows)
+    assert (sweep / "comparison.md").is_file() and (sweep / "fid_vs_nfe.png").is_file()

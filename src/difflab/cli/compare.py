@@ -28,6 +28,22 @@ def _is_wandb(logger: Any) -> bool:
     return isinstance(logger, WandbLogger)
 
 
+def write_comparison(records: list[dict[str, Any]], out_dir: Path, source: str,
+                     root: Path | None) -> tuple[list[dict[str, Any]], dict[str, Path], dict[str, Path]]:
+    """Rows, comparison.md, comparison.csv and the two plots in out_dir; returns (rows, all paths, plot paths)."""
+    if not records:
+        log.warning("no metrics.json records in %s: the table is empty", source)
+    rows = build_table(records)
+    table = to_markdown(rows, root=root)
+    paths = {"markdown": out_dir / "comparison.md", "csv": out_dir / "comparison.csv"}
+    paths["markdown"].write_text(f"# Comparison\n\n{len(rows)} runs from {source}.\n\n{table}\n{NOTE}\n")
+    to_csv(rows, paths["csv"])
+    plots = write_plots(rows, out_dir)
+    paths.update(plots)
+    log.info("%d runs from %s\n%s", len(rows), source, table)
+    return rows, paths, plots
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Collect the records, write the table, CSV and plots to out_dir, log them; returns the paths and rows."""
     out_dir = Path(cfg.out_dir)
@@ -39,19 +55,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         records = collect_local(cfg.runs_dir)
         source, root = f"{Path(cfg.runs_dir).resolve()}", Path(cfg.runs_dir)
-    if not records:
-        log.warning("no metrics.json records in %s: the table is empty", source)
-    rows = build_table(records)
-    table = to_markdown(rows, root=root)
-    paths = {"markdown": out_dir / "comparison.md", "csv": out_dir / "comparison.csv"}
-    paths["markdown"].write_text(f"# Comparison\n\n{len(rows)} runs from {source}.\n\n{table}\n{NOTE}\n")
-    to_csv(rows, paths["csv"])
-    plots = write_plots(rows, out_dir)
-    paths.update(plots)
+    rows, paths, plots = write_comparison(records, out_dir, source, root)
     for logger in instantiate_group(cfg.get("logger")):
         if _is_wandb(logger):
             log_wandb_table(rows, logger.experiment, plots=plots)
             logger.experiment.finish()
-    log.info("%d runs from %s\n%s", len(rows), source, table)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return {"rows": rows, "paths": paths, "out_dir": out_dir}

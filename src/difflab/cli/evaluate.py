@@ -24,6 +24,7 @@ from difflab.data.base import DataNotFoundError, collate_batch
 from difflab.data.image_folder import EXTENSIONS, ImageFileDataset, list_images
 from difflab.lit.checkpoint import load_module
 from difflab.metrics.evaluation import metrics_record, sample_and_score, write_record
+from difflab.metrics.likelihood import data_bits_per_dim
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
 from difflab.utils.config import instantiate_group
 
@@ -57,6 +58,31 @@ def score_folder(folder: Path, datamodule: Any, suite: MetricSuite, batch_size: 
     return values
 
 
+def _sample_checkpoint(cfg: DictConfig, module: Any, suite: MetricSuite, datamodule: Any, *, n: int, seed: int,
+                       batch_size: int, out_dir: Path) -> dict[str, float]:
+    """Sample n images from the module into the suite, writing them as PNGs and a grid; returns the values."""
+    image_dir = out_dir / "images"
+    preview: list[torch.Tensor] = []
+
+    def sink(images: torch.Tensor, index: torch.Tensor) -> None:
+        if not preview:
+            preview.append(images[:64])
+        if cfg.save_images:
+            image_dir.mkdir(exist_ok=True)
+            for img, i in zip(images, index.tolist()):
+                save_image((img + 1) / 2, image_dir / f"{i:06d}.png")
+
+    device = torch.device(module.device)
+    dtype = AUTOCAST[str(cfg.precision)]
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with autocast:
+        values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size,
+                                  class_names=getattr(datamodule, "class_names", None), sink=sink)
+    if preview:
+        save_grid(preview[0], out_dir / "grid.png")
+    return values
+
+
 def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (or a folder of images); returns the record written to metrics.json."""
     if bool(cfg.get("ckpt")) == bool(cfg.get("images")):
@@ -82,28 +108,19 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     suite.prepare_reference(datamodule)
 
     if module is None:
+        if mcfg.nll["enabled"]:
+            raise ValueError("metrics.nll needs a model: pass ckpt=<checkpoint> instead of images=<folder>")
         values = score_folder(Path(cfg.images), datamodule, suite, mcfg.feature_batch_size)
         n, extra = int(values.pop("n_images")), {"images": str(Path(cfg.images).resolve())}
     else:
-        image_dir = out_dir / "images"
-        preview: list[torch.Tensor] = []
-
-        def sink(images: torch.Tensor, index: torch.Tensor) -> None:
-            if len(preview) == 0:
-                preview.append(images[:64])
-            if cfg.save_images:
-                image_dir.mkdir(exist_ok=True)
-                for img, i in zip(images, index.tolist()):
-                    save_image((img + 1) / 2, image_dir / f"{i:06d}.png")
-
-        dtype = AUTOCAST[str(cfg.precision)]
-        autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        with autocast:
-            values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size,
-                                      class_names=getattr(datamodule, "class_names", None), sink=sink)
-        if preview:
-            save_grid(preview[0], out_dir / "grid.png")
-        extra = {"images": str(image_dir.resolve()) if cfg.save_images else None, "precision": str(cfg.precision)}
+        values = _sample_checkpoint(cfg, module, suite, datamodule, n=n, seed=seed, batch_size=batch_size,
+                                    out_dir=out_dir) if n > 0 else {}
+        if mcfg.nll["enabled"]:
+            values.update(data_bits_per_dim(module, datamodule, **{k: v for k, v in mcfg.nll.items() if k != "enabled"}))
+        extra = {"images": str((out_dir / "images").resolve()) if cfg.save_images and n > 0 else None,
+                 "precision": str(cfg.precision)}
+        if mcfg.nll["enabled"]:
+            extra["nll"] = dict(mcfg.nll)
     record = metrics_record(
         kind="evaluate", values=values, protocol=suite.protocol(), module=module, n_samples=n, seed=seed,
         run_dir=out_dir, global_step=getattr(module, "checkpoint_global_step", 0),

@@ -26,6 +26,18 @@ log = logging.getLogger(__name__)
 FIDELITY = ("fid", "kid", "inception_score")
 
 
+NLL_DEFAULTS: dict[str, Any] = {
+    "enabled": False,        # bits/dim through the probability-flow ODE (Song et al. 2021, App. D.2)
+    "split": "val",
+    "n": 128,                # first n images of the split (null = all)
+    "batch_size": 64,
+    "estimator": "rademacher",  # rademacher | gaussian (Hutchinson) | exact (tiny images only)
+    "rtol": 1e-5,
+    "atol": 1e-5,
+    "seed": 0,               # per-image seeds for the dequantisation noise and the probe
+}
+
+
 @dataclass
 class MetricsConfig:
     """What to measure and how; one preset per `conf/metrics/{none,fast,default,full}.yaml`."""
@@ -48,6 +60,7 @@ class MetricsConfig:
     download: bool = True              # try downloading missing weights (fails fast offline)
     weights: dict[str, Any] = field(default_factory=lambda: {
         "inception": None, "lpips_alexnet": None, "clip": "openai/clip-vit-base-patch16"})
+    nll: dict[str, Any] = field(default_factory=dict)  # evaluate.py: bits/dim of real data (see NLL_DEFAULTS)
 
     def __post_init__(self) -> None:
         if self.n_samples < 0 or self.batch_size < 1 or self.every_n_steps < 0:
@@ -55,6 +68,10 @@ class MetricsConfig:
         self.reference = {"split": "train", "n": 10000, **dict(self.reference or {})}
         self.weights = {"inception": None, "lpips_alexnet": None, "clip": "openai/clip-vit-base-patch16",
                         **dict(self.weights or {})}
+        unknown = set(self.nll or {}) - set(NLL_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown key(s) {sorted(unknown)} under `metrics.nll`; known: {sorted(NLL_DEFAULTS)}")
+        self.nll = {**NLL_DEFAULTS, **dict(self.nll or {})}
 
     @property
     def enabled(self) -> bool:

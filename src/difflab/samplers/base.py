@@ -64,6 +64,13 @@ class StackedGenerator:
         rows = [torch.randn(tuple(shape[1:]), generator=g, device=self.device, dtype=dtype) for g in self.generators]
         return torch.stack(rows)
 
+    def rand(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> Tensor:
+        """Uniform [0, 1) draws, [len(seeds), *shape[1:]], row i from generator i."""
+        if shape[0] != len(self.generators):
+            raise ValueError(f"batch of {shape[0]} for {len(self.generators)} per-sample generators")
+        rows = [torch.rand(tuple(shape[1:]), generator=g, device=self.device, dtype=dtype) for g in self.generators]
+        return torch.stack(rows)
+
 
 Generator = torch.Generator | StackedGenerator | None
 
