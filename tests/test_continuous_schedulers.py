@@ -44,6 +44,14 @@ def test_ve_scalings_match_table_1():
     assert torch.allclose(c_noise, torch.tensor([0.0, 1.0, math.log(0.01)], dtype=torch.float64), atol=1e-15)
 
 
+def test_ve_input_scaling_option_changes_c_in_alone():
+    sigma = torch.tensor([0.0, 1.2, 50.0], dtype=torch.float64)
+    plain, scaled = VEScheduler().scalings(sigma), VEScheduler(scale_input=True, sigma_data=0.5).scalings(sigma)
+    assert torch.allclose(scaled.c_in, torch.tensor([2.0, 1 / 1.3, 1 / math.sqrt(2500.25)], dtype=torch.float64))
+    for name in ("c_skip", "c_out", "c_noise"):
+        assert torch.equal(getattr(plain, name), getattr(scaled, name)), name
+
+
 @pytest.mark.parametrize("sched", [EDMScheduler(), VEScheduler()], ids=["edm", "ve"])
 def test_true_target_makes_an_exact_denoiser(sched: Scheduler):
     """With F = (x0 - c_skip x) / c_out, D = c_skip x + c_out F is x0; VE's F is -eps (NCSN sigma * score)."""

@@ -138,19 +138,29 @@ class VEScheduler(SDEScheduler):
         eps_t: float = 1e-5,
         rho: float = 7.0,
         grid: str = "geometric",
+        scale_input: bool = False,
+        sigma_data: float = 0.5,
     ) -> None:
         super().__init__(sigma_min, sigma_max, rho=rho, grid=grid)
         if not 0 <= eps_t < 1:
             raise ValueError(f"eps_t must be in [0, 1), got {eps_t}")
         self.eps_t = float(eps_t)
+        self.scale_input, self.sigma_data = bool(scale_input), float(sigma_data)
 
     def sigma_of_t(self, t: Tensor) -> Tensor:
         """Song et al. App. C: sigma(t) = sigma_min (sigma_max / sigma_min)^t."""
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
 
     def scalings(self, sigma: Tensor) -> Scalings:
-        """EDM Table 1 VE column: c_skip = 1, c_out = sigma, c_in = 1, c_noise = ln(sigma / 2)."""
-        return ve_scalings(sigma)
+        """EDM Table 1 VE column: c_skip = 1, c_out = sigma, c_in = 1, c_noise = ln(sigma / 2).
+
+        With `scale_input`, c_in = 1 / sqrt(sigma^2 + sigma_data^2) (EDM's input scaling) instead, so the
+        network sees unit-variance inputs at every noise level rather than inputs of std up to sigma_max.
+        """
+        s = ve_scalings(sigma)
+        if not self.scale_input:
+            return s
+        return s._replace(c_in=(sigma**2 + self.sigma_data**2).rsqrt())
 
     def inference_sigmas(self, steps: int) -> Tensor:
         """Geometric grid sigma_max -> sigma_min (Song et al. reverse diffusion) or Karras, then 0 ([steps + 1])."""
@@ -161,5 +171,6 @@ class VEScheduler(SDEScheduler):
     def __repr__(self) -> str:
         return (
             f"VEScheduler(sigma_min={self.sigma_min:.4g}, sigma_max={self.sigma_max:.4g}, "
-            f"eps_t={self.eps_t:g}, rho={self.rho}, grid={self.grid!r})"
+            f"eps_t={self.eps_t:g}, rho={self.rho}, grid={self.grid!r}"
+            + (f", scale_input=True, sigma_data={self.sigma_data:g})" if self.scale_input else ")")
         )

@@ -57,6 +57,11 @@ class LinearBetaSDE(SDEScheduler):
         """x_T ~ N(0, I) in x_t, i.e. N(0, (1 + sigma^2) I) in the sigma view."""
         return math.sqrt(1.0 + float(sigma) ** 2)
 
+    def __repr__(self) -> str:
+        extra = f", prediction={self.prediction!r}" if hasattr(self, "prediction") else ""
+        return (f"{type(self).__name__}(beta_min={self.beta_min:g}, beta_max={self.beta_max:g}, eps_t={self.eps_t:g}, "
+                f"t_min={self.t_min:g}, grid={self.grid!r}{extra})")
+
     def inference_sigmas(self, steps: int) -> Tensor:
         """Uniform in t from 1 to t_min (Song et al.) or Karras, then 0 ([steps + 1], float64)."""
         if self.grid == "karras":
