@@ -166,7 +166,7 @@ class MetricSuite:
         n = available if self.config.reference.get("n") in (None, "all") else min(int(self.config.reference["n"]), available)
         meta = self.reference_meta(datamodule.name, datamodule.resolution, n)
         path = reference_cache_path(self.config.cache_dir, meta)
-        if path.is_file():
+        if self._on_every_rank(path.is_file()):  # one collective decision: no rank waits in a gather alone
             self.reference = ReferenceStats.load(path, meta)
             log.info("reference statistics: %s", path)
             return self.reference
@@ -181,6 +181,14 @@ class MetricSuite:
         if rank == 0:
             self.reference.save(path)
         return self.reference
+
+    def _on_every_rank(self, flag: bool) -> bool:
+        """True when `flag` holds on every rank (e.g. a cache file visible on every node's disk)."""
+        if world()[1] == 1:
+            return flag
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
 
     def update(self, images: Tensor, index: Tensor, prompts: Sequence[str] | None = None) -> None:
         """Add generated images ([-1, 1], [N, C, H, W]) with their global sample indices (and prompts)."""
