@@ -101,6 +101,8 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
         module = load_module(cfg.ckpt, sampler=cfg.get("sampler"),
                              scheduler_overrides={k: v for k, v in overrides.items() if v is not None},
                              use_ema=cfg.use_ema).to(device)
+        if cfg.get("guidance_scale") is not None:
+            module.guidance_scale = float(cfg.guidance_scale)
     data_cfg = _data_config(cfg, module.run_config if module is not None else None)
     datamodule = instantiate(data_cfg)
     conditional = module is not None and module.cond_key is not None

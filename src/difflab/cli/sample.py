@@ -45,7 +45,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     dtype = AUTOCAST[precision]
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with autocast:
-        images, nfe = module.generate(int(cfg.n), seed=int(cfg.seed), batch_size=int(cfg.batch_size), cond=cond)
+        images, nfe = module.generate(int(cfg.n), seed=int(cfg.seed), batch_size=int(cfg.batch_size), cond=cond,
+                                      guidance_scale=cfg.get("guidance_scale"), guidance_rescale=cfg.get("guidance_rescale"))
 
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -59,6 +60,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "ckpt": str(Path(cfg.ckpt).resolve()), "n": int(cfg.n), "seed": int(cfg.seed), "nfe": nfe,
         "sampler": {"name": spec.name, "steps": spec.steps, **spec.knobs}, "scheduler": repr(module.scheduler),
         "use_ema": bool(cfg.use_ema), "precision": precision, "device": str(device),
+        "guidance_scale": cfg.get("guidance_scale") if cond is not None else None,
     }
     (out_dir / "samples.json").write_text(json.dumps(record, indent=2))
     log.info("wrote %d images and %s (NFE %d per image)", len(images), grid, nfe)

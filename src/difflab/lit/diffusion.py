@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from difflab.diffusion.guidance import guided, null_labels
 from difflab.diffusion.losses import DiffusionLoss
 from difflab.diffusion.precond import Denoiser
 from difflab.diffusion.schedules import Scheduler
@@ -35,6 +36,9 @@ class DiffusionModule(L.LightningModule):
         lr_scheduler: LRSchedulerFactory | None = None,
         sampler: SamplerSpec | None = None,
         cond_key: str | None = None,
+        cond_drop_prob: float = 0.0,
+        guidance_scale: float = 1.0,
+        guidance_rescale: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
@@ -46,6 +50,10 @@ class DiffusionModule(L.LightningModule):
         self.sampler = sampler or SamplerSpec()
         self.image_shape = tuple(int(v) for v in image_shape)
         self.cond_key = cond_key
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"model.cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
+        self.cond_drop_prob = float(cond_drop_prob)  # condition dropout to the null class (classifier-free guidance)
+        self.guidance_scale, self.guidance_rescale = float(guidance_scale), float(guidance_rescale)
         self.channels_last = channels_last
         self.compile_net = compile
         self.run_config: dict[str, Any] | None = None  # the resolved config, set by the CLI, saved in checkpoints
@@ -74,6 +82,9 @@ class DiffusionModule(L.LightningModule):
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         cond = batch[self.cond_key] if self.cond_key is not None else None
+        if cond is not None and self.training and self.cond_drop_prob > 0:
+            drop = torch.rand(cond.shape[0], device=cond.device) < self.cond_drop_prob  # (B,)
+            cond = torch.where(drop.reshape(-1, *([1] * (cond.ndim - 1))), null_labels(cond), cond)
         return x0, cond
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -108,14 +119,22 @@ class DiffusionModule(L.LightningModule):
         sampler: SamplerSpec | None = None,
         cond: Tensor | None = None,
         first_index: int = 0,
+        guidance_scale: float | None = None,
+        guidance_rescale: float | None = None,
     ) -> tuple[Tensor, int]:
         """Sample images first_index .. first_index + n - 1 of the run seeded `seed`, in [-1, 1] (float32, CPU),
-        with the current weights; returns (images, NFE per image)."""
+        with the current weights; returns (images, NFE per image).
+
+        Conditional models apply classifier-free guidance with `guidance_scale` (default: the model's
+        `guidance_scale`; 1 = plain conditional, see `difflab.diffusion.guidance`)."""
+        scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
+        rescale = self.guidance_rescale if guidance_rescale is None else float(guidance_rescale)
+        denoise_fn = guided(self.denoiser, scale, rescale) if cond is not None else self.denoiser
         was_training = self.training
         self.eval()
         try:
             x, nfe = generate(
-                self.denoiser,
+                denoise_fn,
                 self.scheduler,
                 sampler or self.sampler,
                 n=n,

@@ -112,7 +112,7 @@ def metrics_record(
         "variant": choices.get("model") or (type(module).__name__ if module is not None else "images"),
         "scheduler": choices.get("scheduler") or (type(scheduler).__name__ if scheduler is not None else None),
         "scheduler_repr": repr(scheduler) if scheduler is not None else None,
-        "sampler": {"name": spec.name, "steps": spec.steps, **spec.knobs} if spec is not None else None,
+        "sampler": _sampler_record(module, spec),
         "data": {"name": choices.get("data") or data.get("name") or str(data.get("_target_", "?")).rsplit(".", 1)[-1],
                  "resolution": data.get("resolution")},
         "params": count_params(module.net) if hasattr(module, "net") else None,
@@ -124,6 +124,16 @@ def metrics_record(
         "protocol": protocol,
         **(extra or {}),
     }
+
+
+def _sampler_record(module: Any, spec: Any) -> dict[str, Any] | None:
+    """Sampler name, steps and knobs; conditional models add their classifier-free guidance scale."""
+    if spec is None:
+        return None
+    record = {"name": spec.name, "steps": spec.steps, **spec.knobs}
+    if getattr(module, "cond_key", None) is not None:
+        record["guidance_scale"] = float(getattr(module, "guidance_scale", 1.0))
+    return record
 
 
 def write_record(record: dict[str, Any], path: str | Path) -> Path:
