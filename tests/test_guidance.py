@@ -120,3 +120,5 @@ def test_class_conditional_train_sample_and_evaluate_with_guidance(tmp_path) -> 
                                                       "metrics.reference.n=16", "metrics.kid_subset_size=4"],
                                           tmp_path / "e"), networks=tiny_networks())
     assert record["sampler"]["guidance_scale"] == 2.0 and record["values"]["fid"] > 0
+    assert 0.0 <= record["values"]["condition_accuracy"] <= 1.0  # an untrained model: near chance
+    assert record["protocol"]["classifier_val_accuracy"] > 0.9

@@ -211,7 +211,7 @@ def test_clip_score_of_a_tiny_random_clip_equals_the_cosine_formula(tmp_path: Pa
 
     model, processor = _tiny_clip()
     suite = MetricSuite(_config(tmp_path, clip_score=True, fid=False, kid=False, inception_score=False,
-                                lpips_diversity=False), conditional=True,
+                                lpips_diversity=False, condition_accuracy=False), conditional=True,
                         networks=Networks(clip=lambda: (model, processor)))
     assert suite.active == ["clip_score"]
 
@@ -234,3 +234,20 @@ def test_clip_score_of_a_tiny_random_clip_equals_the_cosine_formula(tmp_path: Pa
     cos = torch.nn.functional.cosine_similarity(img, txt, dim=-1)
     assert score == pytest.approx(max(100 * cos.mean().item(), 0.0), abs=1e-3)
     assert MetricSuite(_config(tmp_path), conditional=False, networks=tiny_networks()).clip is None
+
+
+def test_condition_accuracy_classifier_learns_digits_is_cached_and_scores_requested_labels(tmp_path: Path) -> None:
+    from difflab.data import DigitsDataModule
+    from difflab.metrics.classifier import ConditionAccuracy, load_or_train_classifier
+
+    dm = DigitsDataModule(batch_size=8)
+    model, acc, path = load_or_train_classifier(dm, tmp_path, epochs=5)
+    assert acc > 0.9 and path.is_file()
+    again, acc_again, _ = load_or_train_classifier(dm, tmp_path, epochs=5)  # from the cache
+    assert acc_again == acc
+    (batch, _), = list(dm.iter_batches("val", 0, 180, 180))
+    right, wrong = ConditionAccuracy(again), ConditionAccuracy(again)
+    right.update(batch["image"], batch["label"])
+    wrong.update(batch["image"], (batch["label"] + 1) % 10)
+    assert float(right.compute()) == pytest.approx(acc, abs=0.02)  # the real images score the classifier's accuracy
+    assert float(wrong.compute()) < 0.1

@@ -258,17 +258,21 @@ class ImageDataModule(L.LightningDataModule, ABC):
             dataset.hflip = False
         return dataset
 
-    def iter_images(self, split: str, start: int, stop: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """(images [B, C, H, W] in [-1, 1], their indices in the split) for images start..stop-1 of `split`, in order."""
-        dataset = self.split_dataset(split)
-        subset = Subset(dataset, range(start, stop))
+    def iter_batches(self, split: str, start: int, stop: int, batch_size: int) -> Iterator[tuple[Batch, Tensor]]:
+        """(batch, its indices in the split) for items start..stop-1 of `split`, in order, without augmentation."""
+        subset = Subset(self.split_dataset(split), range(start, stop))
         loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=self.num_workers,
                             collate_fn=collate_batch)
         offset = start
         for batch in loader:
-            images = batch["image"]
-            yield images, torch.arange(offset, offset + images.shape[0])
-            offset += images.shape[0]
+            n = batch["image"].shape[0]
+            yield batch, torch.arange(offset, offset + n)
+            offset += n
+
+    def iter_images(self, split: str, start: int, stop: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """(images [B, C, H, W] in [-1, 1], their indices in the split) for images start..stop-1 of `split`, in order."""
+        for batch, index in self.iter_batches(split, start, stop, batch_size):
+            yield batch["image"], index
 
     def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
         return DataLoader(

@@ -70,7 +70,7 @@ def sample_and_score(
         images, nfe = module.generate(b, seed=seed, batch_size=b, cond=cond, first_index=start)
         _sync(device)
         elapsed += time.perf_counter() - t0
-        suite.update(images, index, prompts)
+        suite.update(images, index, prompts, labels=cond)
         if sink is not None:
             sink(images, index)
     values = suite.compute()

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from difflab.metrics.classifier import ConditionAccuracy, load_or_train_classifier
 from difflab.metrics.fidelity import FeatureStore, ReferenceStats, fidelity_scores, reference_cache_path
 from difflab.metrics.inception import FeatureExtractor, InceptionFeatures
 from difflab.metrics.perceptual import CLIPScoreMetric, LPIPSDiversity, clip_model_loader, lpips_network
@@ -51,6 +52,8 @@ class MetricsConfig:
     inception_score: bool = True
     lpips_diversity: bool = True
     clip_score: bool = True            # only for class- or text-conditioned models
+    condition_accuracy: bool = True    # class-conditional models: a classifier trained on the real data
+    classifier_epochs: int = 5
     reference: dict[str, Any] = field(default_factory=lambda: {"split": "train", "n": 10000})
     kid_subsets: int = 100
     kid_subset_size: int = 1000        # capped at the sample counts; the size used is recorded
@@ -115,6 +118,9 @@ class MetricSuite:
         self.lpips: LPIPSDiversity | None = None
         self.clip: CLIPScoreMetric | None = None
         self.reference: ReferenceStats | None = None
+        self.accuracy: ConditionAccuracy | None = None
+        self.classifier_val_accuracy: float | None = None
+        self._want_accuracy = bool(c.condition_accuracy and conditional)
         wanted = [m for m in FIDELITY if getattr(c, m)]
         if wanted:
             extractor = self._build(wanted, nets.inception or (lambda: InceptionFeatures(c.weights["inception"], c.download)))
@@ -147,7 +153,8 @@ class MetricSuite:
     def active(self) -> list[str]:
         """Names of the metrics that will be computed."""
         names = [m for m in FIDELITY if getattr(self.config, m) and self.features is not None]
-        return names + [n for n, m in (("lpips_diversity", self.lpips), ("clip_score", self.clip)) if m is not None]
+        names += [n for n, m in (("lpips_diversity", self.lpips), ("clip_score", self.clip)) if m is not None]
+        return names + (["condition_accuracy"] if self._want_accuracy else [])
 
     @property
     def needs_reference(self) -> bool:
@@ -157,8 +164,24 @@ class MetricSuite:
         return {"dataset": dataset, "split": self.config.reference["split"], "resolution": int(resolution),
                 "count": int(count), "weights_hash": self.weights_hash.get("inception", "none")}
 
+    def _prepare_classifier(self, datamodule: Any) -> None:
+        """The condition-accuracy classifier: rank 0 loads or trains and caches it, the others then load it."""
+        if not self._want_accuracy or self.accuracy is not None:
+            return
+        rank, size = world()
+        kwargs = {"epochs": self.config.classifier_epochs, "device": self.device}
+        if rank == 0:
+            model, acc, _ = load_or_train_classifier(datamodule, self.config.cache_dir, **kwargs)
+        if size > 1:
+            dist.barrier()
+            if rank != 0:
+                model, acc, _ = load_or_train_classifier(datamodule, self.config.cache_dir, **kwargs)
+        self.accuracy = ConditionAccuracy(model).to(self.device)
+        self.classifier_val_accuracy = acc
+
     def prepare_reference(self, datamodule: Any) -> ReferenceStats | None:
-        """Load the cached real-data statistics, or compute them (sharded over ranks) and cache them."""
+        """Load the cached real-data statistics (and classifier), or compute them (sharded over ranks) and cache them."""
+        self._prepare_classifier(datamodule)
         if not self.needs_reference or self.reference is not None:
             return self.reference
         split = self.config.reference["split"]
@@ -190,8 +213,9 @@ class MetricSuite:
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return bool(t.item())
 
-    def update(self, images: Tensor, index: Tensor, prompts: Sequence[str] | None = None) -> None:
-        """Add generated images ([-1, 1], [N, C, H, W]) with their global sample indices (and prompts)."""
+    def update(self, images: Tensor, index: Tensor, prompts: Sequence[str] | None = None,
+               labels: Tensor | None = None) -> None:
+        """Add generated images ([-1, 1], [N, C, H, W]) with their global sample indices (and prompts, labels)."""
         step = self.config.feature_batch_size
         for start in range(0, images.shape[0], step):
             chunk = images[start : start + step].to(self.device)
@@ -201,6 +225,8 @@ class MetricSuite:
                 self.lpips.update(chunk, index[start : start + step])
             if self.clip is not None and prompts is not None:
                 self.clip.update(chunk, prompts[start : start + step])
+            if self.accuracy is not None and labels is not None:
+                self.accuracy.update(chunk, labels[start : start + step])
 
     def compute(self) -> dict[str, float]:
         """All active metrics (collective: every rank must call it)."""
@@ -215,10 +241,12 @@ class MetricSuite:
             out["lpips_diversity"] = float(self.lpips.compute())
         if self.clip is not None and int(self.clip.count) > 0:
             out["clip_score"] = float(self.clip.compute())
+        if self.accuracy is not None:
+            out["condition_accuracy"] = float(self.accuracy.compute())
         return out
 
     def reset(self) -> None:
-        for metric in (self.features, self.lpips, self.clip):
+        for metric in (self.features, self.lpips, self.clip, self.accuracy):
             if metric is not None:
                 metric.reset()
 
@@ -232,6 +260,7 @@ class MetricSuite:
             "fid_protocol": "torch-fidelity: uint8 RGB, TF1 bilinear resize to 299, inception-2015-12-05 pool3 2048-d",
             "kid": {"subsets": c.kid_subsets, "subset_size": c.kid_subset_size, "kernel": "poly3"},
             "is_splits": c.isc_splits,
+            "classifier_val_accuracy": self.classifier_val_accuracy,
             "lpips": "AlexNet, pairs (2k, 2k+1), inputs < 64 px upsampled to 64 (bilinear)",
             "config": asdict(c),
         }
