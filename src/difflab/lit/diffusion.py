@@ -17,7 +17,7 @@ from difflab.diffusion.losses import DiffusionLoss
 from difflab.diffusion.precond import Denoiser
 from difflab.diffusion.schedules import Scheduler
 from difflab.lit.checkpoint import check_state_dict_compatible
-from difflab.samplers.generate import SamplerSpec, generate
+from difflab.samplers.generate import Edit, SamplerSpec, generate
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 LRSchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -121,6 +121,7 @@ class DiffusionModule(L.LightningModule):
         first_index: int = 0,
         guidance_scale: float | None = None,
         guidance_rescale: float | None = None,
+        edit: Edit | None = None,
     ) -> tuple[Tensor, int]:
         """Sample images first_index .. first_index + n - 1 of the run seeded `seed`, in [-1, 1] (float32, CPU),
         with the current weights; returns (images, NFE per image).
@@ -144,6 +145,7 @@ class DiffusionModule(L.LightningModule):
                 device=self.device,
                 cond=cond,
                 first_index=first_index,
+                edit=edit,
             )
         finally:
             self.train(was_training)

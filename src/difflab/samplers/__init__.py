@@ -3,6 +3,7 @@
 from difflab.samplers import ancestral, dpm_solver, euler, ode, sde  # noqa: F401  (register the samplers)
 from difflab.samplers.ode import probability_flow
 from difflab.samplers.base import SAMPLERS, StackedGenerator, randn_like, register
-from difflab.samplers.generate import SamplerSpec, generate, sample_seeds
+from difflab.samplers.generate import Edit, SamplerSpec, generate, is_deterministic, sample_seeds, slerp
 
-__all__ = ["SAMPLERS", "probability_flow", "SamplerSpec", "StackedGenerator", "generate", "randn_like", "register", "sample_seeds"]
+__all__ = ["SAMPLERS", "Edit", "probability_flow", "SamplerSpec", "StackedGenerator", "generate", "is_deterministic",
+           "randn_like", "register", "sample_seeds", "slerp"]

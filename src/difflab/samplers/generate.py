@@ -79,6 +79,56 @@ def sample_seeds(seed: int, n: int, start: int = 0) -> list[int]:
     return [(int(seed) * SEED_STRIDE + i) % (1 << 32) for i in range(start, start + n)]
 
 
+@dataclass
+class Edit:
+    """Starting points other than pure noise (all tensors [n, C, H, W], indexed like the images).
+
+    - `noise`: the standard-normal x_T of each image (e.g. slerp-interpolated noises) instead of its seed's.
+    - `init` + `strength` (SDEdit, Meng et al. 2022): start at grid position round(steps * (1 - strength)),
+      from x = init + sigma_start * eps; strength 1 starts at sigma_max, strength -> 0 returns `init`.
+    - `mask` (1 = keep `init`, 0 = generate; needs `init`): inpainting by replacement in x0 space: every
+      D(x, sigma) takes `init` where mask = 1, so every sampler pulls the known pixels towards `init`,
+      and the result holds exactly `init` there.
+    """
+
+    noise: Tensor | None = None
+    init: Tensor | None = None
+    strength: float = 1.0
+    mask: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {self.strength}")
+        if self.mask is not None and self.init is None:
+            raise ValueError("inpainting needs the image (`init`) that the mask refers to")
+
+    def grid(self, sigmas: Tensor) -> Tensor:
+        """The part of the descending grid this edit runs (all of it without `init`)."""
+        if self.init is None:
+            return sigmas
+        steps = len(sigmas) - 1
+        return sigmas[int(round(steps * (1.0 - self.strength))) :]
+
+    def rows(self, start: int, b: int, device: torch.device) -> Edit:
+        take = lambda t: None if t is None else t[start : start + b].to(device)  # noqa: E731
+        return Edit(take(self.noise), take(self.init), self.strength, take(self.mask))
+
+
+def _start(edit: Edit | None, gen: StackedGenerator, shape: tuple[int, ...], sigma0: float, prior_std: float) -> Tensor:
+    if edit is not None and edit.init is not None:
+        return edit.init.float() + sigma0 * gen.randn(tuple(edit.init.shape))
+    if edit is not None and edit.noise is not None:
+        return edit.noise.float() * prior_std
+    return gen.randn(shape) * prior_std
+
+
+def _masked(denoise_fn: DenoiseFn, init: Tensor, mask: Tensor) -> DenoiseFn:
+    def fn(x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
+        return mask * init + (1 - mask) * denoise_fn(x, sigma, cond)
+
+    return fn
+
+
 @torch.no_grad()
 def generate(
     denoise_fn: DenoiseFn,
@@ -93,23 +143,52 @@ def generate(
     cond: Tensor | None = None,
     callback: StepCallback | None = None,
     first_index: int = 0,
+    edit: Edit | None = None,
 ) -> tuple[Tensor, int]:
     """Sample n images of `shape` (C, H, W); returns (x0 [n, C, H, W] float32 on CPU, NFE per image).
 
     The images are numbers first_index .. first_index + n - 1 of the run: image i depends only on
     (seed, i), so batch size and device count (each rank taking its own range) do not change it.
+    `edit` starts from given noises or images instead (img2img, inpainting, interpolation).
     """
     device = torch.device(device)
-    sigmas = spec.sigmas(scheduler)
+    sigmas = spec.sigmas(scheduler) if edit is None else edit.grid(spec.sigmas(scheduler))
     batch_size = batch_size or n
     counter = CountingDenoiser(denoise_fn, spec.clip_denoised)
     out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         gen = StackedGenerator(sample_seeds(seed, b, first_index + start), device)
-        x_T = gen.randn((b, *shape)) * scheduler.prior_std(float(sigmas[0]))
+        part = edit.rows(start, b, device) if edit is not None else None
+        x_T = _start(part, gen, (b, *shape), float(sigmas[0]), scheduler.prior_std(float(sigmas[0])))
+        fn = counter if part is None or part.mask is None else _masked(counter, part.init.float(), part.mask.float())
         c = None if cond is None else cond[start : start + b].to(device)
-        x0 = spec.fn(counter, x_T, sigmas, cond=c, generator=gen, callback=callback, **spec.knobs)
+        x0 = spec.fn(fn, x_T, sigmas, cond=c, generator=gen, callback=callback, **spec.knobs)
+        if part is not None and part.mask is not None:
+            x0 = part.mask * part.init.float() + (1 - part.mask) * x0
         out.append(x0.float().cpu())
     nfe = counter.calls // max(1, -(-n // batch_size))
     return torch.cat(out), nfe
+
+
+STOCHASTIC = {"ddpm": None, "euler_a": None, "euler_maruyama": None, "pc": None, "ddim": "eta", "heun": "s_churn"}
+
+
+def is_deterministic(spec: SamplerSpec) -> bool:
+    """Whether the sampler maps noise to image deterministically (DDIM eta=0, Euler, Heun without churn, DPM++, ODE)."""
+    if spec.name not in STOCHASTIC:
+        return True
+    knob = STOCHASTIC[spec.name]
+    return knob is not None and float(spec.knobs.get(knob, 0.0)) == 0.0
+
+
+def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation between two noises (Shoemake 1985), one row per t: [len(t), *z0.shape]."""
+    a, b = z0.flatten().double(), z1.flatten().double()
+    theta = torch.arccos((a @ b / (a.norm() * b.norm())).clamp(-1, 1))
+    t = t.double().reshape(-1, 1)
+    if theta.abs() < 1e-6:
+        mix = (1 - t) * a + t * b
+    else:
+        mix = (torch.sin((1 - t) * theta) * a + torch.sin(t * theta) * b) / torch.sin(theta)
+    return mix.reshape(len(t), *z0.shape).to(z0.dtype)
