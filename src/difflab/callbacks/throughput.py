@@ -6,7 +6,8 @@ import time
 from typing import Any
 
 import lightning as L
-import torch
+
+from difflab.utils.tensors import cuda_sync
 
 
 class TrainThroughput(L.Callback):
@@ -23,17 +24,13 @@ class TrainThroughput(L.Callback):
         self._seconds = 0.0
         self.last: float | None = None
 
-    def _sync(self, pl_module: L.LightningModule) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        self._sync(pl_module)
+        cuda_sync(pl_module.device)
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self._sync(pl_module)
+        cuda_sync(pl_module.device)
         self._seconds += time.perf_counter() - self._t0
         images = batch["image"] if isinstance(batch, dict) else batch[0]
         self._images += int(images.shape[0]) * trainer.world_size

@@ -7,7 +7,6 @@ the images and logs the same to the configured loggers.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 
 from difflab.callbacks.sample_grid import save_grid
-from difflab.cli.sample import AUTOCAST, pick_device
+from difflab.cli.sample import autocast_for, pick_device
 from difflab.data.base import DataNotFoundError, collate_batch
 from difflab.data.image_folder import EXTENSIONS, ImageFileDataset, list_images
 from difflab.lit.checkpoint import load_module
@@ -72,10 +71,7 @@ def _sample_checkpoint(cfg: DictConfig, module: Any, suite: MetricSuite, datamod
             for img, i in zip(images, index.tolist()):
                 save_image((img + 1) / 2, image_dir / f"{i:06d}.png")
 
-    device = torch.device(module.device)
-    dtype = AUTOCAST[str(cfg.precision)]
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    with autocast:
+    with autocast_for(torch.device(module.device), str(cfg.precision)):
         values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size,
                                   class_names=getattr(datamodule, "class_names", None), sink=sink)
     if preview:

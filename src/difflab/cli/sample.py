@@ -22,6 +22,14 @@ log = logging.getLogger(__name__)
 AUTOCAST = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """torch.autocast for the network under `precision` (32 | bf16 | fp16); a no-op for 32."""
+    if precision not in AUTOCAST:
+        raise ValueError(f"precision must be one of {list(AUTOCAST)}, got {precision!r}")
+    dtype = AUTOCAST[precision]
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 def pick_device(name: str) -> torch.device:
     """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
     if name == "auto":
@@ -77,8 +85,6 @@ def make_edit(cfg: DictConfig, module: Any) -> Edit | None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Sample `n` images from a checkpoint; returns the output folder, NFE and image tensor."""
     precision = str(cfg.precision)
-    if precision not in AUTOCAST:
-        raise ValueError(f"precision must be one of {list(AUTOCAST)}, got {precision!r}")
     overrides = OmegaConf.to_container(cfg.scheduler) if cfg.get("scheduler") else {}
     scheduler_overrides = {k: v for k, v in overrides.items() if v is not None}
     module = load_module(cfg.ckpt, sampler=cfg.get("sampler"), scheduler_overrides=scheduler_overrides, use_ema=cfg.use_ema)
@@ -89,9 +95,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         num_classes = (module.run_config or {}).get("data", {}).get("num_classes") or 10
         labels = torch.full((cfg.n,), int(cfg.class_label)) if cfg.class_label is not None else torch.arange(cfg.n) % num_classes
         cond = labels
-    dtype = AUTOCAST[precision]
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    with autocast:
+    with autocast_for(device, precision):
         images, nfe = module.generate(int(cfg.n), seed=int(cfg.seed), batch_size=int(cfg.batch_size), cond=cond,
                                       guidance_scale=cfg.get("guidance_scale"), guidance_rescale=cfg.get("guidance_rescale"),
                                       edit=make_edit(cfg, module))

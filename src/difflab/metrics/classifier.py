@@ -102,10 +102,9 @@ class ConditionAccuracy(Metric):
 
     @torch.no_grad()
     def update(self, images: Tensor, labels: Tensor) -> None:  # type: ignore[override]
-        from difflab.metrics.inception import to_uint8_rgb
+        from difflab.metrics.inception import quantize
 
-        x = to_uint8_rgb(images.to(self.device))[:, : images.shape[1]].float() / 127.5 - 1.0  # the 8-bit images
-        pred = self.classifier(x).argmax(1)
+        pred = self.classifier(quantize(images.to(self.device))).argmax(1)  # the 8-bit images
         self.correct += int((pred == labels.to(self.device)).sum())
         self.total += labels.numel()
 

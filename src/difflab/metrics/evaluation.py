@@ -13,7 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from difflab.metrics.suite import MetricSuite, shard, world
+from difflab.metrics.suite import MetricSuite, reduce_scalar, shard, world
+from difflab.utils.tensors import cuda_sync
 
 Sink = Callable[[Tensor, Tensor], None]  # (images [B, C, H, W] in [-1, 1], global indices [B])
 
@@ -25,19 +26,6 @@ def class_conditions(module: Any, class_names: Sequence[str] | None, index: Tens
     names = list(class_names or [str(k) for k in range(10)])
     labels = index % len(names)
     return labels, [f"a photo of a {names[int(k)]}" for k in labels]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _max_across_ranks(value: float, device: torch.device) -> float:
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())
 
 
 @torch.no_grad()
@@ -65,18 +53,18 @@ def sample_and_score(
         b = min(batch_size, part.stop - start)
         index = torch.arange(start, start + b)
         cond, prompts = class_conditions(module, class_names, index)
-        _sync(device)
+        cuda_sync(device)
         t0 = time.perf_counter()
         images, nfe = module.generate(b, seed=seed, batch_size=b, cond=cond, first_index=start)
-        _sync(device)
+        cuda_sync(device)
         elapsed += time.perf_counter() - t0
         suite.update(images, index, prompts, labels=cond)
         if sink is not None:
             sink(images, index)
     values = suite.compute()
-    slowest = _max_across_ranks(elapsed, suite.device)
+    slowest = reduce_scalar(elapsed, dist.ReduceOp.MAX, suite.device)
     values["samples_per_sec"] = n / slowest if slowest > 0 else math.nan
-    values["nfe"] = float(_max_across_ranks(float(nfe), suite.device))
+    values["nfe"] = reduce_scalar(float(nfe), dist.ReduceOp.MAX, suite.device)
     return values
 
 

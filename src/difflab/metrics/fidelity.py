@@ -9,7 +9,6 @@ depend on the number of processes or the batch size.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ CACHE_FORMAT = 1
 
 
 class FeatureStore(Metric):
-    """Accumulates (sample index, Inception features, logits); `gathered()` returns them across ranks, sorted."""
+    """Accumulates (sample index, Inception features, logits); `compute()` returns them across ranks, sorted."""
 
     full_state_update = False
 
@@ -142,9 +141,3 @@ def fidelity_scores(
         out["is"], out["is_std"] = res["inception_score_mean"], res["inception_score_std"]
     return out
 
-
-def batched(images: Tensor, batch_size: int) -> Iterable[tuple[Tensor, Tensor]]:
-    """(images, index) chunks of a tensor of images."""
-    for start in range(0, images.shape[0], batch_size):
-        chunk = images[start : start + batch_size]
-        yield chunk, torch.arange(start, start + chunk.shape[0])

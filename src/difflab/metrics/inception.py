@@ -15,10 +15,23 @@ from torch import Tensor, nn
 from difflab.metrics.weights import INCEPTION, file_hash, resolve_weights
 
 
+def to_uint8(images: Tensor) -> Tensor:
+    """[-1, 1] float images (or uint8) -> uint8 of the same shape, rounding like PNG export."""
+    if images.dtype == torch.uint8:
+        return images
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def quantize(images: Tensor) -> Tensor:
+    """[-1, 1] images rounded to their 8-bit levels (what every metric sees), float32, same shape."""
+    from difflab.data.base import to_model_range
+
+    return to_model_range(to_uint8(images))
+
+
 def to_uint8_rgb(images: Tensor) -> Tensor:
     """[-1, 1] float images (or uint8) [N, 1|3, H, W] -> uint8 [N, 3, H, W], rounding like PNG export."""
-    if images.dtype != torch.uint8:
-        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    images = to_uint8(images)
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
     if images.shape[1] != 3:

@@ -16,14 +16,14 @@ import torch
 from torch import Tensor
 
 from difflab.diffusion.likelihood import bits_per_dim, log_likelihood
-from difflab.metrics.inception import to_uint8_rgb
+from difflab.metrics.inception import to_uint8
 from difflab.samplers.base import StackedGenerator
 from difflab.samplers.generate import sample_seeds
 
 
 def dequantize(images: Tensor, generator: StackedGenerator) -> Tensor:
     """[-1, 1] images -> their 8-bit values plus U[0, 1) noise, scaled back to [-1, 1) (float64)."""
-    values = to_uint8_rgb(images)[:, : images.shape[1]].double()  # keep the channel count
+    values = to_uint8(images).double()
     noise = generator.rand(values.shape, dtype=torch.float64)
     return (values + noise) / 128.0 - 1.0
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from difflab.metrics.inception import to_uint8_rgb
+from difflab.metrics.inception import quantize, to_uint8_rgb
 from difflab.metrics.weights import ALEXNET, file_hash, resolve_clip, resolve_weights
 
 LPIPS_MIN_SIZE = 64  # AlexNet's five stages need at least ~64 px; smaller images are upsampled (bilinear)
@@ -72,7 +72,7 @@ class LPIPSDiversity(Metric):
 
     @staticmethod
     def _prepare(x: Tensor) -> Tensor:
-        x = to_uint8_rgb(x).float() / 127.5 - 1.0  # the same 8-bit images the other metrics see
+        x = quantize(to_uint8_rgb(x))  # the same 8-bit RGB images the other metrics see
         if min(x.shape[-2:]) < LPIPS_MIN_SIZE:
             x = F.interpolate(x, size=(LPIPS_MIN_SIZE, LPIPS_MIN_SIZE), mode="bilinear", align_corners=False)
         return x

@@ -88,6 +88,15 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def reduce_scalar(value: float, op: dist.ReduceOp, device: torch.device) -> float:
+    """`value` reduced over all ranks with `op` (MIN, MAX, SUM); itself without a process group."""
+    if world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=op)
+    return float(t.item())
+
+
 def shard(n: int, rank: int, world_size: int) -> range:
     """Contiguous block of range(n) for `rank`, with even boundaries (LPIPS pairs never straddle ranks)."""
     pairs = (n + 1) // 2
@@ -207,11 +216,7 @@ class MetricSuite:
 
     def _on_every_rank(self, flag: bool) -> bool:
         """True when `flag` holds on every rank (e.g. a cache file visible on every node's disk)."""
-        if world()[1] == 1:
-            return flag
-        t = torch.tensor([int(flag)], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item())
+        return bool(reduce_scalar(float(flag), dist.ReduceOp.MIN, self.device))
 
     def update(self, images: Tensor, index: Tensor, prompts: Sequence[str] | None = None,
                labels: Tensor | None = None) -> None:

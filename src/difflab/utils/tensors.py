@@ -6,6 +6,13 @@ import torch
 from torch import Tensor
 
 
+def cuda_sync(device: torch.device | str) -> None:
+    """Wait for the device's queued kernels (CUDA only) so that wall-clock timings are honest."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def append_dims(t: Tensor, ndim: int) -> Tensor:
     """Append trailing singleton dims so that `t` ([B]) broadcasts against a [B, ...] tensor of `ndim` dims."""
     if t.ndim > ndim:
