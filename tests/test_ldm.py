@@ -113,3 +113,28 @@ def test_missing_first_stage_errors_name_the_key(tmp_path, monkeypatch):
     folder = tiny_diffusers_vae(tmp_path / "vae")
     with pytest.raises(ValueError, match="model.autoencoder.latent_channels=4"):
         pretrained_autoencoder(str(folder), latent_channels=3)
+
+
+def test_latent_cache_is_written_once_and_keyed_by_the_autoencoder(vae_ckpt, train_cfg, tmp_path):
+    from difflab.lit.latent import weights_hash
+
+    overrides = [*LDM, f"model.autoencoder.ckpt={vae_ckpt}", *folder_data(tmp_path), "data.cache_latents=true", "metrics=none"]
+    out = run(train_cfg(*overrides))
+    files = list((tmp_path / "data" / "latent_cache").glob("latents-images-train-16px-*.pt"))
+    assert len(files) == 1 and "-hflip-" in files[0].name
+    module = load_module(out["last_ckpt"])
+    assert files[0].name.endswith(f"-{weights_hash(module.autoencoder)}.pt")
+    blob = torch.load(files[0], weights_only=True)
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(train_cfg(*overrides).data)
+    image = datamodule.split_dataset("train")[0]["image"][None]
+    mean, std = module.autoencoder.posterior(image)
+    torch.testing.assert_close(blob["mean"][0].float(), mean[0], atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(blob["mean_flip"][0].float(), module.autoencoder.posterior(image.flip(-1))[0][0], atol=2e-3, rtol=2e-3)
+    stamp = files[0].stat().st_mtime_ns
+    run(train_cfg(*overrides))  # the same autoencoder: the file is reused
+    assert files[0].stat().st_mtime_ns == stamp
+    with torch.no_grad():
+        module.autoencoder.autoencoder.dec_out[-1].bias.add_(1.0)
+    assert weights_hash(module.autoencoder) not in files[0].name  # new weights, new key: the old file no longer matches

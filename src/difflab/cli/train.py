@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from difflab.callbacks.metrics import SampleMetrics
 from difflab.callbacks.reconstruction import ReconstructionMetrics
 from difflab.lit.checkpoint import CheckpointNotFoundError
+from difflab.lit.latent import cached_train_loader
 from difflab.utils.config import config_choices, instantiate_group
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ def train_first_stage(cfg: DictConfig) -> DictConfig:
     stage1.paths.run_dir = str(Path(cfg.paths.run_dir) / "stage1")
     stage1.task_name = "stage1"
     stage1.ckpt_path = None
+    if "cache_latents" in stage1.data:
+        stage1.data.cache_latents = False  # stage 1 trains on images
     log.info("stage 1: training the autoencoder in %s (%d steps)", stage1.paths.run_dir, stage1.trainer.max_steps)
     out = run(stage1)
     cfg = copy.deepcopy(cfg)
@@ -73,6 +77,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
     module.run_config = resolved
+    if getattr(datamodule, "cache_latents", False):  # data.cache_latents=true: stage 2 trains from encoded latents
+        if getattr(module, "autoencoder", None) is None:
+            raise ValueError("Bad value for config key `data.cache_latents`: true needs a latent model (model=ldm)")
+        cache_dir = Path(cfg.paths.data_dir) / "latent_cache"
+        datamodule.train_loader_override = partial(cached_train_loader, datamodule, module.autoencoder, cache_dir)
     callbacks = instantiate_group(cfg.get("callbacks"))
     metrics = instantiate(cfg.metrics, _convert_="all") if cfg.get("metrics") else None
     if metrics is not None and metrics.enabled:

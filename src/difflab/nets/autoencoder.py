@@ -245,12 +245,25 @@ class LatentAutoencoder(nn.Module):
         self.register_buffer("scale_factor", torch.tensor(value, dtype=torch.float32))
         self.register_buffer("shift_factor", torch.tensor(float(shift_factor), dtype=torch.float32))
 
-    # -- to implement: unscaled latents --
-    def encode_unscaled(self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None) -> Tensor:
+    # -- to implement: the posterior and the decoder on unscaled latents --
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, std) of q(z | x), unscaled, float32 (B, c, H/f, W/f) each."""
         raise NotImplementedError
 
     def decode_unscaled(self, z: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def encode_unscaled(self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None) -> Tensor:
+        """A posterior sample z = mean + std * eps (or the mean when not `sample`), unscaled."""
+        mean, std = self.posterior(x)
+        if not sample:
+            return mean
+        return mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+
+    def scale(self, z: Tensor) -> Tensor:
+        """Unscaled latents -> what diffusion runs on: scale_factor * (z - shift_factor)."""
+        self._check_scale()
+        return (z.float() - self.shift_factor) * self.scale_factor
 
     # -- the contract --
     @property
@@ -271,8 +284,7 @@ class LatentAutoencoder(nn.Module):
     def encode(self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None) -> Tensor:
         """x (B, C, H, W) in [-1, 1] -> scale_factor * (z - shift_factor) (B, c, H/f, W/f), float32."""
         self._check_scale()
-        z = self.encode_unscaled(x, sample=sample, generator=generator).float()
-        return (z - self.shift_factor) * self.scale_factor
+        return self.scale(self.encode_unscaled(x, sample=sample, generator=generator))
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
@@ -301,9 +313,9 @@ class KLLatent(LatentAutoencoder):
         self.latent_channels = autoencoder.latent_channels
         self.downsample_factor = autoencoder.downsample_factor
 
-    def encode_unscaled(self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None) -> Tensor:
-        posterior = self.autoencoder.encode(x)
-        return posterior.sample(generator) if sample else posterior.mode()
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        q = self.autoencoder.encode(x)
+        return q.mean, q.std
 
     def decode_unscaled(self, z: Tensor) -> Tensor:
         return self.autoencoder.decode(z)
@@ -320,9 +332,9 @@ class DiffusersLatent(LatentAutoencoder):
         self.latent_channels = int(config.latent_channels)
         self.downsample_factor = 2 ** (len(config.block_out_channels) - 1)
 
-    def encode_unscaled(self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None) -> Tensor:
-        posterior = self.vae.encode(x.to(self.vae.dtype)).latent_dist
-        return posterior.sample(generator) if sample else posterior.mode()
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        q = self.vae.encode(x.to(self.vae.dtype)).latent_dist
+        return q.mean.float(), q.std.float()
 
     def decode_unscaled(self, z: Tensor) -> Tensor:
         return self.vae.decode(z.to(self.vae.dtype)).sample
