@@ -1,5 +1,6 @@
 """LightningModules: glue between nets, diffusion math and samplers."""
 
+from difflab.lit.autoencoder import AutoencoderModule
 from difflab.lit.diffusion import DiffusionModule
 
-__all__ = ["DiffusionModule"]
+__all__ = ["AutoencoderModule", "DiffusionModule"]

@@ -131,12 +131,12 @@ class KLAutoencoder(nn.Module):
                 blocks.append(res_block(ch, out))
                 ch = out
                 if size in attn:
-                    blocks.append(_Attn(attention(ch)))
+                    blocks.append(_NoEmb(attention(ch)))
             if level < len(chans) - 1:
-                blocks.append(_Down(Downsample(ch)))
+                blocks.append(_NoEmb(Downsample(ch)))
                 size //= 2
             self.down.append(_stage(blocks))
-        self.enc_mid = _stage([res_block(ch, ch), *([_Attn(attention(ch))] if mid_attention else []), res_block(ch, ch)])
+        self.enc_mid = _stage([res_block(ch, ch), *([_NoEmb(attention(ch))] if mid_attention else []), res_block(ch, ch)])
         self.enc_out = _stage([_norm(ch, norm_groups), nn.SiLU(), nn.Conv2d(ch, 2 * latent_channels, 3, padding=1)])
         self.quant_conv = nn.Conv2d(2 * latent_channels, 2 * latent_channels, 1)
 
@@ -144,7 +144,7 @@ class KLAutoencoder(nn.Module):
         self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1)
         ch = chans[-1]
         self.dec_in = nn.Conv2d(latent_channels, ch, 3, padding=1)
-        self.dec_mid = _stage([res_block(ch, ch), *([_Attn(attention(ch))] if mid_attention else []), res_block(ch, ch)])
+        self.dec_mid = _stage([res_block(ch, ch), *([_NoEmb(attention(ch))] if mid_attention else []), res_block(ch, ch)])
         self.up = nn.ModuleList()
         for level, out in reversed(list(enumerate(chans))):
             blocks = []
@@ -152,7 +152,7 @@ class KLAutoencoder(nn.Module):
                 blocks.append(res_block(ch, out))
                 ch = out
                 if size in attn:
-                    blocks.append(_Attn(attention(ch)))
+                    blocks.append(_NoEmb(attention(ch)))
             if level > 0:
                 blocks.append(Upsample(ch))
                 size *= 2
@@ -181,21 +181,10 @@ class KLAutoencoder(nn.Module):
         return self.decode(z), posterior
 
 
-class _Attn(nn.Module):
-    """AttentionBlock without the embedding argument (for nn.Sequential)."""
+class _NoEmb(nn.Module):
+    """A UNet block (AttentionBlock, Downsample) called without the time embedding, for nn.Sequential."""
 
-    def __init__(self, block: AttentionBlock) -> None:
-        super().__init__()
-        self.block = block
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.block(x)
-
-
-class _Down(nn.Module):
-    """Downsample without the embedding argument (for nn.Sequential)."""
-
-    def __init__(self, block: Downsample) -> None:
+    def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.block = block
 
