@@ -72,7 +72,7 @@ def make_edit(cfg: DictConfig, module: Any) -> Edit | None:
                              f"not {module.sampler.name} {module.sampler.knobs}")
         a, b = (int(i) for i in cfg.interpolate_between)
         z = StackedGenerator(sample_seeds(int(cfg.seed), 1, a) + sample_seeds(int(cfg.seed), 1, b)).randn(
-            (2, *module.image_shape))
+            (2, *module.latent_shape))  # latent models: noise in latent shape
         return Edit(noise=slerp(z[0], z[1], torch.linspace(0, 1, n)))
     init = load_image(cfg.get("init_image"), channels, resolution, "init_image").expand(n, -1, -1, -1)
     if mode == "img2img":

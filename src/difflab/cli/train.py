@@ -17,6 +17,19 @@ from difflab.utils.config import config_choices, instantiate_group
 log = logging.getLogger(__name__)
 
 
+def group_aliases(argv: list[str], conf_dir: str | Path) -> list[str]:
+    """Accept `model.autoencoder=pretrained` for the nested group override `model/autoencoder=pretrained`
+    (Hydra names nested groups with '/'; a dotted key naming an existing option of that group is rewritten)."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        group = Path(conf_dir, *key.split("."))
+        if sep and "." in key and not key.startswith(("+", "~")) and (group / f"{value}.yaml").is_file():
+            arg = f"{key.replace('.', '/')}={value}"
+        out.append(arg)
+    return out
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train from a composed config. Returns the run folder, checkpoint paths and final metrics."""
     L.seed_everything(cfg.seed, workers=True)
