@@ -70,7 +70,7 @@ class CLIPTextEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.model = model.eval().requires_grad_(False)
         self.weighting = weighting
-        self.max_length = int(tokenizer.model_max_length)
+        self.max_length = min(int(tokenizer.model_max_length), int(model.config.max_position_embeddings))
         self.dim = int(model.config.hidden_size)  # D, the UNet's cross-attention context_dim
 
     @classmethod
