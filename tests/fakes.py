@@ -130,7 +130,10 @@ def tiny_clip_text(seed: int = 0):  # noqa: ANN201
                             vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                             max_position_embeddings=77)
-    return tokenizer, CLIPTextModel(config).eval()
+    model = CLIPTextModel(config).eval()
+    with torch.no_grad():  # a trained CLIP's final LayerNorm has a bias, so its states have a non-zero mean
+        model.get_submodule("final_layer_norm" if hasattr(model, "final_layer_norm") else "text_model.final_layer_norm").bias.normal_(0.5, 0.5)
+    return tokenizer, model
 
 
 def tiny_clip_text_folder(folder: Path) -> Path:

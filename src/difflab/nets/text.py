@@ -122,6 +122,8 @@ class CLIPTextEncoder(nn.Module):
         if weighted.any():
             mean = z.mean(dim=(1, 2), keepdim=True)  # (B, 1, 1)
             scaled = z * weights[..., None]
-            scaled = scaled * (mean / scaled.mean(dim=(1, 2), keepdim=True))
+            new_mean = scaled.mean(dim=(1, 2), keepdim=True)
+            ok = new_mean.abs() > 1e-4 * scaled.abs().mean(dim=(1, 2), keepdim=True)
+            scaled = torch.where(ok, scaled * (mean / torch.where(ok, new_mean, 1.0)), scaled)
             z = torch.where(weighted[:, None, None], scaled, z)
         return z
