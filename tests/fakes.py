@@ -162,3 +162,26 @@ def tiny_sd_pipeline(prediction: str = "epsilon"):  # noqa: ANN201
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
+
+
+def fake_captioned_images(root: Path, n: int = 8, size: int = 20) -> Path:
+    """PNG images with same-named .txt captions (a colour word and a shape word)."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    colours, shapes = ("red", "green", "blue", "yellow"), ("circle", "square")
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size + i, 3), dtype=np.uint8)).save(root / f"{i:03d}.png")
+        (root / f"{i:03d}.txt").write_text(f"a {colours[i % 4]} {shapes[i % 2]}\n")
+    return root
+
+
+def tiny_vae_folder(folder: Path) -> Path:
+    """A diffusers AutoencoderKL (4 latent channels, f = 2, random weights) saved with `save_pretrained`."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(2)
+    AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                  norm_num_groups=4, sample_size=16).save_pretrained(folder)
+    return folder

@@ -1,5 +1,6 @@
 """LightningModules: glue between nets, diffusion math and samplers."""
 
 from difflab.lit.diffusion import DiffusionModule
+from difflab.lit.text import TextDiffusionModule
 
-__all__ = ["DiffusionModule"]
+__all__ = ["DiffusionModule", "TextDiffusionModule"]

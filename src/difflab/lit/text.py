@@ -30,6 +30,10 @@ class TextDiffusionModule(DiffusionModule):
             raise ValueError(f"model.cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
         self.caption_drop_prob = float(cond_drop_prob)
         self.text_encoder = text_encoder
+        context_dim = getattr(self.net, "context_dim", None)
+        if context_dim is not None and context_dim != text_encoder.dim:
+            raise ValueError(f"model.net.context_dim={context_dim} but the text encoder's hidden size is "
+                             f"{text_encoder.dim}; set model.net.context_dim={text_encoder.dim}")
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
@@ -52,8 +56,11 @@ class TextDiffusionModule(DiffusionModule):
                  guidance_rescale: float | None = None, edit: Edit | None = None,
                  uncond: Tensor | None = None) -> tuple[Tensor, int]:
         """`DiffusionModule.generate` with `cond` = `encode_prompts(...)` [n, L, D]; `uncond` ([1, L, D], e.g. a
-        negative prompt) is guidance's unconditional branch, the empty prompt when None."""
-        if cond is not None and uncond is None:
+        negative prompt) is guidance's unconditional branch, the empty prompt when None. Without `cond`: the
+        unconditional model (the empty prompt, no guidance), e.g. for in-training sample grids."""
+        if cond is None:
+            cond, guidance_scale = self.encode_prompts([""]).expand(first_index + n, -1, -1)[first_index:], 1.0
+        if uncond is None:
             uncond = self.encode_prompts([""])
         return super().generate(n, seed=seed, batch_size=batch_size, sampler=sampler, cond=cond,
                                 first_index=first_index, guidance_scale=guidance_scale,
