@@ -157,3 +157,28 @@ def test_missing_weights_offline_is_one_clear_error(tmp_path: Path, monkeypatch)
     (tmp_path / "partial" / "unet").mkdir(parents=True)
     with pytest.raises(PretrainedNotFoundError, match=r"lacks vae/, text_encoder/, tokenizer/, scheduler/"):
         load_stable_diffusion(str(tmp_path / "partial"))
+
+
+def test_evaluate_model_sd_prompts_reports_clip_score_and_fid_against_a_reference_folder(sd, tmp_path: Path) -> None:
+    from difflab.cli import evaluate
+    from difflab.metrics import Networks
+    from fakes import fake_images, tiny_extractor, tiny_lpips
+    from test_metrics import _tiny_clip
+
+    folder, _, _ = sd
+    (tmp_path / "prompts.txt").write_text(f"{PROMPT}\n\n(a red fish:1.3)\n")
+    model, processor = _tiny_clip()
+    networks = Networks(inception=tiny_extractor, lpips=tiny_lpips, clip=lambda: (model, processor))
+    base = ["model=sd", f"pipeline.path={folder}", f"prompts={tmp_path / 'prompts.txt'}", "steps=2", "sampler=euler",
+            f"negative_prompt='{NEGATIVE}'", "logger=csv", "device=cpu", "seed=3"]
+    record = evaluate.run(compose_config("evaluate", base, tmp_path / "a"), networks=networks)
+    assert record["n_samples"] == 2 and record["n_prompts"] == 2 and record["variant"] == "sd"
+    assert set(record["values"]) == {"clip_score", "samples_per_sec", "nfe"} and record["values"]["nfe"] == 2
+    assert record["values"]["clip_score"] >= 0 and record["seed"] == 3
+    reference = fake_images(tmp_path / "reference", per_class=4)
+    with_fid = evaluate.run(compose_config("evaluate", [*base, "n_samples=4", "data=image_folder",
+                                                        f"data.root={reference}", "data.resolution=16", "metrics=fast",
+                                                        "metrics.reference.n=8", "metrics.kid_subset_size=4"],
+                                           tmp_path / "b"), networks=networks)
+    assert {"fid", "kid", "clip_score", "samples_per_sec"} <= set(with_fid["values"]) and with_fid["n_samples"] == 4
+    assert "condition_accuracy" not in with_fid["values"]
