@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -154,3 +156,45 @@ def test_caption_dropout_replaces_captions_by_the_empty_prompt(tmp_path) -> None
     assert 6 < sum(dropped) < 26  # about half, at p = 0.5
     kept = [i for i, d in enumerate(dropped) if not d]
     torch.testing.assert_close(cond[kept], encoder([captions[i] for i in kept]))
+
+
+@needs_tokenizer
+def test_prepare_captions_filters_by_clip_similarity_and_reports_every_drop(tmp_path) -> None:
+    import json
+
+    from PIL import Image
+
+    from difflab.data.image_text import ImageTextDataModule
+    from difflab.data.prepare_captions import clip_similarity, main
+    from fakes import fake_captioned_images
+    from test_metrics import _tiny_clip
+
+    model, processor = _tiny_clip()
+    processor.tokenizer.model_max_length = 77
+    model.save_pretrained(tmp_path / "clip")
+    processor.save_pretrained(tmp_path / "clip")
+    root = fake_captioned_images(tmp_path / "pairs", n=8, size=40)
+    Image.new("RGB", (10, 12)).save(root / "tiny.png")
+    (root / "tiny.txt").write_text("a tiny image")
+    (root / "broken.png").write_bytes(b"\x89PNG not really")
+    (root / "broken.txt").write_text("a broken image")
+    Image.new("RGB", (40, 40)).save(root / "uncaptioned.png")
+    images = [Image.open(root / f"{i:03d}.png").convert("RGB") for i in range(8)]
+    captions = [(root / f"{i:03d}.txt").read_text().strip() for i in range(8)]
+    sims = clip_similarity(model, processor, images, captions, torch.device("cpu"))
+    ordered = sims.sort().values
+    threshold = float(ordered[3] + ordered[4]) / 2  # between two pairs: float rounding cannot move one across
+    report = main([str(root), "--out", str(tmp_path / "clean" / "index.jsonl"), "--clip", str(tmp_path / "clip"),
+                   "--clip-min", str(threshold), "--min-size", "32", "--batch-size", "3"])
+    want = sorted(f"{i:03d}.png" for i in range(8) if sims[i] >= threshold)
+    rows = [json.loads(line) for line in (tmp_path / "clean" / "index.jsonl").read_text().splitlines()]
+    assert sorted(Path(r["path"]).name for r in rows) == want and 0 < len(want) < 8
+    for r in rows:  # the recorded similarity is the CLIP cosine of that pair
+        assert r["clip_similarity"] == pytest.approx(float(sims[int(Path(r["path"]).stem)]), abs=1e-4)
+    assert report["candidates"] == 11 and report["kept"] == len(want)
+    assert report["reasons"] == {"clip similarity": 8 - len(want), "too small": 1, "unreadable": 1, "no caption": 1}
+    on_disk = json.loads((tmp_path / "clean" / "index.jsonl.report.json").read_text())
+    assert {d["path"]: d["reason"] for d in on_disk["dropped_pairs"]}["tiny.png"] == "too small: 10x12 < 32"
+    dm = ImageTextDataModule(str(tmp_path / "clean" / "index.jsonl"), resolution=8, batch_size=1, val_fraction=0.25)
+    dm.setup()  # the clean index is a data=image_text source
+    assert len(dm.split_dataset("train")) + len(dm.split_dataset("val")) == len(want)
