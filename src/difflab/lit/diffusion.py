@@ -111,8 +111,9 @@ class DiffusionModule(L.LightningModule):
             logger.log_metrics({"latent/scale_factor": float(self.autoencoder.scale_factor)}, step=self.trainer.global_step)
 
     def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
-        if "latent" in batch:  # cached scaled latents (data.cache_latents=true)
-            x0 = batch["latent"]
+        if "latent_mean" in batch:  # cached posteriors (data.cache_latents=true): z = mean + std * eps, scaled
+            z = batch["latent_mean"] + batch["latent_std"] * torch.randn_like(batch["latent_std"])
+            x0 = self.autoencoder.scale(z)
         else:
             x0 = self.encode(batch["image"])  # (B, C, H, W) in [-1, 1] or its latents (B, c, H/f, W/f)
         if self.channels_last:

@@ -131,12 +131,12 @@ class KLAutoencoder(nn.Module):
                 blocks.append(res_block(ch, out))
                 ch = out
                 if size in attn:
-                    blocks.append(_Attn(attention(ch)))
+                    blocks.append(_NoEmb(attention(ch)))
             if level < len(chans) - 1:
-                blocks.append(_Down(Downsample(ch)))
+                blocks.append(_NoEmb(Downsample(ch)))
                 size //= 2
             self.down.append(_stage(blocks))
-        self.enc_mid = _stage([res_block(ch, ch), *([_Attn(attention(ch))] if mid_attention else []), res_block(ch, ch)])
+        self.enc_mid = _stage([res_block(ch, ch), *([_NoEmb(attention(ch))] if mid_attention else []), res_block(ch, ch)])
         self.enc_out = _stage([_norm(ch, norm_groups), nn.SiLU(), nn.Conv2d(ch, 2 * latent_channels, 3, padding=1)])
         self.quant_conv = nn.Conv2d(2 * latent_channels, 2 * latent_channels, 1)
 
@@ -144,7 +144,7 @@ class KLAutoencoder(nn.Module):
         self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1)
         ch = chans[-1]
         self.dec_in = nn.Conv2d(latent_channels, ch, 3, padding=1)
-        self.dec_mid = _stage([res_block(ch, ch), *([_Attn(attention(ch))] if mid_attention else []), res_block(ch, ch)])
+        self.dec_mid = _stage([res_block(ch, ch), *([_NoEmb(attention(ch))] if mid_attention else []), res_block(ch, ch)])
         self.up = nn.ModuleList()
         for level, out in reversed(list(enumerate(chans))):
             blocks = []
@@ -152,7 +152,7 @@ class KLAutoencoder(nn.Module):
                 blocks.append(res_block(ch, out))
                 ch = out
                 if size in attn:
-                    blocks.append(_Attn(attention(ch)))
+                    blocks.append(_NoEmb(attention(ch)))
             if level > 0:
                 blocks.append(Upsample(ch))
                 size *= 2
@@ -181,21 +181,10 @@ class KLAutoencoder(nn.Module):
         return self.decode(z), posterior
 
 
-class _Attn(nn.Module):
-    """AttentionBlock without the embedding argument (for nn.Sequential)."""
+class _NoEmb(nn.Module):
+    """A UNet block (AttentionBlock, Downsample) called without the time embedding, for nn.Sequential."""
 
-    def __init__(self, block: AttentionBlock) -> None:
-        super().__init__()
-        self.block = block
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.block(x)
-
-
-class _Down(nn.Module):
-    """Downsample without the embedding argument (for nn.Sequential)."""
-
-    def __init__(self, block: Downsample) -> None:
+    def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.block = block
 
@@ -245,12 +234,25 @@ class LatentAutoencoder(nn.Module):
         self.register_buffer("scale_factor", torch.tensor(value, dtype=torch.float32))
         self.register_buffer("shift_factor", torch.tensor(float(shift_factor), dtype=torch.float32))
 
-    # -- to implement: unscaled latents --
-    def encode_unscaled(self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None) -> Tensor:
+    # -- to implement: the posterior and the decoder on unscaled latents --
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, std) of q(z | x), unscaled, float32 (B, c, H/f, W/f) each."""
         raise NotImplementedError
 
     def decode_unscaled(self, z: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def encode_unscaled(self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None) -> Tensor:
+        """A posterior sample z = mean + std * eps (or the mean when not `sample`), unscaled."""
+        mean, std = self.posterior(x)
+        if not sample:
+            return mean
+        return mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+
+    def scale(self, z: Tensor) -> Tensor:
+        """Unscaled latents -> what diffusion runs on: scale_factor * (z - shift_factor)."""
+        self._check_scale()
+        return (z.float() - self.shift_factor) * self.scale_factor
 
     # -- the contract --
     @property
@@ -271,8 +273,7 @@ class LatentAutoencoder(nn.Module):
     def encode(self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None) -> Tensor:
         """x (B, C, H, W) in [-1, 1] -> scale_factor * (z - shift_factor) (B, c, H/f, W/f), float32."""
         self._check_scale()
-        z = self.encode_unscaled(x, sample=sample, generator=generator).float()
-        return (z - self.shift_factor) * self.scale_factor
+        return self.scale(self.encode_unscaled(x, sample=sample, generator=generator))
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
@@ -301,9 +302,9 @@ class KLLatent(LatentAutoencoder):
         self.latent_channels = autoencoder.latent_channels
         self.downsample_factor = autoencoder.downsample_factor
 
-    def encode_unscaled(self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None) -> Tensor:
-        posterior = self.autoencoder.encode(x)
-        return posterior.sample(generator) if sample else posterior.mode()
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        q = self.autoencoder.encode(x)
+        return q.mean, q.std
 
     def decode_unscaled(self, z: Tensor) -> Tensor:
         return self.autoencoder.decode(z)
@@ -320,9 +321,9 @@ class DiffusersLatent(LatentAutoencoder):
         self.latent_channels = int(config.latent_channels)
         self.downsample_factor = 2 ** (len(config.block_out_channels) - 1)
 
-    def encode_unscaled(self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None) -> Tensor:
-        posterior = self.vae.encode(x.to(self.vae.dtype)).latent_dist
-        return posterior.sample(generator) if sample else posterior.mode()
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        q = self.vae.encode(x.to(self.vae.dtype)).latent_dist
+        return q.mean.float(), q.std.float()
 
     def decode_unscaled(self, z: Tensor) -> Tensor:
         return self.vae.decode(z.to(self.vae.dtype)).sample
