@@ -76,7 +76,10 @@ def load_stable_diffusion(
     `resolution` (default: the UNet's sample_size times the VAE's factor, 512 for SD 1.x) is the image size;
     `dtype` (float32 | float16 | bfloat16) the weights' dtype; `scheduler_overrides` e.g. {"grid": "karras"}.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    try:
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+    except ImportError as err:
+        raise PretrainedNotFoundError("model=sd needs diffusers: pip install -e '.[sd]' (or pip install diffusers)") from err
 
     from difflab.nets.autoencoder import DiffusersLatent
 
