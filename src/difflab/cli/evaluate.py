@@ -99,6 +99,21 @@ def _sample_checkpoint(cfg: DictConfig, module: Any, suite: MetricSuite, datamod
     return values
 
 
+def _model_and_data(cfg: DictConfig, device: torch.device, prompts: list[str] | None) -> tuple[Any, Any]:
+    """The model to sample (None for images=<folder>) and the data module of the reference set (None for
+    prompts without data=...)."""
+    module = None
+    if cfg.get("ckpt") or cfg.get("model") is not None:
+        module = load_model(cfg).to(device)
+        if cfg.get("guidance_scale") is not None:
+            module.guidance_scale = float(cfg.guidance_scale)
+        if prompts and not hasattr(module, "encode_prompts"):
+            raise ValueError("prompts=<file> needs a text-conditioned model (model=sd, or a model=ldm_text checkpoint)")
+    if prompts and cfg.get("data") is None:
+        return module, None
+    return module, instantiate(_data_config(cfg, module.run_config if module is not None else None))
+
+
 def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (or a folder of images); returns the record written to metrics.json."""
     if (bool(cfg.get("ckpt")) or cfg.get("model") is not None) == bool(cfg.get("images")):
@@ -115,16 +130,7 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(str(cfg.device))
 
-    module = None
-    if cfg.get("ckpt") or cfg.get("model") is not None:
-        module = load_model(cfg).to(device)
-        if cfg.get("guidance_scale") is not None:
-            module.guidance_scale = float(cfg.guidance_scale)
-        if prompts and not hasattr(module, "encode_prompts"):
-            raise ValueError("prompts=<file> needs a text-conditioned model (model=sd, or a model=ldm_text checkpoint)")
-    datamodule = None
-    if not (prompts and cfg.get("data") is None):
-        datamodule = instantiate(_data_config(cfg, module.run_config if module is not None else None))
+    module, datamodule = _model_and_data(cfg, device, prompts)
     conditional = module is not None and module.cond_key is not None
     suite = MetricSuite(mcfg, device, conditional=conditional, networks=networks, strict=True,
                         class_labels=conditional and module.cond_key == "label")

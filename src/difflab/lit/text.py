@@ -59,7 +59,7 @@ class TextDiffusionModule(DiffusionModule):
         negative prompt) is guidance's unconditional branch, the empty prompt when None. Without `cond`: the
         unconditional model (the empty prompt, no guidance), e.g. for in-training sample grids."""
         if cond is None:
-            cond, guidance_scale = self.encode_prompts([""]).expand(first_index + n, -1, -1)[first_index:], 1.0
+            cond, guidance_scale = self.encode_prompts([""]).expand(n, -1, -1), 1.0
         if uncond is None:
             uncond = self.encode_prompts([""])
         return super().generate(n, seed=seed, batch_size=batch_size, sampler=sampler, cond=cond,
