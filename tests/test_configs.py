@@ -9,7 +9,7 @@ import torch
 
 from conftest import CONF
 from difflab.cli.train import run
-from fakes import ASSETS, fake_cifar, fake_images, fake_mnist
+from fakes import ASSETS, fake_captioned_images, fake_cifar, fake_images, fake_mnist
 
 
 def options(group: str) -> list[str]:
@@ -25,6 +25,8 @@ def data_overrides(name: str, tmp_path: Path) -> list[str]:
         return [f"data.root={tmp_path / 'cifar10'}", "data.resolution=16"]
     if name in ("image_folder", "ffhq", "celeba"):
         return [f"data.root={fake_images(tmp_path / 'images', per_class=8)}", "data.resolution=16"]
+    if name == "image_text":
+        return [f"data.root={fake_captioned_images(tmp_path / 'pairs', n=12)}", "data.resolution=16"]
     return []
 
 
@@ -41,8 +43,12 @@ def experiment_data(cfg) -> str:
     return next(o for o, t in targets.items() if t == cfg.data._target_)
 
 
+# Run elsewhere: model=sd samples a pretrained pipeline (tests/test_sd.py); model=ldm_text needs a text encoder
+# and a captioned data set (tests/test_text.py trains it).
+ELSEWHERE = {("model", "sd"), ("model", "ldm_text")}
+
 RUNNABLE = (
-    [("model", o) for o in options("model")]
+    [("model", o) for o in options("model") if ("model", o) not in ELSEWHERE]
     + [("scheduler", o) for o in options("scheduler")]
     + [("sampler", o) for o in options("sampler")]
     + [("data", o) for o in options("data")]

@@ -2,5 +2,6 @@
 
 from difflab.lit.autoencoder import AutoencoderModule
 from difflab.lit.diffusion import DiffusionModule
+from difflab.lit.text import TextDiffusionModule
 
-__all__ = ["AutoencoderModule", "DiffusionModule"]
+__all__ = ["AutoencoderModule", "DiffusionModule", "TextDiffusionModule"]

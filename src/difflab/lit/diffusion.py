@@ -159,16 +159,19 @@ class DiffusionModule(L.LightningModule):
         guidance_scale: float | None = None,
         guidance_rescale: float | None = None,
         edit: Edit | None = None,
+        uncond: Tensor | None = None,
     ) -> tuple[Tensor, int]:
         """Sample images first_index .. first_index + n - 1 of the run seeded `seed`, in [-1, 1] (float32, CPU),
         with the current weights; returns (images, NFE per image). Latent models sample latents and decode them
         (an `edit`'s noise is in latent shape; its init images are encoded and its mask resized).
 
         Conditional models apply classifier-free guidance with `guidance_scale` (default: the model's
-        `guidance_scale`; 1 = plain conditional, see `difflab.diffusion.guidance`)."""
+        `guidance_scale`; 1 = plain conditional, see `difflab.diffusion.guidance`); `uncond` replaces the null
+        condition of the unconditional branch (e.g. a negative prompt's embedding)."""
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         rescale = self.guidance_rescale if guidance_rescale is None else float(guidance_rescale)
-        denoise_fn = guided(self.denoiser, scale, rescale) if cond is not None else self.denoiser
+        null = uncond if uncond is not None else null_labels
+        denoise_fn = guided(self.denoiser, scale, rescale, null=null) if cond is not None else self.denoiser
         was_training = self.training
         self.eval()
         try:
