@@ -161,3 +161,30 @@ def test_perceptual_loss_with_the_real_alexnet():
     assert (d > 0).all() and y.grad.abs().sum() > 0
     module = AutoencoderModule(KLAutoencoder(3, 4, channel_mult=(1, 2), resolution=16, **TINY), torch.optim.Adam, perceptual=loss)
     assert not any(k.startswith("perceptual") or "_perceptual" in k for k in module.state_dict())  # a loss, not weights
+
+
+def test_reconstruction_metrics_of_a_perfect_and_a_noisy_autoencoder(tmp_path):
+    """Identity reconstructions score rFID ~ 0 against their own split, LPIPS 0 and the PSNR cap; noise scores worse."""
+    from difflab.callbacks.reconstruction import ReconstructionMetrics
+    from difflab.data.image_folder import ImageFolderDataModule
+    from difflab.metrics import MetricsConfig
+    from fakes import fake_images, tiny_networks
+
+    data = ImageFolderDataModule(str(fake_images(tmp_path / "images", per_class=8)), resolution=16, val_fraction=0.5,
+                                 batch_size=4)
+    config = MetricsConfig(n_samples=8, batch_size=4, reference={"split": "val", "n": None}, kid_subsets=2,
+                           cache_dir=str(tmp_path / "stats"))
+
+    class Identity:
+        device = torch.device("cpu")
+
+        def __init__(self, noise: float) -> None:
+            self.noise = noise
+
+        def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+            return (x + self.noise * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+
+    perfect = ReconstructionMetrics(config, networks=tiny_networks()).scores(Identity(0.0), data)
+    assert perfect["rfid"] == pytest.approx(0.0, abs=1e-3) and perfect["lpips"] == 0.0 and perfect["psnr"] == 100.0
+    noisy = ReconstructionMetrics(config, networks=tiny_networks()).scores(Identity(0.2), data)
+    assert noisy["rfid"] > 1e-2 and noisy["lpips"] > 0 and 10 < noisy["psnr"] < 30

@@ -21,7 +21,7 @@ LDM = ["model=ldm", "model.autoencoder.downsample_factor=2", "model.scale_factor
 
 
 def folder_data(root: Path) -> list[str]:
-    images = fake_images(root / "images", per_class=8)
+    images = root / "images" if (root / "images").is_dir() else fake_images(root / "images", per_class=8)
     return ["data=image_folder", f"data.root={images}", "data.resolution=16", "data.batch_size=4", "data.val_fraction=0.25",
             "metrics.n_samples=4", "metrics.batch_size=4"]
 
@@ -69,6 +69,10 @@ def test_stage1_then_stage2_in_one_command(train_cfg, tmp_path):
     saved = torch.load(out["last_ckpt"], map_location="cpu", weights_only=False)
     assert saved["config"]["model"]["autoencoder"]["ckpt"] == str(stage1)
     assert torch.load(stage1, map_location="cpu", weights_only=False)["global_step"] == 2
+    stamp = stage1.stat().st_mtime_ns  # resuming stage 2 reuses the run's first stage
+    resumed = run(train_cfg(*LDM, *TINY_STAGE1, *folder_data(tmp_path), "metrics=none", "trainer.max_steps=2",
+                            f"ckpt_path={out['last_ckpt']}"))
+    assert resumed["global_step"] == 2 and stage1.stat().st_mtime_ns == stamp
 
 
 def tiny_diffusers_vae(folder: Path, scaling_factor: float = 0.5) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -42,7 +43,13 @@ def needs_first_stage(cfg: DictConfig) -> bool:
 
 def train_first_stage(cfg: DictConfig) -> DictConfig:
     """Stage 1 of `model=ldm` without a checkpoint: train `model.autoencoder.stage1` for `stage1_steps` in
-    <run>/stage1 (its own checkpoints, metrics and logs), then return the config with `ckpt` set to it."""
+    <run>/stage1 (its own checkpoints, metrics and logs), then return the config with `ckpt` set to it.
+    Resuming (`ckpt_path`) reuses the first stage of the interrupted run instead."""
+    if cfg.get("ckpt_path") and Path(cfg.ckpt_path).is_file():
+        cfg = copy.deepcopy(cfg)
+        saved = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False).get("config") or {}
+        cfg.model.autoencoder.ckpt = ((saved.get("model") or {}).get("autoencoder") or {}).get("ckpt")
+        return cfg
     stage1 = copy.deepcopy(cfg)
     stage1.trainer.max_steps = int(cfg.model.autoencoder.stage1_steps)
     stage1.model = OmegaConf.create(OmegaConf.to_container(stage1.model.autoencoder.stage1, resolve=True))

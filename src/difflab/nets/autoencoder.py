@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from difflab.nets.unet import AttentionBlock, Downsample, _norm, _zero_
+from difflab.nets.unet import AttentionBlock, Downsample, _norm
 
 __all__ = [
     "AutoencoderNotFoundError",
