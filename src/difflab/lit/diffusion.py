@@ -18,6 +18,7 @@ from difflab.diffusion.precond import Denoiser
 from difflab.diffusion.schedules import Scheduler
 from difflab.lit.checkpoint import check_state_dict_compatible
 from difflab.samplers.generate import Edit, SamplerSpec, generate
+from difflab.utils.cluster import run_seed
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 LRSchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -77,22 +78,41 @@ class DiffusionModule(L.LightningModule):
             self.net.compile()
             self._compiled = True
 
-    def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+    def _inputs(
+        self, batch: dict[str, Tensor], drop: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         x0 = batch["image"]  # (B, C, H, W) in [-1, 1]
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         cond = batch[self.cond_key] if self.cond_key is not None else None
         if cond is not None and self.training and self.cond_drop_prob > 0:
-            drop = torch.rand(cond.shape[0], device=cond.device) < self.cond_drop_prob  # (B,)
+            drop = torch.rand(cond.shape[0], device=cond.device) if drop is None else drop  # (B,) uniform
+            drop = drop < self.cond_drop_prob
             cond = torch.where(drop.reshape(-1, *([1] * (cond.ndim - 1))), null_labels(cond), cond)
         return x0, cond
 
+    def _global_batch_noise(self, x0: Tensor, batch_idx: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        """This rank's share of the noise (sigma, eps) and condition-dropout draws of the global batch.
+
+        The whole global batch's draws come from one generator seeded by (run seed, step, batch index)
+        and rank r keeps rows [r B, (r + 1) B): N processes train on the noise of one process."""
+        world, rank, b = self.trainer.world_size, self.trainer.global_rank, x0.shape[0]
+        seed = ((run_seed() * 1_000_003 + self.trainer.global_step) * 1_000_003 + batch_idx) % 2**63
+        gen = torch.Generator(x0.device).manual_seed(seed)
+        sigma, eps = self.loss_fn.draw_noise(self.denoiser, x0, n=b * world, generator=gen)
+        drop = torch.rand(b * world, generator=gen, device=x0.device)
+        rows = slice(rank * b, (rank + 1) * b)
+        return (sigma[rows], eps[rows]), drop[rows]
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """One denoising-loss step; returns the mean loss (the per-example loss comes from `loss`)."""
-        x0, cond = self._inputs(batch)
-        loss = self.loss_fn(self.denoiser, x0, cond).mean()
+        noise, drop = self._global_batch_noise(batch["image"], batch_idx)
+        x0, cond = self._inputs(batch, drop)
+        loss = self.loss_fn(self.denoiser, x0, cond, noise=noise).mean()
         self.train_images_seen += x0.shape[0] * self.trainer.world_size
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        # the mean over ranks is the global batch's mean loss (equal shards)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0],
+                 sync_dist=self.trainer.world_size > 1)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
