@@ -16,9 +16,11 @@ def auto_precision() -> str:
     return "32-true"
 
 
-def fused_adamw() -> bool:
-    """Use the fused AdamW kernel where torch has one for the training device (CUDA, and CPU since torch 2.4)."""
-    return True
+def fused_adamw(precision: str = "") -> bool:
+    """Use the fused AdamW kernel where torch has one for the training device (CUDA, and CPU since torch 2.4),
+    except under Lightning's mixed precision (`precision` bf16-mixed / 16-mixed): a fused step declares that
+    it unscales gradients itself, and Lightning then refuses gradient clipping (trainer.gradient_clip_val)."""
+    return "mixed" not in str(precision)
 
 
 def config_choices() -> dict[str, str]:
