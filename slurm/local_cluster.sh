@@ -18,15 +18,18 @@ port=${SLURM_LOCAL_PORT:-6817}
 pid_of() { [[ -s "$dir/$1.pid" ]] && cat "$dir/$1.pid" || true; }
 
 stop() {
+  local pids=()
   for daemon in slurmd slurmctld munged; do
     pid=$(pid_of "$daemon")
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-    fi
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null && pids+=("$pid") || true; fi
     rm -f "$dir/$daemon.pid"
   done
+  for _ in $(seq 50); do  # up to 5 s, then SIGKILL
+    alive=(); for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+    (( ${#alive[@]} == 0 )) && return 0
+    sleep 0.1
+  done
+  kill -9 "${alive[@]}" 2>/dev/null || true
 }
 
 start() {
@@ -57,6 +60,7 @@ SchedulerType=sched/builtin
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 MpiDefault=none
+SlurmdParameters=config_overrides
 ReturnToService=2
 MinJobAge=600
 KillWait=5

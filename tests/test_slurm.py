@@ -39,7 +39,9 @@ def _install_reason() -> str | None:
 
 
 def _slurm(env: dict[str, str], *args: str) -> str:
-    return subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    done = subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"{' '.join(args[:3])}: {done.stderr}"
+    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +85,8 @@ def _wait(env: dict[str, str], job: str, until: str = "COMPLETED", timeout: floa
 
 
 def _sbatch(env: dict[str, str], out: Path, *args: str) -> str:
-    cmd = ["sbatch", "--parsable", f"--output={out}", "--gpus-per-node=0", "--cpus-per-task=1", "--time=10",
-           *args]
+    cmd = ["sbatch", "--parsable", f"--chdir={REPO}", f"--output={out}", "--gpus-per-node=0", "--cpus-per-task=1",
+           "--time=10", *args]
     return _slurm(env, *cmd).strip().split(";")[0]
 
 
@@ -94,13 +96,13 @@ def _load(path: Path) -> dict:
 
 def test_sweep_through_submitit_and_sbatch_ddp_with_two_tasks(cluster: dict[str, str]) -> None:
     root = Path(cluster["DIFFLAB_ROOT"])
-    ddp = _sbatch(cluster, root / "ddp.out", "--ntasks=2", "--nodes=1", str(REPO / "slurm" / "train.sbatch"),
+    ddp = _sbatch(cluster, root / "ddp.out", "--nodes=1", "--ntasks-per-node=2", str(REPO / "slurm" / "train.sbatch"),
                   *JOB, "logger=csv", "trainer.max_steps=3", "+callbacks.dump._target_=probes.DumpRankState")
     sweep_dir = root / "my_sweep"
     sweep = [sys.executable, "train.py", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug",
              "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=null",
              "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep_dir}", "model=ddpm,ddim", *JOB,
-             "logger=[csv,wandb]"]
+             "logger=[csv,wandb]", "logger.wandb.mode=disabled"]  # W&B's own files: see the preemption test
     done = subprocess.run(sweep, cwd=REPO, env=cluster, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = sorted(p.name for p in (sweep_dir / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name))
@@ -111,7 +113,7 @@ def test_sweep_through_submitit_and_sbatch_ddp_with_two_tasks(cluster: dict[str,
         assert "train/loss" in (run / "csv" / "metrics.csv").read_text()
         config = (run / "config.yaml").read_text()
         assert f"group: {sweep_dir.name}\n" in config and f"job_type: {model}\n" in config  # W&B grouping
-        assert (run / "wandb_id.txt").is_file() and list((run / "wandb").glob("offline-run-*"))
+        assert (run / "wandb_id.txt").is_file()
 
     state = _wait(cluster, ddp)
     assert state["JobState"] == "COMPLETED", (root / "ddp.out").read_text()[-3000:]
@@ -126,7 +128,7 @@ def test_sweep_through_submitit_and_sbatch_ddp_with_two_tasks(cluster: dict[str,
 def test_sigusr1_saves_requeues_and_the_job_resumes_with_the_same_wandb_run(cluster: dict[str, str]) -> None:
     root = Path(cluster["DIFFLAB_ROOT"])
     out = root / "preempt.out"
-    job = _sbatch(cluster, out, "--ntasks=1", str(REPO / "slurm" / "train.sbatch"), *JOB, "logger=[csv,wandb]",
+    job = _sbatch(cluster, out, str(REPO / "slurm" / "train.sbatch"), *JOB, "logger=[csv,wandb]",
                   "trainer.max_steps=10", "trainer.val_check_interval=5",
                   "callbacks.checkpoint_last.every_n_train_steps=100",
                   "+callbacks.slow._target_=probes.SlowSteps", "+callbacks.slow.seconds=0.3")

@@ -206,6 +206,11 @@ class GlobalBatchSampler(DistributedSampler):
         # without drop_last a short last global batch is kept when every rank gets an item of it
         self.num_batches = n // global_batch_size + int(not drop_last and rest >= num_replicas)
         self.num_samples = self.num_batches * self.per_rank  # an upper bound when the last batch is short
+        self.resume = (0, 0)  # (epoch, global batches of it already trained)
+
+    def resume_at(self, batches_done: int) -> None:
+        """Continue a run that trained `batches_done` global batches: its epoch starts at the next batch."""
+        self.resume = divmod(batches_done, self.num_batches) if self.num_batches else (0, 0)
 
     def __iter__(self) -> Iterator[int]:
         n = len(self.dataset)  # type: ignore[arg-type]
@@ -213,7 +218,9 @@ class GlobalBatchSampler(DistributedSampler):
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             order = torch.arange(n)
-        for start in range(0, self.num_batches * self.global_batch_size, self.global_batch_size):
+        skip = self.resume[1] if self.epoch == self.resume[0] else 0
+        for start in range(skip * self.global_batch_size, self.num_batches * self.global_batch_size,
+                           self.global_batch_size):
             batch = order[start : start + self.global_batch_size]
             # a short last global batch is split as evenly as possible (every rank keeps a step)
             lo, hi = len(batch) * self.rank // self.num_replicas, len(batch) * (self.rank + 1) // self.num_replicas
@@ -283,6 +290,9 @@ class ImageDataModule(L.LightningDataModule, ABC):
         world, rank = self._world()
         sampler = GlobalBatchSampler(self.train_set, self.batch_size, num_replicas=world, rank=rank,
                                      seed=run_seed(), drop_last=self.drop_last)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:  # a resumed run goes on with the batches of its epoch it has not trained yet
+            sampler.resume_at(trainer.global_step * trainer.accumulate_grad_batches)
         return self._loader(self.train_set, shuffle=False, drop_last=False, sampler=sampler,
                             batch_size=sampler.per_rank)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import string
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +49,7 @@ def wandb_run_id(save_dir: str | Path, resume_from: str | None = None) -> str | 
     if found is not None:
         run_id = found.read_text().strip()
     else:
-        import wandb
-
-        run_id = wandb.util.generate_id()
+        run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's id form
     here.write_text(run_id + "\n")
     return run_id
 
