@@ -69,7 +69,10 @@ SchedulerParameters=defer_batch,sched_interval=1
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 2048 )) State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
-  munged --force --socket="$dir/munge/munge.socket" --pid-file="$dir/munged.pid" \
+  if [[ ! -s "$dir/munge/munge.key" ]]; then  # this cluster's own key
+    (umask 077 && dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 status=none)
+  fi
+  munged --force --socket="$dir/munge/munge.socket" --pid-file="$dir/munged.pid" --key-file="$dir/munge/munge.key" \
     --log-file="$dir/munged.log" --seed-file="$dir/munge/munged.seed"
   SLURM_CONF="$dir/slurm.conf" slurmctld -f "$dir/slurm.conf"
   SLURM_CONF="$dir/slurm.conf" slurmd -f "$dir/slurm.conf" -N "$node"

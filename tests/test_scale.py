@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,18 @@ def test_sampler_arithmetic_stays_float32_under_autocast(train_cfg) -> None:  # 
         half = run(lambda info: dtypes.append(info["x"].dtype))
     assert half.dtype == torch.float32 and dtypes and set(dtypes) == {torch.float32}
     assert (half - full).abs().max() < 0.1  # the net ran in bf16, the steps in float32
+
+
+def test_wandb_run_id_is_kept_in_the_run_folder_and_follows_a_resume(tmp_path: Path) -> None:
+    from difflab.utils.loggers import wandb_run_id
+
+    first = tmp_path / "first"
+    (first / "checkpoints").mkdir(parents=True)
+    run_id = wandb_run_id(first)
+    assert re.fullmatch(r"[a-z0-9]{8}", run_id) and (first / "wandb_id.txt").read_text().strip() == run_id
+    assert wandb_run_id(first) == run_id  # a requeued job in the same folder
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    assert wandb_run_id(resumed, resume_from=str(first / "checkpoints" / "last.ckpt")) == run_id  # ckpt_path=...
+    assert (resumed / "wandb_id.txt").read_text().strip() == run_id
+    assert wandb_run_id(tmp_path / "first" / "checkpoints") != run_id  # another folder, another run
