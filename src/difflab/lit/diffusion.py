@@ -91,28 +91,25 @@ class DiffusionModule(L.LightningModule):
             cond = torch.where(drop.reshape(-1, *([1] * (cond.ndim - 1))), null_labels(cond), cond)
         return x0, cond
 
-    def _global_batch_noise(self, x0: Tensor, batch_idx: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
-        """This rank's share of the noise (sigma, eps) and condition-dropout draws of the global batch.
-
-        The whole global batch's draws come from one generator seeded by (run seed, step, batch index)
-        and rank r keeps rows [r B, (r + 1) B): N processes train on the noise of one process."""
-        world, rank, b = self.trainer.world_size, self.trainer.global_rank, x0.shape[0]
+    def _global_batch_generator(self, batch_idx: int, device: torch.device) -> torch.Generator:
+        """The generator of this step's global batch, seeded by (run seed, step, batch index), the same on every rank."""
         seed = ((run_seed() * 1_000_003 + self.trainer.global_step) * 1_000_003 + batch_idx) % 2**63
-        gen = torch.Generator(x0.device).manual_seed(seed)
-        sigma, eps = self.loss_fn.draw_noise(self.denoiser, x0, n=b * world, generator=gen)
-        drop = torch.rand(b * world, generator=gen, device=x0.device)
-        rows = slice(rank * b, (rank + 1) * b)
-        return (sigma[rows], eps[rows]), drop[rows]
+        return torch.Generator(device).manual_seed(seed)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """One denoising-loss step; returns the mean loss (the per-example loss comes from `loss`)."""
-        noise, drop = self._global_batch_noise(batch["image"], batch_idx)
-        x0, cond = self._inputs(batch, drop)
-        loss = self.loss_fn(self.denoiser, x0, cond, noise=noise).mean()
-        self.train_images_seen += x0.shape[0] * self.trainer.world_size
+        """One denoising-loss step; returns the mean loss (the per-example loss comes from `loss`).
+
+        Every rank draws the condition dropout and noise of the whole global batch and keeps its rows
+        [r B, (r + 1) B), so N processes train on the draws of one process at the same global batch."""
+        world, rank, b = self.trainer.world_size, self.trainer.global_rank, batch["image"].shape[0]
+        gen = self._global_batch_generator(batch_idx, batch["image"].device)
+        rows = slice(rank * b, (rank + 1) * b)
+        x0, cond = self._inputs(batch, drop=torch.rand(b * world, generator=gen, device=gen.device)[rows])
+        sigma, eps = self.loss_fn.draw_noise(self.denoiser, x0, n=b * world, generator=gen)
+        loss = self.loss_fn(self.denoiser, x0, cond, noise=(sigma[rows], eps[rows])).mean()
+        self.train_images_seen += b * world
         # the mean over ranks is the global batch's mean loss (equal shards)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0],
-                 sync_dist=self.trainer.world_size > 1)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=b, sync_dist=world > 1)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
