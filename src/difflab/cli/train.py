@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from difflab.callbacks.metrics import SampleMetrics
 from difflab.callbacks.reconstruction import ReconstructionMetrics
 from difflab.lit.checkpoint import CheckpointNotFoundError
-from difflab.lit.latent import cached_train_loader
+from difflab.lit.latent import cached_train_set
+from difflab.utils.cluster import is_rank_zero, resume_path
 from difflab.utils.config import config_choices, instantiate_group
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     resolved["choices"] = config_choices()
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    if is_rank_zero():  # under DDP every process runs this function; one writes
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
 
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise CheckpointNotFoundError(f"cannot resume: checkpoint not found: {ckpt_path} (config key `ckpt_path`)")
+    ckpt_path = resume_path(run_dir, ckpt_path)  # a requeued job continues from its own run folder
 
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
@@ -88,7 +91,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if getattr(module, "autoencoder", None) is None:
             raise ValueError("Bad value for config key `data.cache_latents`: true needs a latent model (model=ldm)")
         cache_dir = Path(cfg.paths.data_dir) / "latent_cache"
-        datamodule.train_loader_override = partial(cached_train_loader, datamodule, module.autoencoder, cache_dir)
+        datamodule.train_set_override = partial(cached_train_set, datamodule, module.autoencoder, cache_dir)
     callbacks = instantiate_group(cfg.get("callbacks"))
     metrics = instantiate(cfg.metrics, _convert_="all") if cfg.get("metrics") else None
     if metrics is not None and metrics.enabled:

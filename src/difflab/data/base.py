@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
+
+from difflab.utils.cluster import run_seed
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +186,50 @@ class InMemoryImageDataset(Dataset):
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
 
+class GlobalBatchSampler(DistributedSampler):
+    """Rank `rank`'s share of each global batch of one seeded permutation, so N processes see the batches of one.
+
+    The epoch's order is DistributedSampler's (``randperm`` seeded by ``seed + epoch``); it is cut into
+    global batches of `global_batch_size` (a short last one dropped with `drop_last`), and rank r takes
+    items ``[r * b, (r + 1) * b)`` of each, with ``b = global_batch_size / num_replicas``. A DataLoader
+    with batch size ``b`` over this sampler yields the per-rank slices of the single-process batches.
+    Being a DistributedSampler, Lightning neither replaces nor re-wraps it under DDP.
+    """
+
+    def __init__(self, dataset: Dataset, global_batch_size: int, num_replicas: int = 1, rank: int = 0,
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = True) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        check_config(global_batch_size % num_replicas == 0, "data.batch_size",
+                     f"{global_batch_size} (the global batch) must be divisible by the {num_replicas} processes")
+        self.global_batch_size, self.per_rank = global_batch_size, global_batch_size // num_replicas
+        n, rest = len(dataset), len(dataset) % global_batch_size  # type: ignore[arg-type]
+        # without drop_last a short last global batch is kept when every rank gets an item of it
+        self.num_batches = n // global_batch_size + int(not drop_last and rest >= num_replicas)
+        self.num_samples = self.num_batches * self.per_rank  # an upper bound when the last batch is short
+        self.resume = (0, 0)  # (epoch, global batches of it already trained)
+
+    def resume_at(self, batches_done: int) -> None:
+        """Continue a run that trained `batches_done` global batches: its epoch starts at the next batch."""
+        self.resume = divmod(batches_done, self.num_batches) if self.num_batches else (0, 0)
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(n)
+        skip = self.resume[1] if self.epoch == self.resume[0] else 0
+        for start in range(skip * self.global_batch_size, self.num_batches * self.global_batch_size,
+                           self.global_batch_size):
+            batch = order[start : start + self.global_batch_size]
+            # a short last global batch is split as evenly as possible (every rank keeps a step)
+            lo, hi = len(batch) * self.rank // self.num_replicas, len(batch) * (self.rank + 1) // self.num_replicas
+            yield from batch[lo:hi].tolist()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 class ImageDataModule(L.LightningDataModule, ABC):
     """Base class: common kwargs, contract attributes, idempotent setup and the two loaders."""
 
@@ -216,7 +262,7 @@ class ImageDataModule(L.LightningDataModule, ABC):
         self.persistent_workers = self.num_workers > 0 and keep
         self.drop_last = bool(drop_last)
         self.cache_latents = bool(cache_latents)  # latent models: train from cached latents (see difflab.lit.latent)
-        self.train_loader_override: Callable[[], DataLoader] | None = None  # set by the CLI for the latent cache
+        self.train_set_override: Callable[[], Dataset] | None = None  # set by the CLI for the latent cache
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -237,16 +283,27 @@ class ImageDataModule(L.LightningDataModule, ABC):
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (with augmentation where the data set has any)."""
         self.setup("fit")
-        if self.train_loader_override is not None:
-            return self.train_loader_override()
-        n = len(self.train_set)
+        train_set = self.train_set if self.train_set_override is None else self.train_set_override()
+        n = len(train_set)
         if self.drop_last and n < self.batch_size:
             raise ValueError(
                 f"The {self.name} train split has {n} examples, fewer than `data.batch_size`="
                 f"{self.batch_size}, and `data.drop_last` is true, so no batch would be produced; "
                 "lower data.batch_size or set data.drop_last=false."
             )
-        return self._loader(self.train_set, shuffle=True, drop_last=self.drop_last)
+        world, rank = self._world()
+        sampler = GlobalBatchSampler(train_set, self.batch_size, num_replicas=world, rank=rank,
+                                     seed=run_seed(), drop_last=self.drop_last)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:  # a resumed run goes on with the batches of its epoch it has not trained yet
+            sampler.resume_at(trainer.global_step * trainer.accumulate_grad_batches)
+        return self._loader(train_set, shuffle=False, drop_last=False, sampler=sampler,
+                            batch_size=sampler.per_rank)
+
+    def _world(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached trainer; (1, 0) without one."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def val_dataloader(self) -> DataLoader:
         """Held-out batches in a fixed order, without augmentation."""
@@ -279,11 +336,13 @@ class ImageDataModule(L.LightningDataModule, ABC):
         for batch, index in self.iter_batches(split, start, stop, batch_size):
             yield batch["image"], index
 
-    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool, sampler: DistributedSampler | None = None,
+                batch_size: int | None = None) -> DataLoader:
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size or self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

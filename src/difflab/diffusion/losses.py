@@ -43,16 +43,28 @@ class DiffusionLoss:
         snr = sigma.pow(-2)
         return snr.clamp(max=self.min_snr_gamma) * c_out**2
 
+    @staticmethod
+    def draw_noise(
+        denoiser: Denoiser, x0: Tensor, n: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(sigma [n], eps [n, *x0.shape[1:]]) for n examples shaped like x0's (n = len(x0) by default)."""
+        n = x0.shape[0] if n is None else n
+        sigma = denoiser.scheduler.sample_training_sigma(n, generator=generator, device=x0.device)
+        eps = torch.randn((n, *x0.shape[1:]), generator=generator, device=x0.device, dtype=x0.dtype)
+        return sigma, eps
+
     def __call__(
         self,
         denoiser: Denoiser,
         x0: Tensor,
         cond: Tensor | None = None,
         generator: torch.Generator | None = None,
+        noise: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        """Noise x0 at training noise levels and return the weighted F-space MSE per example ([B])."""
-        sigma = denoiser.scheduler.sample_training_sigma(x0.shape[0], generator=generator, device=x0.device)
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        """Noise x0 at training noise levels and return the weighted F-space MSE per example ([B]).
+
+        `noise` = (sigma [B], eps [B, ...]) drawn by the caller (e.g. its rank's share of a global batch's)."""
+        sigma, eps = self.draw_noise(denoiser, x0, generator=generator) if noise is None else noise
         sigma_x = append_dims(sigma, x0.ndim).to(x0.dtype)  # float64 sigma stays exact for c_noise only
         x = x0 + sigma_x * eps  # (B, C, H, W)
         F, s = denoiser.raw(x, sigma, cond)

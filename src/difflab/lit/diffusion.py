@@ -23,6 +23,7 @@ from difflab.lit.checkpoint import check_state_dict_compatible
 from difflab.lit.latent import estimate_scale_factor
 from difflab.nets.autoencoder import LatentAutoencoder
 from difflab.samplers.generate import Edit, SamplerSpec, generate
+from difflab.utils.cluster import run_seed
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 LRSchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -110,7 +111,9 @@ class DiffusionModule(L.LightningModule):
         for logger in self.trainer.loggers:
             logger.log_metrics({"latent/scale_factor": float(self.autoencoder.scale_factor)}, step=self.trainer.global_step)
 
-    def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+    def _inputs(
+        self, batch: dict[str, Tensor], drop: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         if "latent_mean" in batch:  # cached posteriors (data.cache_latents=true): z = mean + std * eps, scaled
             z = batch["latent_mean"] + batch["latent_std"] * torch.randn_like(batch["latent_std"])
             x0 = self.autoencoder.scale(z)
@@ -120,16 +123,31 @@ class DiffusionModule(L.LightningModule):
             x0 = x0.contiguous(memory_format=torch.channels_last)
         cond = batch[self.cond_key] if self.cond_key is not None else None
         if cond is not None and self.training and self.cond_drop_prob > 0:
-            drop = torch.rand(cond.shape[0], device=cond.device) < self.cond_drop_prob  # (B,)
+            drop = torch.rand(cond.shape[0], device=cond.device) if drop is None else drop  # (B,) uniform
+            drop = drop < self.cond_drop_prob
             cond = torch.where(drop.reshape(-1, *([1] * (cond.ndim - 1))), null_labels(cond), cond)
         return x0, cond
 
+    def _global_batch_generator(self, batch_idx: int, device: torch.device) -> torch.Generator:
+        """The generator of this step's global batch, seeded by (run seed, step, batch index), the same on every rank."""
+        seed = ((run_seed() * 1_000_003 + self.trainer.global_step) * 1_000_003 + batch_idx) % 2**63
+        return torch.Generator(device).manual_seed(seed)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """One denoising-loss step; returns the mean loss (the per-example loss comes from `loss`)."""
-        x0, cond = self._inputs(batch)
-        loss = self.loss_fn(self.denoiser, x0, cond).mean()
-        self.train_images_seen += x0.shape[0] * self.trainer.world_size
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        """One denoising-loss step; returns the mean loss (the per-example loss comes from `loss`).
+
+        Every rank draws the condition dropout and noise of the whole global batch and keeps its rows
+        [r B, (r + 1) B), so N processes train on the draws of one process at the same global batch."""
+        first = batch["image"] if "image" in batch else batch["latent_mean"]  # pixels, or cached latents
+        world, rank, b = self.trainer.world_size, self.trainer.global_rank, first.shape[0]
+        gen = self._global_batch_generator(batch_idx, first.device)
+        rows = slice(rank * b, (rank + 1) * b)
+        x0, cond = self._inputs(batch, drop=torch.rand(b * world, generator=gen, device=gen.device)[rows])
+        sigma, eps = self.loss_fn.draw_noise(self.denoiser, x0, n=b * world, generator=gen)
+        loss = self.loss_fn(self.denoiser, x0, cond, noise=(sigma[rows], eps[rows])).mean()
+        self.train_images_seen += b * world
+        # the mean over ranks is the global batch's mean loss (equal shards)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=b, sync_dist=world > 1)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

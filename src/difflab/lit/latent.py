@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from difflab.metrics.suite import shard, world
 from difflab.nets.autoencoder import LatentAutoencoder
@@ -144,9 +144,9 @@ def load_or_build_cache(autoencoder: LatentAutoencoder, datamodule: Any, cache_d
     return path, {k: v for k, v in saved.items() if isinstance(v, Tensor)}
 
 
-def cached_train_loader(datamodule: Any, autoencoder: LatentAutoencoder, cache_dir: str | Path) -> DataLoader:
-    """The training loader of `datamodule` with cached latents instead of images (same batch size, shuffling, workers)."""
+def cached_train_set(datamodule: Any, autoencoder: LatentAutoencoder, cache_dir: str | Path) -> CachedLatents:
+    """The training split of `datamodule` as cached latents instead of images (its loader batches and shards it as usual)."""
     _, blob = load_or_build_cache(autoencoder, datamodule, cache_dir)
     labels = getattr(datamodule.split_dataset("train"), "labels", None)
     labels = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
-    return datamodule._loader(CachedLatents(blob, labels), shuffle=True, drop_last=datamodule.drop_last)
+    return CachedLatents(blob, labels)

@@ -43,11 +43,11 @@ class TextDiffusionModule(DiffusionModule):
         index = torch.tensor([unique.index(p) for p in prompts], device=table.device)
         return table[index].to(self.device)
 
-    def _inputs(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
+    def _inputs(self, batch: dict[str, Any], drop: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         captions = [str(c) for c in batch[self.cond_key]]
         if self.training and self.caption_drop_prob > 0:  # classifier-free guidance: the empty prompt
-            drop = torch.rand(len(captions)).lt(self.caption_drop_prob).tolist()
-            captions = ["" if d else c for c, d in zip(captions, drop)]
+            uniform = torch.rand(len(captions)) if drop is None else drop.cpu()  # (B,), drawn per global batch in training
+            captions = ["" if d else c for c, d in zip(captions, uniform.lt(self.caption_drop_prob).tolist())]
         return super()._inputs({**batch, self.cond_key: self.encode_prompts(captions)})
 
     @torch.no_grad()

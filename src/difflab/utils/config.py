@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,9 +16,11 @@ def auto_precision() -> str:
     return "32-true"
 
 
-def fused_adamw() -> bool:
-    """Use the fused AdamW kernel where torch has one for the training device (CUDA, and CPU since torch 2.4)."""
-    return True
+def fused_adamw(precision: str = "") -> bool:
+    """Use the fused AdamW kernel where torch has one for the training device (CUDA, and CPU since torch 2.4),
+    except under Lightning's mixed precision (`precision` bf16-mixed / 16-mixed): a fused step declares that
+    it unscales gradients itself, and Lightning then refuses gradient clipping (trainer.gradient_clip_val)."""
+    return "mixed" not in str(precision)
 
 
 def int_div(a: Any, b: Any) -> int:
@@ -38,6 +41,21 @@ def config_choices() -> dict[str, str]:
     return {k: str(v) for k, v in choices.items() if v is not None and not k.startswith("hydra")}
 
 
+def config_choice(group: str, default: str | None = None) -> str | None:
+    """The running app's choice for config group `group` (e.g. model -> 'ddpm'); `default` outside Hydra."""
+    return config_choices().get(group, default)
+
+
+def sweep_name() -> str | None:
+    """Name of the multirun sweep folder (`hydra.sweep.dir`) in an `-m` run; None in a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(str(HydraConfig.get().sweep.dir)).name
+
+
 def instantiate_group(group: Any) -> list[Any]:
     """Instantiate every entry of a dict-of-targets config group (callbacks, loggers); null entries are skipped."""
     from hydra.utils import instantiate
@@ -52,3 +70,5 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("fused_adamw", fused_adamw, replace=True)
     OmegaConf.register_new_resolver("int_div", int_div, replace=True)
+    OmegaConf.register_new_resolver("choice", config_choice, replace=True)
+    OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
