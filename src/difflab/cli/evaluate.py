@@ -22,7 +22,7 @@ from difflab.cli.sample import autocast_for, pick_device
 from difflab.data.base import DataNotFoundError, collate_batch
 from difflab.data.image_folder import EXTENSIONS, ImageFileDataset, list_images
 from difflab.lit.checkpoint import load_module
-from difflab.metrics.evaluation import metrics_record, sample_and_score, write_record
+from difflab.metrics.evaluation import metrics_record, requested_vectors, sample_and_score, write_record
 from difflab.metrics.likelihood import data_bits_per_dim
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
 from difflab.utils.config import instantiate_group
@@ -73,7 +73,8 @@ def _sample_checkpoint(cfg: DictConfig, module: Any, suite: MetricSuite, datamod
 
     with autocast_for(torch.device(module.device), str(cfg.precision)):
         values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size,
-                                  class_names=getattr(datamodule, "class_names", None), sink=sink)
+                                  class_names=getattr(datamodule, "class_names", None), sink=sink,
+                                  vectors=requested_vectors(module, datamodule))
     if preview:
         save_grid(preview[0], out_dir / "grid.png")
     return values
@@ -102,7 +103,8 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     data_cfg = _data_config(cfg, module.run_config if module is not None else None)
     datamodule = instantiate(data_cfg)
     conditional = module is not None and module.cond_key is not None
-    suite = MetricSuite(mcfg, device, conditional=conditional, networks=networks, strict=True)
+    suite = MetricSuite(mcfg, device, conditional=conditional, networks=networks, strict=True,
+                        vector=module is not None and module.cond_key == "cond")
     suite.prepare_reference(datamodule)
 
     if module is None:

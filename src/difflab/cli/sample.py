@@ -82,6 +82,21 @@ def make_edit(cfg: DictConfig, module: Any) -> Edit | None:
     return Edit(init=init, strength=1.0, mask=keep)
 
 
+def vector_condition(cfg: DictConfig, module: Any) -> torch.Tensor:
+    """sample.py's `cond` ({column: raw value}) z-scored with the run's training statistics, for all n images: [n, D]."""
+    stats = getattr(module, "cond_stats", None)
+    if stats is None:
+        raise ValueError(f"{cfg.ckpt} holds no condition statistics (`cond_stats`); it was not trained on vector data")
+    values = cfg.get("cond")
+    if isinstance(values, str):
+        values = OmegaConf.create(values)  # cond='{x1: 0.3, x2: 1.2}' given as one string
+    if not isinstance(values, (dict, DictConfig)):
+        example = ", ".join(f"{c}: {m:.3g}" for c, m in zip(stats.columns, stats.mean))
+        raise ValueError(f"this model is conditioned on {stats.columns}: pass cond='{{{example}}}' (raw units)")
+    raw = stats.raw_vector(OmegaConf.to_container(values) if isinstance(values, DictConfig) else values)
+    return stats.encode(raw).expand(int(cfg.n), -1)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Sample `n` images from a checkpoint; returns the output folder, NFE and image tensor."""
     precision = str(cfg.precision)
@@ -95,6 +110,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         num_classes = (module.run_config or {}).get("data", {}).get("num_classes") or 10
         labels = torch.full((cfg.n,), int(cfg.class_label)) if cfg.class_label is not None else torch.arange(cfg.n) % num_classes
         cond = labels
+    elif module.cond_key == "cond":
+        cond = vector_condition(cfg, module)
     with autocast_for(device, precision):
         images, nfe = module.generate(int(cfg.n), seed=int(cfg.seed), batch_size=int(cfg.batch_size), cond=cond,
                                       guidance_scale=cfg.get("guidance_scale"), guidance_rescale=cfg.get("guidance_rescale"),
@@ -113,6 +130,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "sampler": {"name": spec.name, "steps": spec.steps, **spec.knobs}, "scheduler": repr(module.scheduler),
         "use_ema": bool(cfg.use_ema), "precision": precision, "device": str(device),
         "guidance_scale": cfg.get("guidance_scale") if cond is not None else None,
+        **({"cond": dict(zip(module.cond_stats.columns, module.cond_stats.decode(cond[0]).tolist()))}
+           if module.cond_key == "cond" else {}),
         "mode": str(cfg.get("mode", "generate")),
         **({"init_image": cfg.get("init_image"), "strength": float(cfg.strength), "mask": cfg.get("mask")}
            if cfg.get("mode") in ("img2img", "inpaint") else {}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
+    if getattr(datamodule, "cond_stats", None) is not None:  # vector conditions: the z-scoring travels with the run
+        (run_dir / "cond_stats.json").write_text(json.dumps(datamodule.cond_stats.to_dict(), indent=2))
     last = run_dir / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(last)  # the final state, whatever the save interval
     best = next((cb.best_model_path for cb in callbacks if getattr(cb, "monitor", None) and getattr(cb, "best_model_path", "")), "")

@@ -28,6 +28,15 @@ def class_conditions(module: Any, class_names: Sequence[str] | None, index: Tens
     return labels, [f"a photo of a {names[int(k)]}" for k in labels]
 
 
+def requested_vectors(module: Any, datamodule: Any) -> Tensor | None:
+    """Vector-conditional models: the real validation vectors (encoded), requested in turn (sample i gets row i mod N)."""
+    if getattr(module, "cond_key", None) != "cond":
+        return None
+    from difflab.data.vectors import condition_rows
+
+    return condition_rows(datamodule, "val")
+
+
 @torch.no_grad()
 def sample_and_score(
     module: Any,
@@ -38,8 +47,12 @@ def sample_and_score(
     batch_size: int,
     class_names: Sequence[str] | None = None,
     sink: Sink | None = None,
+    vectors: Tensor | None = None,
 ) -> dict[str, float]:
     """Every rank samples its contiguous share of images 0..n-1 (per-sample seeds) and feeds the suite.
+
+    Class-conditional models get labels i mod K; vector-conditional ones row i mod N of `vectors` [N, D]
+    (see `requested_vectors`).
 
     Returns the suite's values plus `samples_per_sec` (n / the slowest rank's sampling time,
     sampling only: the metric networks are not timed) and `nfe` (network evaluations per image).
@@ -53,12 +66,13 @@ def sample_and_score(
         b = min(batch_size, part.stop - start)
         index = torch.arange(start, start + b)
         cond, prompts = class_conditions(module, class_names, index)
+        vec = None if vectors is None else vectors[index % len(vectors)]  # (b, D)
         cuda_sync(device)
         t0 = time.perf_counter()
-        images, nfe = module.generate(b, seed=seed, batch_size=b, cond=cond, first_index=start)
+        images, nfe = module.generate(b, seed=seed, batch_size=b, cond=cond if vec is None else vec, first_index=start)
         cuda_sync(device)
         elapsed += time.perf_counter() - t0
-        suite.update(images, index, prompts, labels=cond)
+        suite.update(images, index, prompts, labels=cond, cond=vec)
         if sink is not None:
             sink(images, index)
     values = suite.compute()

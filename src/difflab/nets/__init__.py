@@ -3,8 +3,9 @@
 from difflab.nets.embeddings import (
     ClassEmbedding,
     TimestepEmbedding,
+    VectorEmbedding,
     timestep_embedding,
 )
 from difflab.nets.unet import UNet
 
-__all__ = ["ClassEmbedding", "TimestepEmbedding", "UNet", "timestep_embedding"]
+__all__ = ["ClassEmbedding", "TimestepEmbedding", "UNet", "VectorEmbedding", "timestep_embedding"]

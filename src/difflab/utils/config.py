@@ -20,6 +20,11 @@ def fused_adamw() -> bool:
     return True
 
 
+def length(value: Any) -> int | None:
+    """`${len:${data.columns}}`: the length of a list, None for null."""
+    return None if value is None else len(value)
+
+
 def config_choices() -> dict[str, str]:
     """The config-group choices of the running Hydra app (model=ddpm, sampler=ddim, ...); {} outside Hydra."""
     from hydra.core.hydra_config import HydraConfig
@@ -43,3 +48,4 @@ def register_resolvers() -> None:
     """Idempotently register difflab's resolvers."""
     OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("fused_adamw", fused_adamw, replace=True)
+    OmegaConf.register_new_resolver("len", length, replace=True)
