@@ -119,32 +119,36 @@ def test_vector_train_sample_evaluate_compare(tmp_path: Path, shapes_cache: Path
     assert row["cond_mae"] == ev["values"]["cond_mae"] and "cond. MAE (std)" in to_markdown([row])
 
 
-BASELINE = ["data=shapes", "data.resolution=16", "data.num_samples=600", "data.batch_size=32", "trainer=cpu",
-            "trainer.max_steps=300", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false", "metrics=none",
-            "logger=csv", "sampler=ddim", "sampler.steps=10", "callbacks.sample_grid.n=4",
-            "callbacks.checkpoint_last.every_n_train_steps=100000", "model.net.base_channels=8",
-            "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1", "model.net.attention_resolutions=[]",
-            "model.optimizer.lr=2e-3", "model.lr_scheduler.warmup_steps=20"]
+BASELINE = ["data=shapes", "data.resolution=16", "data.num_samples=2000", "data.batch_size=32", "trainer=cpu",
+            "trainer.max_steps=500", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false", "metrics=none",
+            "logger=csv", "scheduler=edm", "sampler=euler", "sampler.steps=10", "callbacks.sample_grid.n=4",
+            "callbacks.sample_grid.every_n_steps=0", "callbacks.checkpoint_last.every_n_train_steps=100000",
+            "model.net.base_channels=16", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1",
+            "model.net.attention_resolutions=[]", "model.optimizer.lr=2e-3", "model.lr_scheduler.warmup_steps=20"]
 
 
 def test_vector_conditioning_beats_the_unconditional_baseline_on_shapes(tmp_path: Path) -> None:
-    """Same tiny net, data and steps; generated shapes measured exactly against the requested validation vectors."""
+    """Same tiny net, data, scheduler and 500 steps; 128 generated shapes measured exactly against the requested
+    validation vectors (std units). Any unconditional generator scores >= 0.87 per uniform attribute in expectation;
+    measured here: conditional 0.88 (background 0.25, colours 0.75), unconditional 1.13 (0.87, 1.03)."""
     from difflab.cli import train
     from difflab.data import ShapesDataModule
-    from difflab.data.shapes import attribute_error, measure_shapes
+    from difflab.data.shapes import measure_shapes
     from difflab.data.vectors import condition_rows
     from difflab.lit.checkpoint import load_module
     from difflab.samplers.generate import SamplerSpec
 
-    dm = ShapesDataModule(resolution=16, num_samples=600)
+    dm = ShapesDataModule(resolution=16, num_samples=2000)
     dm.setup()
-    rows = condition_rows(dm)[:48]
+    rows = condition_rows(dm)[:128]
     errors = {}
     for name, model in (("cond", ["model=cond_vector", "model.net.emb_channels=32"]),
                         ("uncond", ["model=ddpm", "+model.net.emb_channels=32"])):
         out = train.run(compose_config("train", [*model, *BASELINE], tmp_path / name))
         module = load_module(out["last_ckpt"])
-        images, _ = module.generate(len(rows), sampler=SamplerSpec("ddim", steps=10),
+        images, _ = module.generate(len(rows), sampler=SamplerSpec("euler", steps=10),
                                     cond=rows if module.cond_key == "cond" else None)
-        errors[name] = attribute_error(measure_shapes(images), dm.cond_stats.decode(rows), dm.cond_stats)[1]
-    assert errors["cond"] < 0.6 * errors["uncond"], errors
+        errors[name] = dm.cond_stats.zscore(measure_shapes(images)).sub(dm.cond_stats.zscore(dm.cond_stats.decode(rows))).abs().mean(0)
+    cond, uncond = errors["cond"], errors["uncond"]
+    assert cond.mean() < 0.85 * uncond.mean(), errors
+    assert cond[4:].mean() < 0.75 * uncond[4:].mean() and cond[7] < 0.5 * uncond[7], errors  # colours, background

@@ -151,7 +151,7 @@ class CSVDataModule(ImageDataModule):
         self.cond_stats: CondStats | None = None
 
     def _check_files(self, files: list[str]) -> None:
-        """Every listed image exists; the first one fits the ROI (all of them with `verify`)."""
+        """Every listed image exists (a DataNotFoundError naming the rows and files otherwise)."""
         absent = [(i + 2, f) for i, f in enumerate(files) if not (self.image_root / f).is_file()]
         if absent:
             shown = "; ".join(f"row {line}: {self.image_root / f}" for line, f in absent[:5])

@@ -12,8 +12,9 @@ background. Its 8 attributes, drawn uniformly from `RANGES` by a seeded generato
 `size` and `aspect` are defined through moments so that they mean the same for every shape type: the
 unit shape's E[x^2] is 1/4 (ellipse), 1/3 (rectangle), 1/6 (diamond), so the half-width is
 a = size / sqrt(E[x^2]) and the half-height a * aspect. `measure_shapes` recovers all 8 attributes from
-pixels (centroid, second moments, mean colour of the shape, median of the border), exactly up to the
-pixel grid; it is the oracle for the regressor and for generated images.
+pixels (centroid, second moments, mean colour of the shape, median of the border; a pixel is in the shape
+when its grey level is above the midpoint of background and shape), exactly up to the pixel grid; it is
+the oracle for the regressor and for generated images.
 """
 
 from __future__ import annotations
@@ -73,7 +74,10 @@ def measure_shapes(images: Tensor) -> Tensor:
     grey = x.mean(1)  # (n, R, R)
     border = torch.cat([grey[:, 0], grey[:, -1], grey[:, 1:-1, 0], grey[:, 1:-1, -1]], dim=1)  # (n, 4R - 4)
     bg = border.median(dim=1).values  # (n,)
-    w = (grey > bg[:, None, None] + THRESHOLD).float()  # (n, R, R) the shape's pixels
+    rough = grey > bg[:, None, None] + THRESHOLD  # (n, R, R)
+    fg = torch.where(rough, grey, torch.nan).flatten(1).nanmedian(1).values  # (n,) the shape's grey level
+    fg = torch.where(fg.isnan(), bg + 2 * THRESHOLD, fg)
+    w = (grey > (bg + fg)[:, None, None] / 2).float()  # (n, R, R) the shape's pixels: same as `rough` when clean
     count = w.sum((1, 2)).clamp_min(1.0)  # (n,)
     u, v = _grid(res, x.device)
     cx, cy = (w * u).sum((1, 2)) / count, (w * v).sum((1, 2)) / count
