@@ -127,6 +127,7 @@ BASELINE = ["data=shapes", "data.resolution=16", "data.num_samples=2000", "data.
             "model.net.attention_resolutions=[]", "model.optimizer.lr=2e-3", "model.lr_scheduler.warmup_steps=20"]
 
 
+@pytest.mark.slow
 def test_vector_conditioning_beats_the_unconditional_baseline_on_shapes(tmp_path: Path) -> None:
     """Same tiny net, data, scheduler and 500 steps; 128 generated shapes measured exactly against the requested
     validation vectors (std units). Any unconditional generator scores >= 0.87 per uniform attribute in expectation;
