@@ -185,3 +185,19 @@ def tiny_vae_folder(folder: Path) -> Path:
                   down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                   norm_num_groups=4, sample_size=16).save_pretrained(folder)
     return folder
+
+
+def fake_csv(root: Path, n: int = 8, size: tuple[int, int] = (40, 30), columns: int = 8) -> Path:
+    """PNG images (width x height `size`) and `table.csv` (`filepath, x1, ..., x<columns>`); returns the CSV.
+
+    Image i is black except the region rows 10..19, columns 5..24 (a 10 x 20 ROI), filled with grey level 10 * i,
+    and its values are x_j = i + j / 10 (so every column varies)."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["filepath," + ",".join(f"x{j + 1}" for j in range(columns))]
+    for i in range(n):
+        array = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+        array[10:20, 5:25] = 10 * i
+        Image.fromarray(array).save(root / f"img{i}.png")
+        lines.append(f"img{i}.png," + ",".join(f"{i + (j + 1) / 10:g}" for j in range(columns)))
+    (root / "table.csv").write_text("\n".join(lines) + "\n")
+    return root / "table.csv"

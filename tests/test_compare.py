@@ -30,7 +30,7 @@ from difflab.metrics.evaluation import metrics_record, write_record
 from difflab.samplers import SamplerSpec
 
 EXPECTED_COLUMNS = ["variant", "scheduler", "sampler", "steps", "nfe", "samples_per_sec", "fid", "is", "kid",
-                    "lpips_diversity", "clip_score", "condition_accuracy", "bpd", "params", "train_images_seen", "data", "n_samples", "kind",
+                    "lpips_diversity", "clip_score", "condition_accuracy", "cond_mae", "cond_mae_std", "bpd", "params", "train_images_seen", "data", "n_samples", "kind",
                     "run_dir"]
 PNG = b"\x89PNG\r\n\x1a\n"
 

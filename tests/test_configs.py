@@ -9,7 +9,7 @@ import torch
 
 from conftest import CONF
 from difflab.cli.train import run
-from fakes import ASSETS, fake_captioned_images, fake_cifar, fake_images, fake_mnist
+from fakes import ASSETS, fake_captioned_images, fake_cifar, fake_csv, fake_images, fake_mnist
 
 
 def options(group: str) -> list[str]:
@@ -27,8 +27,14 @@ def data_overrides(name: str, tmp_path: Path) -> list[str]:
         return [f"data.root={fake_images(tmp_path / 'images', per_class=8)}", "data.resolution=16"]
     if name == "image_text":
         return [f"data.root={fake_captioned_images(tmp_path / 'pairs', n=12)}", "data.resolution=16"]
+    if name == "csv":
+        return [f"data.csv={fake_csv(tmp_path / 'csv', n=10)}", "data.resolution=16", "data.val_fraction=0.2"]
+    if name == "shapes":
+        return ["data.resolution=16", "data.num_samples=200"]
     return []
 
+
+MODEL_DATA = {"cond_vector": "shapes"}  # models that need a data set with condition vectors
 
 # Latent models train their first stage in the same run when no autoencoder is given: keep it tiny.
 MODEL_OVERRIDES = {"ldm": ["model.autoencoder.stage1.net.base_channels=8", "model.autoencoder.stage1.discriminator.base_channels=8",
@@ -65,6 +71,8 @@ def test_config_runs_one_step(group, option, train_cfg, tmp_path):
         overrides += data_overrides(option, tmp_path)
     if group == "model":
         overrides += MODEL_OVERRIDES.get(option, [])
+    if group == "model" and option in MODEL_DATA:
+        overrides += [f"data={MODEL_DATA[option]}", *data_overrides(MODEL_DATA[option], tmp_path), "metrics.cond_mae=false"]
     if group == "experiment":  # the experiment's own data set, as tiny fake files in its real format
         overrides += data_overrides(experiment_data(train_cfg(*overrides)), tmp_path)
     logger = option if group == "logger" else "csv"

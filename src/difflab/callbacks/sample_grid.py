@@ -41,7 +41,13 @@ class SampleGrid(L.Callback):
         self.last_path: Path | None = None
 
     def _cond(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Tensor | None:
-        """Class-conditional models get labels 0, 1, 2, ... cycling over the classes (one row per class)."""
+        """Class-conditional models get labels 0, 1, 2, ... cycling over the classes (one row per class);
+        vector-conditional ones the first validation vectors."""
+        if getattr(pl_module, "cond_key", None) == "cond":
+            from difflab.data.vectors import condition_rows
+
+            rows = condition_rows(trainer.datamodule)
+            return rows[torch.arange(self.n) % len(rows)]
         if getattr(pl_module, "cond_key", None) != "label":
             return None
         num_classes = getattr(trainer.datamodule, "num_classes", None) or 10

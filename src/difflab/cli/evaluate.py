@@ -22,7 +22,7 @@ from difflab.callbacks.sample_grid import save_grid
 from difflab.cli.sample import autocast_for, load_model, pick_device, resolve_seed
 from difflab.data.base import DataNotFoundError, collate_batch
 from difflab.data.image_folder import EXTENSIONS, ImageFileDataset, list_images
-from difflab.metrics.evaluation import metrics_record, sample_and_score, write_record
+from difflab.metrics.evaluation import metrics_record, requested_vectors, sample_and_score, write_record
 from difflab.metrics.likelihood import data_bits_per_dim
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
 from difflab.utils.config import instantiate_group
@@ -93,7 +93,7 @@ def _sample_checkpoint(cfg: DictConfig, module: Any, suite: MetricSuite, datamod
     with autocast_for(torch.device(module.device), str(cfg.precision)):
         values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size,
                                   class_names=getattr(datamodule, "class_names", None), sink=sink,
-                                  prompts=prompts, uncond=uncond)
+                                  prompts=prompts, uncond=uncond, vectors=requested_vectors(module, datamodule))
     if preview:
         save_grid(preview[0], out_dir / "grid.png")
     return values
@@ -133,7 +133,8 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     module, datamodule = _model_and_data(cfg, device, prompts)
     conditional = module is not None and module.cond_key is not None
     suite = MetricSuite(mcfg, device, conditional=conditional, networks=networks, strict=True,
-                        class_labels=conditional and module.cond_key == "label")
+                        class_labels=conditional and module.cond_key == "label",
+                        vector=conditional and module.cond_key == "cond")
     if datamodule is not None:
         suite.prepare_reference(datamodule)
 

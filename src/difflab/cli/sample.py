@@ -83,6 +83,21 @@ def make_edit(cfg: DictConfig, module: Any, seed: int) -> Edit | None:
     return Edit(init=init, strength=1.0, mask=keep)
 
 
+def vector_condition(cfg: DictConfig, module: Any) -> torch.Tensor:
+    """sample.py's `cond` ({column: raw value}) z-scored with the run's training statistics, for all n images: [n, D]."""
+    stats = getattr(module, "cond_stats", None)
+    if stats is None:
+        raise ValueError(f"{cfg.ckpt} holds no condition statistics (`cond_stats`); it was not trained on vector data")
+    values = cfg.get("cond")
+    if isinstance(values, str):
+        values = OmegaConf.create(values)  # cond='{x1: 0.3, x2: 1.2}' given as one string
+    if not isinstance(values, (dict, DictConfig)):
+        example = ", ".join(f"{c}: {m:.3g}" for c, m in zip(stats.columns, stats.mean))
+        raise ValueError(f"this model is conditioned on {stats.columns}: pass cond='{{{example}}}' (raw units)")
+    raw = stats.raw_vector(OmegaConf.to_container(values) if isinstance(values, DictConfig) else values)
+    return stats.encode(raw).expand(int(cfg.n), -1)
+
+
 def resolve_seed(seed: Any) -> int:
     """The run seed; -1 picks a random one in 0..4095 (the run seeds whose image seeds never meet), to be recorded."""
     seed = int(seed)
@@ -128,6 +143,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         num_classes = (module.run_config or {}).get("data", {}).get("num_classes") or 10
         labels = torch.full((cfg.n,), int(cfg.class_label)) if cfg.class_label is not None else torch.arange(cfg.n) % num_classes
         cond = labels
+    elif module.cond_key == "cond":
+        cond = vector_condition(cfg, module)
     with autocast_for(device, precision):
         extra = {"uncond": uncond} if uncond is not None else {}
         images, nfe = module.generate(int(cfg.n), seed=seed, batch_size=int(cfg.batch_size), cond=cond,
@@ -150,6 +167,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         **({"pipeline": str(cfg.pipeline.path)} if cfg.get("pipeline") else {}),
         **({"prompt": cfg.prompt, "negative_prompt": cfg.get("negative_prompt"),
             "guidance_rescale": cfg.get("guidance_rescale")} if uncond is not None or hasattr(module, "encode_prompts") else {}),
+        **({"cond": dict(zip(module.cond_stats.columns, module.cond_stats.decode(cond[0]).tolist()))}
+           if module.cond_key == "cond" else {}),
         "mode": str(cfg.get("mode", "generate")),
         **({"init_image": cfg.get("init_image"), "strength": float(cfg.strength), "mask": cfg.get("mask")}
            if cfg.get("mode") in ("img2img", "inpaint") else {}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from functools import partial
 from pathlib import Path
@@ -104,6 +105,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
+    if getattr(datamodule, "cond_stats", None) is not None:  # vector conditions: the z-scoring travels with the run
+        (run_dir / "cond_stats.json").write_text(json.dumps(datamodule.cond_stats.to_dict(), indent=2))
     last = run_dir / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(last)  # the final state, whatever the save interval
     best = next((cb.best_model_path for cb in callbacks if getattr(cb, "monitor", None) and getattr(cb, "best_model_path", "")), "")

@@ -7,12 +7,17 @@ from difflab.data.base import (
     ImageDataModule,
 )
 from difflab.data.cifar10 import CIFAR10DataModule
+from difflab.data.csv_table import CSVDataModule
 from difflab.data.digits import DigitsDataModule
 from difflab.data.image_folder import ImageFolderDataModule
 from difflab.data.mnist import MNISTDataModule
+from difflab.data.shapes import ShapesDataModule
+from difflab.data.vectors import CondStats
 
 __all__ = [
     "CIFAR10DataModule",
+    "CSVDataModule",
+    "CondStats",
     "CorruptDataError",
     "CorruptImageError",
     "DataNotFoundError",
@@ -20,4 +25,5 @@ __all__ = [
     "ImageDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",
+    "ShapesDataModule",
 ]

@@ -28,8 +28,9 @@ from difflab.samplers.base import DenoiseFn
 
 
 def null_labels(cond: Tensor) -> Tensor:
-    """The null condition of integer class labels: -1 (ClassEmbedding's learned null class)."""
-    return torch.full_like(cond, -1)
+    """The null condition: -1 for integer class labels (ClassEmbedding's null class), NaN for float vectors
+    (VectorEmbedding's null vector). Used by training-time condition dropout and by `guided`."""
+    return torch.full_like(cond, float("nan") if cond.dtype.is_floating_point else -1)
 
 
 def given_null(uncond: Tensor) -> Callable[[Tensor], Tensor]:

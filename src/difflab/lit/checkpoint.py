@@ -100,6 +100,10 @@ def load_module(
     module.run_config = ckpt["config"]
     module.train_images_seen = int(ckpt.get("train_images_seen", 0))
     module.checkpoint_global_step = int(ckpt.get("global_step", 0))
+    if ckpt.get("cond_stats"):
+        from difflab.data.vectors import CondStats
+
+        module.cond_stats = CondStats.from_dict(ckpt["cond_stats"])
     state = ckpt["state_dict"]
     check_state_dict_compatible(state, module.state_dict(), ckpt["config"], ckpt["config"])
     module.load_state_dict(state)

@@ -69,6 +69,7 @@ class DiffusionModule(L.LightningModule):
         self.compile_net = compile
         self.run_config: dict[str, Any] | None = None  # the resolved config, set by the CLI, saved in checkpoints
         self.train_images_seen = 0  # over all ranks and micro-batches; saved in checkpoints
+        self.cond_stats: Any = None  # vector conditions: the data's CondStats (z-scoring), saved in checkpoints
 
     @property
     def net(self) -> nn.Module:
@@ -100,6 +101,12 @@ class DiffusionModule(L.LightningModule):
         if self.compile_net and not getattr(self, "_compiled", False):
             self.net.compile()
             self._compiled = True
+
+    def setup(self, stage: str) -> None:
+        """Take the vector-condition statistics of the data module (computed on its training split)."""
+        stats = getattr(getattr(self.trainer, "datamodule", None), "cond_stats", None)
+        if stats is not None:
+            self.cond_stats = stats
 
     def on_fit_start(self) -> None:
         """Latent models: 1 / std of the training latents (LDM App. G) when no scale factor is set; logged."""
@@ -233,6 +240,8 @@ class DiffusionModule(L.LightningModule):
         """Every checkpoint carries the resolved run config and the RNG states."""
         checkpoint["config"] = self.run_config
         checkpoint["train_images_seen"] = self.train_images_seen
+        if self.cond_stats is not None:
+            checkpoint["cond_stats"] = self.cond_stats.to_dict()
         checkpoint["rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
@@ -243,6 +252,10 @@ class DiffusionModule(L.LightningModule):
             checkpoint.get("state_dict", {}), self.state_dict(), checkpoint.get("config"), self.run_config
         )
         self.train_images_seen = int(checkpoint.get("train_images_seen", 0))
+        if checkpoint.get("cond_stats"):
+            from difflab.data.vectors import CondStats
+
+            self.cond_stats = CondStats.from_dict(checkpoint["cond_stats"])
         rng = checkpoint.get("rng") or {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])

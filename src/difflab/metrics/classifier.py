@@ -1,12 +1,20 @@
-"""Condition accuracy: does a generated image show the class it was asked for?
+"""Condition checks: does a generated image show the class / the vector of values it was asked for?
 
 A small CNN is trained by difflab on the real training split of the data set (no augmentation,
 fixed seed), cached per data set, resolution and seed next to the reference statistics, and
-reports its own held-out accuracy, the ceiling for the generated images' score.
+reports its own held-out score, the ceiling for the generated images' score:
+
+- target "label" (class-conditional models): a classifier; `ConditionAccuracy`, its val accuracy.
+- target "cond" (vector-conditional models): a regressor of the z-scored vector (with coordinate
+  input channels, since centres and positions matter); `ConditionMAE`, the mean absolute error
+  between requested and predicted vectors in raw units and in std units of the training split;
+  the cache name also carries a hash of the columns and their statistics.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,74 +27,120 @@ from torchmetrics import Metric
 log = logging.getLogger(__name__)
 
 MIN_STEPS = 300
+TARGETS = ("label", "cond")
 
 
 class SmallClassifier(nn.Module):
-    """Three strided conv layers, global average pooling and a linear head; inputs in [-1, 1]."""
+    """Three strided conv layers, global average pooling and a linear head; inputs in [-1, 1].
 
-    def __init__(self, channels: int, num_classes: int, width: int = 32) -> None:
+    With `coords`, two channels holding the pixel coordinates in [-1, 1] are appended to the input
+    (CoordConv), so that pooled features can encode where things are (needed to regress positions)."""
+
+    def __init__(self, channels: int, num_classes: int, width: int = 32, coords: bool = False) -> None:
         super().__init__()
+        self.coords = coords
         self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.GroupNorm(8, width), nn.SiLU(),
+            nn.Conv2d(channels + 2 * coords, width, 3, padding=1), nn.GroupNorm(8, width), nn.SiLU(),
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GroupNorm(8, 2 * width), nn.SiLU(),
             nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.GroupNorm(8, 4 * width), nn.SiLU(),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_classes),
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.coords:
+            t = torch.linspace(-1, 1, x.shape[-1], device=x.device, dtype=x.dtype)
+            v, u = torch.meshgrid(torch.linspace(-1, 1, x.shape[-2], device=x.device, dtype=x.dtype), t, indexing="ij")
+            x = torch.cat([x, u.expand(x.shape[0], 1, -1, -1), v.expand(x.shape[0], 1, -1, -1)], dim=1)
         return self.net(x)
 
 
-def _split_tensors(datamodule: Any, split: str) -> tuple[Tensor, Tensor]:
-    """All images and labels of a split, in memory (the classifier's data sets are small or cached once)."""
+def _model_for(datamodule: Any, target: str) -> SmallClassifier:
+    """The untrained network of `target`: num_classes logits, or cond_dim regressed z-scores."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if target == "label":
+        if not datamodule.num_classes:
+            raise ValueError(f"condition accuracy needs a labelled data set; {datamodule.name} has no classes")
+        return SmallClassifier(datamodule.channels, int(datamodule.num_classes))
+    datamodule.setup("validate")
+    if getattr(datamodule, "cond_stats", None) is None:
+        raise ValueError(f"the condition MAE needs a data set with condition vectors; {datamodule.name} has none")
+    return SmallClassifier(datamodule.channels, datamodule.cond_stats.dim, coords=True)
+
+
+def _split_tensors(datamodule: Any, split: str, target: str = "label") -> tuple[Tensor, Tensor]:
+    """All images and targets of a split, in memory (labels, or the vectors as z-scores of the training split)."""
     batches = [b for b, _ in datamodule.iter_batches(split, 0, len(datamodule.split_dataset(split)), 256)]
-    return torch.cat([b["image"] for b in batches]), torch.cat([b["label"] for b in batches])
+    y = torch.cat([b[target] for b in batches])
+    if target == "cond":
+        y = datamodule.cond_stats.zscore(datamodule.cond_stats.decode(y))
+    return torch.cat([b["image"] for b in batches]), y
+
+
+def _loss(target: str, out: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(out, y) if target == "label" else F.smooth_l1_loss(out, y, beta=0.1)
+
+
+def _score(target: str, out: Tensor, y: Tensor) -> float:
+    """Accuracy (labels), or the mean absolute error in std units (vectors)."""
+    if target == "label":
+        return float((out.argmax(1) == y).double().mean())
+    return float((out - y).abs().double().mean())
 
 
 def train_classifier(datamodule: Any, *, epochs: int = 5, seed: int = 0, device: torch.device | str = "cpu",
-                     batch_size: int = 128) -> tuple[SmallClassifier, float]:
-    """Train on the real train split; returns (classifier in eval mode, its accuracy on the val split)."""
-    if not datamodule.num_classes:
-        raise ValueError(f"condition accuracy needs a labelled data set; {datamodule.name} has no classes")
+                     batch_size: int = 128, target: str = "label") -> tuple[SmallClassifier, float]:
+    """Train on the real train split; returns (network in eval mode, its val accuracy or val MAE in std units)."""
+    model = _model_for(datamodule, target).to(device)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    x, y = _split_tensors(datamodule, "train")
-    model = SmallClassifier(datamodule.channels, int(datamodule.num_classes)).to(device)
+    x, y = _split_tensors(datamodule, "train", target)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     steps = max(epochs * max(1, len(x) // batch_size), MIN_STEPS)  # small data sets still get a usable classifier
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     model.train()
     for _ in range(steps):
         idx = torch.randint(0, len(x), (batch_size,), generator=gen)
-        loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+        loss = _loss(target, model(x[idx].to(device)), y[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     model.eval()
-    xv, yv = _split_tensors(datamodule, "val")
+    xv, yv = _split_tensors(datamodule, "val", target)
     with torch.no_grad():
-        acc = float((model(xv.to(device)).argmax(1).cpu() == yv).double().mean())
-    return model, acc
+        score = _score(target, model(xv.to(device)).cpu(), yv)
+    return model, score
+
+
+def cache_path(datamodule: Any, cache_dir: str | Path, *, epochs: int, seed: int, target: str) -> Path:
+    """<data>-<res>px-classifier-e<epochs>-s<seed>.pt, or ...-regressor-<hash of columns and statistics>-..."""
+    stem = f"{datamodule.name}-{datamodule.resolution}px"
+    if target == "cond":
+        stats = json.dumps(datamodule.cond_stats.to_dict(), sort_keys=True)
+        return Path(cache_dir) / f"{stem}-regressor-{hashlib.sha256(stats.encode()).hexdigest()[:10]}-e{epochs}-s{seed}.pt"
+    return Path(cache_dir) / f"{stem}-classifier-e{epochs}-s{seed}.pt"
 
 
 def load_or_train_classifier(datamodule: Any, cache_dir: str | Path, *, epochs: int = 5, seed: int = 0,
-                             device: torch.device | str = "cpu") -> tuple[SmallClassifier, float, Path]:
-    """The cached classifier of this data set (trained and cached on a miss); returns (model, val accuracy, path)."""
-    path = Path(cache_dir) / f"{datamodule.name}-{datamodule.resolution}px-classifier-e{epochs}-s{seed}.pt"
+                             device: torch.device | str = "cpu", target: str = "label") -> tuple[SmallClassifier, float, Path]:
+    """The cached classifier (target "label") or regressor ("cond") of this data set, trained and cached on a
+    miss; returns (model, val accuracy or val MAE in std units, path)."""
+    model = _model_for(datamodule, target)
+    path = cache_path(datamodule, cache_dir, epochs=epochs, seed=seed, target=target)
+    key, what = ("val_accuracy", "condition-accuracy classifier") if target == "label" else ("val_mae_std", "condition regressor")
     if path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        model = SmallClassifier(datamodule.channels, int(datamodule.num_classes))
         model.load_state_dict(blob["state_dict"])
-        return model.to(device).eval(), float(blob["val_accuracy"]), path
-    log.info("training the condition-accuracy classifier of %s (%d epochs) -> %s", datamodule.name, epochs, path)
-    model, acc = train_classifier(datamodule, epochs=epochs, seed=seed, device=device)
+        return model.to(device).eval(), float(blob[key]), path
+    log.info("training the %s of %s (%d epochs) -> %s", what, datamodule.name, epochs, path)
+    model, score = train_classifier(datamodule, epochs=epochs, seed=seed, device=device, target=target)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.tmp")
-    torch.save({"state_dict": model.state_dict(), "val_accuracy": acc}, tmp)
+    torch.save({"state_dict": model.state_dict(), key: score}, tmp)
     tmp.replace(path)
-    log.info("condition-accuracy classifier: %.1f%% on the real %s val split", 100 * acc, datamodule.name)
-    return model, acc, path
+    log.info("%s: %s %.4g on the real %s val split", what, key, score, datamodule.name)
+    return model, score, path
 
 
 class ConditionAccuracy(Metric):
@@ -112,3 +166,35 @@ class ConditionAccuracy(Metric):
         if int(self.total) == 0:
             raise ValueError("condition accuracy needs at least one labelled image")
         return self.correct.double() / self.total
+
+
+class ConditionMAE(Metric):
+    """Mean absolute error between requested vectors and the regressor's predictions for the generated images,
+    in raw units and in std units of the training split (summed across ranks)."""
+
+    full_state_update = False
+
+    def __init__(self, regressor: nn.Module, stats: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.regressor, self.stats = regressor, stats
+        self.add_state("abs_raw", default=torch.zeros(stats.dim, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("abs_std", default=torch.zeros(stats.dim, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    @torch.no_grad()
+    def update(self, images: Tensor, cond: Tensor) -> None:  # type: ignore[override]
+        """`cond`: the requested vectors as the network saw them (encoded by `stats`), [N, D]."""
+        from difflab.metrics.inception import quantize
+
+        z_pred = self.regressor(quantize(images.to(self.device))).float()  # (N, D) z-scores
+        z_req = self.stats.zscore(self.stats.decode(cond.to(self.device)))  # (N, D)
+        diff_std = (z_pred - z_req).abs().double()
+        self.abs_std += diff_std.sum(0)
+        self.abs_raw += (diff_std * torch.tensor(self.stats.std, dtype=torch.float64, device=self.device)).sum(0)
+        self.total += cond.shape[0]
+
+    def compute(self) -> dict[str, float]:
+        if int(self.total) == 0:
+            raise ValueError("the condition MAE needs at least one image with a requested vector")
+        n = float(self.total) * self.stats.dim
+        return {"cond_mae": float(self.abs_raw.sum()) / n, "cond_mae_std": float(self.abs_std.sum()) / n}

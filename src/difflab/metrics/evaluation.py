@@ -28,6 +28,15 @@ def class_conditions(module: Any, class_names: Sequence[str] | None, index: Tens
     return labels, [f"a photo of a {names[int(k)]}" for k in labels]
 
 
+def requested_vectors(module: Any, datamodule: Any) -> Tensor | None:
+    """Vector-conditional models: the real validation vectors (encoded), requested in turn (sample i gets row i mod N)."""
+    if getattr(module, "cond_key", None) != "cond":
+        return None
+    from difflab.data.vectors import condition_rows
+
+    return condition_rows(datamodule, "val")
+
+
 @torch.no_grad()
 def sample_and_score(
     module: Any,
@@ -40,11 +49,14 @@ def sample_and_score(
     sink: Sink | None = None,
     prompts: Sequence[str] | None = None,
     uncond: Tensor | None = None,
+    vectors: Tensor | None = None,
 ) -> dict[str, float]:
     """Every rank samples its contiguous share of images 0..n-1 (per-sample seeds) and feeds the suite.
 
-    Text-conditioned models (`module.encode_prompts`): image i gets prompts[i mod len(prompts)], which is also
-    its CLIP-score prompt; `uncond` (e.g. a negative prompt's context) is guidance's unconditional branch.
+    Class-conditional models get labels i mod K; vector-conditional ones row i mod N of `vectors` [N, D]
+    (see `requested_vectors`). Text-conditioned models (`module.encode_prompts`): image i gets
+    prompts[i mod len(prompts)], which is also its CLIP-score prompt; `uncond` (e.g. a negative prompt's
+    context) is guidance's unconditional branch.
 
     Returns the suite's values plus `samples_per_sec` (n / the slowest rank's sampling time,
     sampling only: the metric networks are not timed) and `nfe` (network evaluations per image).
@@ -57,18 +69,20 @@ def sample_and_score(
     for start in range(part.start, part.stop, batch_size):
         b = min(batch_size, part.stop - start)
         index = torch.arange(start, start + b)
+        vec = None if vectors is None else vectors[index % len(vectors)]  # (b, D)
+        extra = {"uncond": uncond} if uncond is not None else {}
         if prompts:
             texts = [prompts[i % len(prompts)] for i in index.tolist()]
-            cond, labels, extra = module.encode_prompts(texts), None, {"uncond": uncond} if uncond is not None else {}
+            cond, labels = module.encode_prompts(texts), None
         else:
-            cond, texts = class_conditions(module, class_names, index)
-            labels, extra = cond, {}
+            labels, texts = class_conditions(module, class_names, index)
+            cond = labels if vec is None else vec
         cuda_sync(device)
         t0 = time.perf_counter()
         images, nfe = module.generate(b, seed=seed, batch_size=b, cond=cond, first_index=start, **extra)
         cuda_sync(device)
         elapsed += time.perf_counter() - t0
-        suite.update(images, index, texts, labels=labels)
+        suite.update(images, index, texts, labels=labels, cond=vec)
         if sink is not None:
             sink(images, index)
     values = suite.compute()

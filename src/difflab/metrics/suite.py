@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from difflab.metrics.classifier import ConditionAccuracy, load_or_train_classifier
+from difflab.metrics.classifier import ConditionAccuracy, ConditionMAE, load_or_train_classifier
 from difflab.metrics.fidelity import FeatureStore, ReferenceStats, fidelity_scores, reference_cache_path
 from difflab.metrics.inception import FeatureExtractor, InceptionFeatures
 from difflab.metrics.perceptual import CLIPScoreMetric, LPIPSDiversity, clip_model_loader, lpips_network
@@ -53,6 +53,7 @@ class MetricsConfig:
     lpips_diversity: bool = True
     clip_score: bool = True            # only for class- or text-conditioned models
     condition_accuracy: bool = True    # class-conditional models: a classifier trained on the real data
+    cond_mae: bool = True              # vector-conditional models: a regressor trained on the real data
     classifier_epochs: int = 5
     reference: dict[str, Any] = field(default_factory=lambda: {"split": "train", "n": 10000})
     kid_subsets: int = 100
@@ -117,7 +118,8 @@ class MetricSuite:
     """Builds the configured metrics; `update` with samples, `compute` on every rank, `reset` between passes."""
 
     def __init__(self, config: MetricsConfig, device: torch.device | str = "cpu", conditional: bool = False,
-                 networks: Networks | None = None, strict: bool = False, class_labels: bool | None = None) -> None:
+                 networks: Networks | None = None, strict: bool = False, class_labels: bool | None = None,
+                 vector: bool = False) -> None:
         self.config, self.device, self.strict = config, torch.device(device), strict
         nets = networks or Networks()
         c = config
@@ -129,8 +131,12 @@ class MetricSuite:
         self.reference: ReferenceStats | None = None
         self.accuracy: ConditionAccuracy | None = None
         self.classifier_val_accuracy: float | None = None
-        class_labels = conditional if class_labels is None else class_labels  # text-conditioned: CLIP score only
+        self.mae: ConditionMAE | None = None
+        self.regressor_val_mae_std: float | None = None
+        # conditional models: class labels (condition accuracy), vectors (cond_mae) or text (CLIP score only)
+        class_labels = (conditional and not vector) if class_labels is None else class_labels
         self._want_accuracy = bool(c.condition_accuracy and conditional and class_labels)
+        self._want_mae = bool(c.cond_mae and vector)
         wanted = [m for m in FIDELITY if getattr(c, m)]
         if wanted:
             extractor = self._build(wanted, nets.inception or (lambda: InceptionFeatures(c.weights["inception"], c.download)))
@@ -142,7 +148,7 @@ class MetricSuite:
             if built is not None:
                 self.lpips = LPIPSDiversity(built[0]).to(self.device)
                 self.weights_hash["lpips_alexnet"] = built[1]
-        if c.clip_score and conditional:
+        if c.clip_score and conditional and not vector:
             loader = self._build(["clip_score"], lambda: nets.clip or clip_model_loader(c.weights["clip"], c.download))
             if loader is not None:
                 self.clip = CLIPScoreMetric(loader).to(self.device)
@@ -164,7 +170,8 @@ class MetricSuite:
         """Names of the metrics that will be computed."""
         names = [m for m in FIDELITY if getattr(self.config, m) and self.features is not None]
         names += [n for n, m in (("lpips_diversity", self.lpips), ("clip_score", self.clip)) if m is not None]
-        return names + (["condition_accuracy"] if self._want_accuracy else [])
+        return names + (["condition_accuracy"] if self._want_accuracy else []) + (
+            ["cond_mae", "cond_mae_std"] if self._want_mae else [])
 
     @property
     def needs_reference(self) -> bool:
@@ -175,19 +182,24 @@ class MetricSuite:
                 "count": int(count), "weights_hash": self.weights_hash.get("inception", "none")}
 
     def _prepare_classifier(self, datamodule: Any) -> None:
-        """The condition-accuracy classifier: rank 0 loads or trains and caches it, the others then load it."""
-        if not self._want_accuracy or self.accuracy is not None:
-            return
+        """The condition classifier / regressor: rank 0 loads or trains and caches it, the others then load it."""
+        if self._want_accuracy and self.accuracy is None:
+            model, self.classifier_val_accuracy = self._load_or_train(datamodule, "label")
+            self.accuracy = ConditionAccuracy(model).to(self.device)
+        if self._want_mae and self.mae is None:
+            model, self.regressor_val_mae_std = self._load_or_train(datamodule, "cond")
+            self.mae = ConditionMAE(model, datamodule.cond_stats).to(self.device)
+
+    def _load_or_train(self, datamodule: Any, target: str) -> tuple[nn.Module, float]:
         rank, size = world()
-        kwargs = {"epochs": self.config.classifier_epochs, "device": self.device}
+        kwargs = {"epochs": self.config.classifier_epochs, "device": self.device, "target": target}
         if rank == 0:
-            model, acc, _ = load_or_train_classifier(datamodule, self.config.cache_dir, **kwargs)
+            model, score, _ = load_or_train_classifier(datamodule, self.config.cache_dir, **kwargs)
         if size > 1:
             dist.barrier()
             if rank != 0:
-                model, acc, _ = load_or_train_classifier(datamodule, self.config.cache_dir, **kwargs)
-        self.accuracy = ConditionAccuracy(model).to(self.device)
-        self.classifier_val_accuracy = acc
+                model, score, _ = load_or_train_classifier(datamodule, self.config.cache_dir, **kwargs)
+        return model, score
 
     def prepare_reference(self, datamodule: Any) -> ReferenceStats | None:
         """Load the cached real-data statistics (and classifier), or compute them (sharded over ranks) and cache them."""
@@ -220,8 +232,9 @@ class MetricSuite:
         return bool(reduce_scalar(float(flag), dist.ReduceOp.MIN, self.device))
 
     def update(self, images: Tensor, index: Tensor, prompts: Sequence[str] | None = None,
-               labels: Tensor | None = None) -> None:
-        """Add generated images ([-1, 1], [N, C, H, W]) with their global sample indices (and prompts, labels)."""
+               labels: Tensor | None = None, cond: Tensor | None = None) -> None:
+        """Add generated images ([-1, 1], [N, C, H, W]) with their global sample indices (and prompts, labels,
+        requested condition vectors [N, D] as the network saw them)."""
         step = self.config.feature_batch_size
         for start in range(0, images.shape[0], step):
             chunk = images[start : start + step].to(self.device)
@@ -233,6 +246,8 @@ class MetricSuite:
                 self.clip.update(chunk, prompts[start : start + step])
             if self.accuracy is not None and labels is not None:
                 self.accuracy.update(chunk, labels[start : start + step])
+            if self.mae is not None and cond is not None:
+                self.mae.update(chunk, cond[start : start + step])
 
     def compute(self) -> dict[str, float]:
         """All active metrics (collective: every rank must call it)."""
@@ -249,10 +264,12 @@ class MetricSuite:
             out["clip_score"] = float(self.clip.compute())
         if self.accuracy is not None:
             out["condition_accuracy"] = float(self.accuracy.compute())
+        if self.mae is not None:
+            out.update(self.mae.compute())
         return out
 
     def reset(self) -> None:
-        for metric in (self.features, self.lpips, self.clip, self.accuracy):
+        for metric in (self.features, self.lpips, self.clip, self.accuracy, self.mae):
             if metric is not None:
                 metric.reset()
 
@@ -267,6 +284,7 @@ class MetricSuite:
             "kid": {"subsets": c.kid_subsets, "subset_size": c.kid_subset_size, "kernel": "poly3"},
             "is_splits": c.isc_splits,
             "classifier_val_accuracy": self.classifier_val_accuracy,
+            "regressor_val_mae_std": self.regressor_val_mae_std,
             "lpips": "AlexNet, pairs (2k, 2k+1), inputs < 64 px upsampled to 64 (bilinear)",
             "config": asdict(c),
         }

@@ -4,8 +4,9 @@ from difflab.nets.autoencoder import KLAutoencoder, LatentAutoencoder
 from difflab.nets.embeddings import (
     ClassEmbedding,
     TimestepEmbedding,
+    VectorEmbedding,
     timestep_embedding,
 )
 from difflab.nets.unet import UNet
 
-__all__ = ["ClassEmbedding", "KLAutoencoder", "LatentAutoencoder", "TimestepEmbedding", "UNet", "timestep_embedding"]
+__all__ = ["ClassEmbedding", "KLAutoencoder", "LatentAutoencoder", "TimestepEmbedding", "UNet", "VectorEmbedding", "timestep_embedding"]

@@ -31,6 +31,11 @@ def int_div(a: Any, b: Any) -> int:
     return a // b
 
 
+def length(value: Any) -> int | None:
+    """`${len:${data.columns}}`: the length of a list, None for null."""
+    return None if value is None else len(value)
+
+
 def config_choices() -> dict[str, str]:
     """The config-group choices of the running Hydra app (model=ddpm, sampler=ddim, ...); {} outside Hydra."""
     from hydra.core.hydra_config import HydraConfig
@@ -72,3 +77,4 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("int_div", int_div, replace=True)
     OmegaConf.register_new_resolver("choice", config_choice, replace=True)
     OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
+    OmegaConf.register_new_resolver("len", length, replace=True)

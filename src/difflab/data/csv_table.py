@@ -1,0 +1,188 @@
+"""Images listed in a CSV file with a vector of measured values per image: `filepath, x1, ..., xD`.
+
+`python train.py model=cond_vector data=csv data.csv=<file> data.roi=[678,0,767,2452] data.resolution=128
+data.columns=[x1,...,x8]`: each image is cropped to the region of interest (top, left, height, width),
+resized to resolution x resolution (bicubic), and its values are z-scored with the training split's
+statistics (`difflab.data.vectors.CondStats`). Paths are relative to the CSV's folder unless
+`data.image_root` is given. Every bad input is a clear error naming the row or the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from difflab.data.base import (
+    Batch,
+    CorruptDataError,
+    CorruptImageError,
+    DataNotFoundError,
+    ImageDataModule,
+    check_config,
+    split_indices,
+    to_model_range,
+)
+from difflab.data.image_folder import ImageFileDataset, describe_error, to_mode
+from difflab.data.vectors import CondStats
+
+HOW_TO_GET = ("Point data.csv at a CSV file whose header holds the image path column (data.path_column) and the "
+              "value columns (data.columns), e.g. `filepath,x1,...,x8`.")
+
+
+def read_table(path: Path, path_column: str, columns: Sequence[str] | None) -> tuple[list[str], list[str], Tensor]:
+    """(value column names, image paths, raw values float64 [N, D]); errors name the file, row and column."""
+    if not path.is_file():
+        raise DataNotFoundError.for_path(path, "data.csv", HOW_TO_GET, "CSV file")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in reader.fieldnames or []]
+        reader.fieldnames = header
+        columns = list(columns) if columns else [h for h in header if h != path_column]
+        missing = [c for c in [path_column, *columns] if c not in header]
+        if missing:
+            raise ValueError(f"{path}: column(s) {missing} not in the header {header} "
+                             "(config keys `data.path_column`, `data.columns`)")
+        check_config(len(columns) > 0, "data.columns", f"{path} has no value column besides '{path_column}'")
+        files, rows = [], []
+        for line, row in enumerate(reader, start=2):  # line 1 is the header
+            files.append(_cell(row, path_column, path, line))
+            rows.append([_number(row, c, path, line) for c in columns])
+    if len(files) < 2:
+        raise CorruptDataError.for_file(path, f"{len(files)} data row(s); need at least 2", "Add rows to the CSV.")
+    return columns, files, torch.tensor(rows, dtype=torch.float64)
+
+
+def _cell(row: dict[str, Any], column: str, path: Path, line: int) -> str:
+    value = row.get(column)
+    if value is None or not str(value).strip():
+        raise CorruptDataError.for_file(path, f"row {line}: empty or missing value in column '{column}'",
+                                        "Fix or remove that row.")
+    return str(value).strip()
+
+
+def _number(row: dict[str, Any], column: str, path: Path, line: int) -> float:
+    text = _cell(row, column, path, line)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise CorruptDataError.for_file(path, f"row {line}: column '{column}' holds {text!r}, not a finite number",
+                                        "Fix or remove that row.")
+    return value
+
+
+class ROIImageDataset(ImageFileDataset):
+    """Image files cropped to a region of interest and resized (squashed) to [C, R, R], with a condition vector each."""
+
+    def __init__(self, root: Path, files: list[str], cond: Tensor, roi: Sequence[int] | None, resolution: int,
+                 channels: int, rows: list[int]) -> None:
+        super().__init__(root, files, None, resolution, channels, center_crop=False)
+        self.cond, self.roi, self.rows = cond.to(torch.float32), None if roi is None else tuple(int(v) for v in roi), rows
+
+    def describe(self, index: int) -> str:
+        return f"{super().describe(index)} (CSV row {self.rows[index]})"
+
+    def crop_box(self, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+        """PIL's (left, upper, right, lower) of the ROI; a ValueError when it does not fit in an image of `size`."""
+        if self.roi is None:
+            return None
+        top, left, height, width = self.roi
+        w, h = size
+        if top < 0 or left < 0 or top + height > h or left + width > w:
+            raise ValueError(f"the ROI (top {top}, left {left}, height {height}, width {width}; config key `data.roi`) "
+                             f"lies outside the {w}x{h} (width x height) image")
+        return left, top, left + width, top + height
+
+    def _decode(self, index: int) -> np.ndarray:
+        """Decode, crop to the ROI and resize file `index` to uint8 [R, R, C]."""
+        with Image.open(self.root / self.files[index]) as img:
+            box = self.crop_box(img.size)
+            img = to_mode(img.crop(box) if box else img, self.channels)
+            img = img.resize((self.resolution, self.resolution), Image.Resampling.BICUBIC)
+            return np.array(img, dtype=np.uint8).reshape(self.resolution, self.resolution, -1)
+
+    def __getitem__(self, index: int) -> Batch:
+        return {"image": to_model_range(self.load(index)), "cond": self.cond[index]}
+
+
+class CSVDataModule(ImageDataModule):
+    """Images named in a CSV with value columns; batches carry "cond" [B, D] (z-scored with train statistics)."""
+
+    def __init__(
+        self,
+        csv: str,
+        columns: Sequence[str] | None = None,
+        path_column: str = "filepath",
+        image_root: str | None = None,
+        roi: Sequence[int] | None = None,
+        resolution: int = 128,
+        channels: int = 3,
+        normalize: bool = True,
+        val_fraction: float = 0.05,
+        verify: bool = False,
+        cond_dim: int | None = None,
+        num_classes: int | None = None,
+        name: str | None = None,
+        **loader: Any,  # batch_size, num_workers, seed, pin_memory, persistent_workers, drop_last (ImageDataModule)
+    ) -> None:
+        self.csv = Path(csv).expanduser()
+        check_config(num_classes is None, "data.num_classes", "the CSV data set has no class labels; leave it null")
+        check_config(roi is None or (len(roi) == 4 and int(roi[2]) > 0 and int(roi[3]) > 0), "data.roi",
+                     f"{roi}; use [top, left, height, width] with positive height and width, or null")
+        check_config(cond_dim is None or not columns or cond_dim == len(columns), "data.cond_dim",
+                     f"{cond_dim}, but data.columns names {len(columns or [])} columns")
+        super().__init__(name=name or self.csv.stem, channels=channels, resolution=resolution, num_classes=None,
+                         class_names=None, **loader)
+        self.columns = list(columns) if columns else None
+        self.path_column, self.roi = path_column, None if roi is None else [int(v) for v in roi]
+        self.image_root = Path(image_root).expanduser() if image_root else self.csv.parent
+        self.normalize, self.val_fraction, self.verify = bool(normalize), float(val_fraction), bool(verify)
+        self.cond_dim = cond_dim or (len(columns) if columns else None)
+        self.cond_stats: CondStats | None = None
+
+    def _check_files(self, files: list[str]) -> None:
+        """Every listed image exists (a DataNotFoundError naming the rows and files otherwise)."""
+        absent = [(i + 2, f) for i, f in enumerate(files) if not (self.image_root / f).is_file()]
+        if absent:
+            shown = "; ".join(f"row {line}: {self.image_root / f}" for line, f in absent[:5])
+            raise DataNotFoundError(f"{len(absent)} image file(s) listed in {self.csv} (config key `data.csv`) do not "
+                                    f"exist: {shown}{' ...' if len(absent) > 5 else ''}. Paths are relative to "
+                                    f"`data.image_root` ({self.image_root}).")
+
+    def build_splits(self) -> tuple[Dataset, Dataset]:
+        """Read and check the table, split it, and z-score the values with the train split's statistics."""
+        columns, files, values = read_table(self.csv, self.path_column, self.columns)
+        self.columns, self.cond_dim = columns, len(columns)
+        self._check_files(files)
+        rows = list(range(2, len(files) + 2))
+        full = ROIImageDataset(self.image_root, files, values.float(), self.roi, self.resolution, self.channels, rows)
+        bad = full.find_bad_files() if self.verify else [p for p in [_first_problem(full)] if p]
+        if bad:
+            raise CorruptImageError(f"{len(bad)} of {len(files)} images listed in {self.csv} cannot be used; fix or "
+                                    "remove them:\n  " + "\n  ".join(bad))
+        train, val = split_indices(len(files), self.val_fraction, self.seed)
+        self.cond_stats = CondStats.from_values(values[train], columns, self.normalize, f"the train split of {self.csv}")
+        cond = self.cond_stats.encode(values)
+        return tuple(ROIImageDataset(self.image_root, [files[i] for i in idx.tolist()], cond[idx], self.roi,
+                                     self.resolution, self.channels, [rows[i] for i in idx.tolist()])
+                     for idx in (train, val))
+
+
+def _first_problem(dataset: ROIImageDataset) -> str | None:
+    """A cheap early check at setup: the first image decodes and fits the ROI."""
+    try:
+        dataset._decode(0)
+    except Exception as e:  # PIL raises many types
+        return f"{dataset.describe(0)}: {describe_error(e)}"
+    return None
+
