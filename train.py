@@ -1,8 +1,11 @@
 """Train a diffusion model: `python train.py model=ddim data=mnist trainer.max_steps=20000`."""
 
+import sys
+from pathlib import Path
+
 import hydra
 
-from difflab.cli.train import run
+from difflab.cli.train import group_aliases, run
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
@@ -11,4 +14,5 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = group_aliases(sys.argv, Path(__file__).parent / "conf")  # model.autoencoder=pretrained
     main()

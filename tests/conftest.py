@@ -25,7 +25,7 @@ TINY_NET = [
     "model.net.base_channels=8",
     "model.net.channel_mult=[1,2]",
     "model.net.num_res_blocks=1",
-    "model.net.attention_resolutions=[${data.resolution}]",
+    "model.net.attention_resolutions=[${model.net.resolution}]",
     "model.net.num_heads=1",
 ]
 

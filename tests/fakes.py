@@ -108,3 +108,80 @@ def tiny_networks():  # noqa: ANN201
     from difflab.metrics import Networks
 
     return Networks(inception=tiny_extractor, lpips=tiny_lpips)
+
+
+# ---- tiny random Stable-Diffusion-shaped components, saved in diffusers' folder layout ----
+
+CLIP_TOKENIZER = ASSETS / "clip_tokenizer"
+HAS_CLIP_TOKENIZER = (CLIP_TOKENIZER / "vocab.json").is_file() and (CLIP_TOKENIZER / "merges.txt").is_file()
+SD_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                "steps_offset": 1, "timestep_spacing": "leading", "prediction_type": "epsilon", "clip_sample": False,
+                "set_alpha_to_one": False}  # Stable Diffusion 1.x's scheduler_config.json values
+
+
+def tiny_clip_text(seed: int = 0):  # noqa: ANN201
+    """(CLIPTokenizer from ../shared/assets, CLIPTextModel with 32-d hidden states, random weights)."""
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer(str(CLIP_TOKENIZER / "vocab.json"), str(CLIP_TOKENIZER / "merges.txt"), model_max_length=77)
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                            vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                            max_position_embeddings=77)
+    model = CLIPTextModel(config).eval()
+    with torch.no_grad():  # a trained CLIP's final LayerNorm has a bias, so its states have a non-zero mean
+        model.get_submodule("final_layer_norm" if hasattr(model, "final_layer_norm") else "text_model.final_layer_norm").bias.normal_(0.5, 0.5)
+    return tokenizer, model
+
+
+def tiny_clip_text_folder(folder: Path) -> Path:
+    """A CLIP text encoder folder (tokenizer + model files) as `save_pretrained` writes it."""
+    tokenizer, model = tiny_clip_text()
+    tokenizer.save_pretrained(folder)
+    model.save_pretrained(folder)
+    return folder
+
+
+def tiny_sd_pipeline(prediction: str = "epsilon"):  # noqa: ANN201
+    """A StableDiffusionPipeline with a tiny UNet2DConditionModel (latents 4x8x8), AutoencoderKL (f = 2) and CLIP."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    tokenizer, text_encoder = tiny_clip_text()
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=2, norm_num_groups=4).eval()
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=4, sample_size=16).eval()
+    scheduler = DDIMScheduler(**{**SD_SCHEDULER, "prediction_type": prediction})
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def fake_captioned_images(root: Path, n: int = 8, size: int = 20) -> Path:
+    """PNG images with same-named .txt captions (a colour word and a shape word)."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    colours, shapes = ("red", "green", "blue", "yellow"), ("circle", "square")
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size + i, 3), dtype=np.uint8)).save(root / f"{i:03d}.png")
+        (root / f"{i:03d}.txt").write_text(f"a {colours[i % 4]} {shapes[i % 2]}\n")
+    return root
+
+
+def tiny_vae_folder(folder: Path) -> Path:
+    """A diffusers AutoencoderKL (4 latent channels, f = 2, random weights) saved with `save_pretrained`."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(2)
+    AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                  norm_num_groups=4, sample_size=16).save_pretrained(folder)
+    return folder

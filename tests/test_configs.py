@@ -9,7 +9,7 @@ import torch
 
 from conftest import CONF
 from difflab.cli.train import run
-from fakes import ASSETS, fake_cifar, fake_images, fake_mnist
+from fakes import ASSETS, fake_captioned_images, fake_cifar, fake_images, fake_mnist
 
 
 def options(group: str) -> list[str]:
@@ -23,9 +23,16 @@ def data_overrides(name: str, tmp_path: Path) -> list[str]:
     if name == "cifar10":
         fake_cifar(tmp_path / "cifar10")
         return [f"data.root={tmp_path / 'cifar10'}", "data.resolution=16"]
-    if name == "image_folder":
+    if name in ("image_folder", "ffhq", "celeba"):
         return [f"data.root={fake_images(tmp_path / 'images', per_class=8)}", "data.resolution=16"]
+    if name == "image_text":
+        return [f"data.root={fake_captioned_images(tmp_path / 'pairs', n=12)}", "data.resolution=16"]
     return []
+
+
+# Latent models train their first stage in the same run when no autoencoder is given: keep it tiny.
+MODEL_OVERRIDES = {"ldm": ["model.autoencoder.stage1.net.base_channels=8", "model.autoencoder.stage1.discriminator.base_channels=8",
+                           "model.scale_factor_images=16"]}
 
 
 def experiment_data(cfg) -> str:
@@ -36,8 +43,12 @@ def experiment_data(cfg) -> str:
     return next(o for o, t in targets.items() if t == cfg.data._target_)
 
 
+# Run elsewhere: model=sd samples a pretrained pipeline (tests/test_sd.py); model=ldm_text needs a text encoder
+# and a captioned data set (tests/test_text.py trains it).
+ELSEWHERE = {("model", "sd"), ("model", "ldm_text")}
+
 RUNNABLE = (
-    [("model", o) for o in options("model")]
+    [("model", o) for o in options("model") if ("model", o) not in ELSEWHERE]
     + [("scheduler", o) for o in options("scheduler")]
     + [("sampler", o) for o in options("sampler")]
     + [("data", o) for o in options("data")]
@@ -52,6 +63,8 @@ def test_config_runs_one_step(group, option, train_cfg, tmp_path):
     overrides = [f"{group}={option}"]
     if group == "data":
         overrides += data_overrides(option, tmp_path)
+    if group == "model":
+        overrides += MODEL_OVERRIDES.get(option, [])
     if group == "experiment":  # the experiment's own data set, as tiny fake files in its real format
         overrides += data_overrides(experiment_data(train_cfg(*overrides)), tmp_path)
     logger = option if group == "logger" else "csv"

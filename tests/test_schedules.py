@@ -89,10 +89,13 @@ def test_bad_scheduler_options_are_clear():
 diffusers = pytest.importorskip("diffusers", reason="diffusers (dev extra) is the reference implementation")
 
 
-@pytest.mark.parametrize("betas,diffusers_name", [("linear", "linear"), ("cosine", "squaredcos_cap_v2")])
-def test_schedule_matches_diffusers(betas, diffusers_name):
-    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule=diffusers_name)
-    s = DiscreteVPScheduler(betas)
+@pytest.mark.parametrize("betas,diffusers_name,start,end", [
+    ("linear", "linear", 1e-4, 0.02), ("cosine", "squaredcos_cap_v2", 1e-4, 0.02),
+    ("scaled_linear", "scaled_linear", 0.00085, 0.012),  # Stable Diffusion's schedule
+])
+def test_schedule_matches_diffusers(betas, diffusers_name, start, end):
+    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule=diffusers_name, beta_start=start, beta_end=end)
+    s = DiscreteVPScheduler(betas, beta_start=start, beta_end=end)
     assert torch.allclose(s.betas.float(), ref.betas, rtol=1e-5, atol=1e-7)
     assert torch.allclose(s.alphas_cumprod.float(), ref.alphas_cumprod, rtol=1e-5)
 
@@ -102,3 +105,11 @@ def test_timesteps_match_diffusers(spacing):
     ref = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
     ref.set_timesteps(50)
     assert discrete_timesteps(1000, 50, spacing).tolist() == ref.timesteps.tolist()
+
+
+def test_steps_offset_matches_stable_diffusion_leading_grid():
+    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing="leading", steps_offset=1)
+    ref.set_timesteps(30)
+    assert discrete_timesteps(1000, 30, "leading", steps_offset=1).tolist() == ref.timesteps.tolist()
+    with pytest.raises(ValueError, match="steps_offset"):
+        discrete_timesteps(1000, 1000, "leading", steps_offset=1)

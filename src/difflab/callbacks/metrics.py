@@ -39,7 +39,8 @@ class SampleMetrics(L.Callback):
     def _suite(self, pl_module: L.LightningModule) -> MetricSuite:
         if self.suite is None:
             conditional = getattr(pl_module, "cond_key", None) is not None
-            self.suite = MetricSuite(self.config, pl_module.device, conditional=conditional, networks=self.networks)
+            self.suite = MetricSuite(self.config, pl_module.device, conditional=conditional, networks=self.networks,
+                                     class_labels=getattr(pl_module, "cond_key", None) == "label")
         return self.suite
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, float]:

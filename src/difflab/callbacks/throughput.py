@@ -32,7 +32,7 @@ class TrainThroughput(L.Callback):
                            batch_idx: int) -> None:
         cuda_sync(pl_module.device)
         self._seconds += time.perf_counter() - self._t0
-        images = batch["image"] if isinstance(batch, dict) else batch[0]
+        images = (batch["image"] if "image" in batch else next(iter(batch.values()))) if isinstance(batch, dict) else batch[0]
         self._images += int(images.shape[0]) * trainer.world_size
         if trainer.global_step % self.log_every_n_steps == 0 and self._seconds > 0:
             self.last = self._images / self._seconds

@@ -1,7 +1,8 @@
 """`python evaluate.py ckpt=<path> sampler=ddim sampler.steps=50 metrics=full n_samples=10000`: the reported numbers.
 
 Or `python evaluate.py images=<folder> data=<name>` to score a folder of images (e.g. from
-another codebase) with the same protocol. Writes `metrics.json` (values and protocol) next to
+another codebase) with the same protocol, or `python evaluate.py model=sd pipeline.path=<dir> prompts=<file>`
+(CLIP score and samples/sec over a prompt list; FID/KID/IS too with `data=image_folder data.root=<reference>`). Writes `metrics.json` (values and protocol) next to
 the images and logs the same to the configured loggers.
 """
 
@@ -18,10 +19,9 @@ from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 
 from difflab.callbacks.sample_grid import save_grid
-from difflab.cli.sample import autocast_for, pick_device
+from difflab.cli.sample import autocast_for, load_model, pick_device, resolve_seed
 from difflab.data.base import DataNotFoundError, collate_batch
 from difflab.data.image_folder import EXTENSIONS, ImageFileDataset, list_images
-from difflab.lit.checkpoint import load_module
 from difflab.metrics.evaluation import metrics_record, sample_and_score, write_record
 from difflab.metrics.likelihood import data_bits_per_dim
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
@@ -57,8 +57,25 @@ def score_folder(folder: Path, datamodule: Any, suite: MetricSuite, batch_size: 
     return values
 
 
+def read_prompts(path: str) -> list[str]:
+    """Prompts of a .txt file (one per line, blank lines skipped) or the captions of a .jsonl/.csv index."""
+    from difflab.data.image_text import read_index
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataNotFoundError.for_path(file, "prompts", "Pass prompts=<a .txt file, one prompt per line, or a "
+                                         ".jsonl/.csv index with a caption column>.", "Prompt file")
+    if file.suffix.lower() in (".jsonl", ".csv"):
+        prompts = [caption for _, caption in read_index(file)]
+    else:
+        prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"no prompts in '{file}' (config key `prompts`)")
+    return prompts
+
+
 def _sample_checkpoint(cfg: DictConfig, module: Any, suite: MetricSuite, datamodule: Any, *, n: int, seed: int,
-                       batch_size: int, out_dir: Path) -> dict[str, float]:
+                       batch_size: int, out_dir: Path, prompts: list[str] | None = None) -> dict[str, float]:
     """Sample n images from the module into the suite, writing them as PNGs and a grid; returns the values."""
     image_dir = out_dir / "images"
     preview: list[torch.Tensor] = []
@@ -71,39 +88,54 @@ def _sample_checkpoint(cfg: DictConfig, module: Any, suite: MetricSuite, datamod
             for img, i in zip(images, index.tolist()):
                 save_image((img + 1) / 2, image_dir / f"{i:06d}.png")
 
+    negative = cfg.get("negative_prompt")
+    uncond = module.encode_prompts([negative]) if prompts and negative else None
     with autocast_for(torch.device(module.device), str(cfg.precision)):
         values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size,
-                                  class_names=getattr(datamodule, "class_names", None), sink=sink)
+                                  class_names=getattr(datamodule, "class_names", None), sink=sink,
+                                  prompts=prompts, uncond=uncond)
     if preview:
         save_grid(preview[0], out_dir / "grid.png")
     return values
 
 
+def _model_and_data(cfg: DictConfig, device: torch.device, prompts: list[str] | None) -> tuple[Any, Any]:
+    """The model to sample (None for images=<folder>) and the data module of the reference set (None for
+    prompts without data=...)."""
+    module = None
+    if cfg.get("ckpt") or cfg.get("model") is not None:
+        module = load_model(cfg).to(device)
+        if cfg.get("guidance_scale") is not None:
+            module.guidance_scale = float(cfg.guidance_scale)
+        if prompts and not hasattr(module, "encode_prompts"):
+            raise ValueError("prompts=<file> needs a text-conditioned model (model=sd, or a model=ldm_text checkpoint)")
+    if prompts and cfg.get("data") is None:
+        return module, None
+    return module, instantiate(_data_config(cfg, module.run_config if module is not None else None))
+
+
 def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (or a folder of images); returns the record written to metrics.json."""
-    if bool(cfg.get("ckpt")) == bool(cfg.get("images")):
-        raise ValueError("pass exactly one of ckpt=<checkpoint> or images=<folder>")
+    if (bool(cfg.get("ckpt")) or cfg.get("model") is not None) == bool(cfg.get("images")):
+        raise ValueError("pass exactly one of ckpt=<checkpoint> (or model=sd) or images=<folder>")
     mcfg: MetricsConfig = instantiate(cfg.metrics, _convert_="all")
-    n = int(cfg.n_samples if cfg.get("n_samples") is not None else mcfg.n_samples)
-    seed = int(cfg.seed if cfg.get("seed") is not None else mcfg.seed)
+    prompts = read_prompts(cfg.prompts) if cfg.get("prompts") else None
+    if prompts and cfg.get("data") is None:  # no reference images: CLIP score and samples/sec only
+        mcfg.fid = mcfg.kid = mcfg.inception_score = mcfg.lpips_diversity = False
+    default_n = len(prompts) if prompts else mcfg.n_samples
+    n = int(cfg.n_samples if cfg.get("n_samples") is not None else default_n)
+    seed = resolve_seed(cfg.seed if cfg.get("seed") is not None else mcfg.seed)
     batch_size = int(cfg.batch_size or mcfg.batch_size)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(str(cfg.device))
 
-    module = None
-    if cfg.get("ckpt"):
-        overrides = OmegaConf.to_container(cfg.scheduler) if cfg.get("scheduler") else {}
-        module = load_module(cfg.ckpt, sampler=cfg.get("sampler"),
-                             scheduler_overrides={k: v for k, v in overrides.items() if v is not None},
-                             use_ema=cfg.use_ema).to(device)
-        if cfg.get("guidance_scale") is not None:
-            module.guidance_scale = float(cfg.guidance_scale)
-    data_cfg = _data_config(cfg, module.run_config if module is not None else None)
-    datamodule = instantiate(data_cfg)
+    module, datamodule = _model_and_data(cfg, device, prompts)
     conditional = module is not None and module.cond_key is not None
-    suite = MetricSuite(mcfg, device, conditional=conditional, networks=networks, strict=True)
-    suite.prepare_reference(datamodule)
+    suite = MetricSuite(mcfg, device, conditional=conditional, networks=networks, strict=True,
+                        class_labels=conditional and module.cond_key == "label")
+    if datamodule is not None:
+        suite.prepare_reference(datamodule)
 
     if module is None:
         if mcfg.nll["enabled"]:
@@ -112,18 +144,22 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
         n, extra = int(values.pop("n_images")), {"images": str(Path(cfg.images).resolve())}
     else:
         values = _sample_checkpoint(cfg, module, suite, datamodule, n=n, seed=seed, batch_size=batch_size,
-                                    out_dir=out_dir) if n > 0 else {}
+                                    out_dir=out_dir, prompts=prompts) if n > 0 else {}
         if mcfg.nll["enabled"]:
             values.update(data_bits_per_dim(module, datamodule, **{k: v for k, v in mcfg.nll.items() if k != "enabled"}))
         extra = {"images": str((out_dir / "images").resolve()) if cfg.save_images and n > 0 else None,
                  "precision": str(cfg.precision)}
+        if prompts:
+            extra.update(prompts=str(Path(cfg.prompts).resolve()), n_prompts=len(prompts),
+                         negative_prompt=cfg.get("negative_prompt"))
         if mcfg.nll["enabled"]:
             extra["nll"] = dict(mcfg.nll)
     record = metrics_record(
         kind="evaluate", values=values, protocol=suite.protocol(), module=module, n_samples=n, seed=seed,
         run_dir=out_dir, global_step=getattr(module, "checkpoint_global_step", 0),
         ckpt=str(Path(cfg.ckpt).resolve()) if cfg.get("ckpt") else None, extra=extra,
-        data={"name": datamodule.name, "resolution": datamodule.resolution},
+        data={"name": datamodule.name, "resolution": datamodule.resolution} if datamodule is not None else
+        {"name": "prompts", "resolution": module.image_shape[-1]},
     )
     path = write_record(record, out_dir / "metrics.json")
     for logger in instantiate_group(cfg.get("logger")):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def load_image(path: str, channels: int, resolution: int, key: str) -> torch.Ten
     return to_model_range(array.permute(2, 0, 1)[None])
 
 
-def make_edit(cfg: DictConfig, module: Any) -> Edit | None:
+def make_edit(cfg: DictConfig, module: Any, seed: int) -> Edit | None:
     """The `Edit` of sample.py's mode: img2img / inpaint from `init_image`, interpolate between two noises."""
     mode, n = str(cfg.get("mode", "generate")), int(cfg.n)
     if mode not in MODES:
@@ -71,8 +72,8 @@ def make_edit(cfg: DictConfig, module: Any) -> Edit | None:
             raise ValueError(f"interpolation needs a deterministic sampler (ddim eta=0, euler, heun, dpmpp_2m, ode), "
                              f"not {module.sampler.name} {module.sampler.knobs}")
         a, b = (int(i) for i in cfg.interpolate_between)
-        z = StackedGenerator(sample_seeds(int(cfg.seed), 1, a) + sample_seeds(int(cfg.seed), 1, b)).randn(
-            (2, *module.image_shape))
+        z = StackedGenerator(sample_seeds(seed, 1, a) + sample_seeds(seed, 1, b)).randn(
+            (2, *module.latent_shape))  # latent models: noise in latent shape
         return Edit(noise=slerp(z[0], z[1], torch.linspace(0, 1, n)))
     init = load_image(cfg.get("init_image"), channels, resolution, "init_image").expand(n, -1, -1, -1)
     if mode == "img2img":
@@ -82,23 +83,56 @@ def make_edit(cfg: DictConfig, module: Any) -> Edit | None:
     return Edit(init=init, strength=1.0, mask=keep)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Sample `n` images from a checkpoint; returns the output folder, NFE and image tensor."""
-    precision = str(cfg.precision)
+def resolve_seed(seed: Any) -> int:
+    """The run seed; -1 picks a random one in 0..4095 (the run seeds whose image seeds never meet), to be recorded."""
+    seed = int(seed)
+    if seed == -1:
+        seed = random.SystemRandom().randrange(4096)
+        log.info("seed=-1: using seed %d", seed)
+    return seed
+
+
+def load_model(cfg: DictConfig) -> Any:
+    """`ckpt=<checkpoint>` (the model rebuilt from its saved config) or `model=sd` (a pretrained pipeline), on CPU."""
     overrides = OmegaConf.to_container(cfg.scheduler) if cfg.get("scheduler") else {}
     scheduler_overrides = {k: v for k, v in overrides.items() if v is not None}
-    module = load_module(cfg.ckpt, sampler=cfg.get("sampler"), scheduler_overrides=scheduler_overrides, use_ema=cfg.use_ema)
+    if cfg.get("ckpt"):
+        return load_module(cfg.ckpt, sampler=cfg.get("sampler"), scheduler_overrides=scheduler_overrides,
+                           use_ema=cfg.use_ema)
+    if cfg.get("model") is not None:
+        from hydra.utils import instantiate
+
+        return instantiate(cfg.model, sampler=cfg.get("sampler"), scheduler_overrides=scheduler_overrides)
+    raise ValueError("pass ckpt=<checkpoint> or model=sd pipeline.path=<Stable Diffusion folder>")
+
+
+def text_conditions(module: Any, prompts: list[str], negative_prompt: str | None) -> tuple[Any, Any]:
+    """(cond [n, L, D], uncond [1, L, D] or None) of a text-conditioned model; (None, None) for the others."""
+    if not hasattr(module, "encode_prompts"):
+        return None, None
+    if any(p is None for p in prompts):
+        raise ValueError("a text-conditioned model needs prompt=\"...\" (config key `prompt`)")
+    uncond = module.encode_prompts([negative_prompt]) if negative_prompt else None
+    return module.encode_prompts(prompts), uncond
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Sample `n` images from a checkpoint or pretrained pipeline; returns the output folder, NFE and image tensor."""
+    precision = str(cfg.precision)
+    seed = resolve_seed(cfg.seed)
+    module = load_model(cfg)
     device = pick_device(str(cfg.device))
     module.to(device)
-    cond = None
+    cond, uncond = text_conditions(module, [cfg.get("prompt")] * int(cfg.n), cfg.get("negative_prompt"))
     if module.cond_key == "label":
         num_classes = (module.run_config or {}).get("data", {}).get("num_classes") or 10
         labels = torch.full((cfg.n,), int(cfg.class_label)) if cfg.class_label is not None else torch.arange(cfg.n) % num_classes
         cond = labels
     with autocast_for(device, precision):
-        images, nfe = module.generate(int(cfg.n), seed=int(cfg.seed), batch_size=int(cfg.batch_size), cond=cond,
+        extra = {"uncond": uncond} if uncond is not None else {}
+        images, nfe = module.generate(int(cfg.n), seed=seed, batch_size=int(cfg.batch_size), cond=cond,
                                       guidance_scale=cfg.get("guidance_scale"), guidance_rescale=cfg.get("guidance_rescale"),
-                                      edit=make_edit(cfg, module))
+                                      edit=make_edit(cfg, module, seed), **extra)
 
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -109,10 +143,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     grid = save_grid(images, out_dir / "grid.png")
     spec = module.sampler
     record = {
-        "ckpt": str(Path(cfg.ckpt).resolve()), "n": int(cfg.n), "seed": int(cfg.seed), "nfe": nfe,
+        "ckpt": str(Path(cfg.ckpt).resolve()) if cfg.get("ckpt") else None, "n": int(cfg.n), "seed": seed, "nfe": nfe,
         "sampler": {"name": spec.name, "steps": spec.steps, **spec.knobs}, "scheduler": repr(module.scheduler),
         "use_ema": bool(cfg.use_ema), "precision": precision, "device": str(device),
         "guidance_scale": cfg.get("guidance_scale") if cond is not None else None,
+        **({"pipeline": str(cfg.pipeline.path)} if cfg.get("pipeline") else {}),
+        **({"prompt": cfg.prompt, "negative_prompt": cfg.get("negative_prompt"),
+            "guidance_rescale": cfg.get("guidance_rescale")} if uncond is not None or hasattr(module, "encode_prompts") else {}),
         "mode": str(cfg.get("mode", "generate")),
         **({"init_image": cfg.get("init_image"), "strength": float(cfg.strength), "mask": cfg.get("mask")}
            if cfg.get("mode") in ("img2img", "inpaint") else {}),

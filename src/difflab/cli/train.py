@@ -2,23 +2,74 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from difflab.callbacks.metrics import SampleMetrics
+from difflab.callbacks.reconstruction import ReconstructionMetrics
 from difflab.lit.checkpoint import CheckpointNotFoundError
+from difflab.lit.latent import cached_train_loader
 from difflab.utils.config import config_choices, instantiate_group
 
 log = logging.getLogger(__name__)
 
 
+def group_aliases(argv: list[str], conf_dir: str | Path) -> list[str]:
+    """Accept `model.autoencoder=pretrained` for the nested group override `model/autoencoder=pretrained`
+    (Hydra names nested groups with '/'; a dotted key naming an existing option of that group is rewritten)."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        group = Path(conf_dir, *key.split("."))
+        if sep and "." in key and not key.startswith(("+", "~")) and (group / f"{value}.yaml").is_file():
+            arg = f"{key.replace('.', '/')}={value}"
+        out.append(arg)
+    return out
+
+
+def needs_first_stage(cfg: DictConfig) -> bool:
+    """A latent model whose difflab autoencoder has no checkpoint yet (`model.autoencoder.ckpt=null`)."""
+    ae = cfg.model.get("autoencoder")
+    return ae is not None and "stage1" in ae and not ae.get("ckpt")
+
+
+def train_first_stage(cfg: DictConfig) -> DictConfig:
+    """Stage 1 of `model=ldm` without a checkpoint: train `model.autoencoder.stage1` for `stage1_steps` in
+    <run>/stage1 (its own checkpoints, metrics and logs), then return the config with `ckpt` set to it.
+    Resuming (`ckpt_path`) reuses the first stage of the interrupted run instead."""
+    if cfg.get("ckpt_path") and Path(cfg.ckpt_path).is_file():
+        cfg = copy.deepcopy(cfg)
+        saved = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False).get("config") or {}
+        cfg.model.autoencoder.ckpt = ((saved.get("model") or {}).get("autoencoder") or {}).get("ckpt")
+        return cfg
+    stage1 = copy.deepcopy(cfg)
+    stage1.trainer.max_steps = int(cfg.model.autoencoder.stage1_steps)
+    stage1.model = OmegaConf.create(OmegaConf.to_container(stage1.model.autoencoder.stage1, resolve=True))
+    stage1.paths.run_dir = str(Path(cfg.paths.run_dir) / "stage1")
+    stage1.task_name = "stage1"
+    stage1.ckpt_path = None
+    if "cache_latents" in stage1.data:
+        stage1.data.cache_latents = False  # stage 1 trains on images
+    log.info("stage 1: training the autoencoder in %s (%d steps)", stage1.paths.run_dir, stage1.trainer.max_steps)
+    out = run(stage1)
+    cfg = copy.deepcopy(cfg)
+    cfg.model.autoencoder.ckpt = str(out["last_ckpt"])
+    log.info("stage 2: latent diffusion on the stage-1 autoencoder %s", out["last_ckpt"])
+    return cfg
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train from a composed config. Returns the run folder, checkpoint paths and final metrics."""
+    if needs_first_stage(cfg):
+        cfg = train_first_stage(cfg)
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -33,10 +84,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
     module.run_config = resolved
+    if getattr(datamodule, "cache_latents", False):  # data.cache_latents=true: stage 2 trains from encoded latents
+        if getattr(module, "autoencoder", None) is None:
+            raise ValueError("Bad value for config key `data.cache_latents`: true needs a latent model (model=ldm)")
+        cache_dir = Path(cfg.paths.data_dir) / "latent_cache"
+        datamodule.train_loader_override = partial(cached_train_loader, datamodule, module.autoencoder, cache_dir)
     callbacks = instantiate_group(cfg.get("callbacks"))
     metrics = instantiate(cfg.metrics, _convert_="all") if cfg.get("metrics") else None
     if metrics is not None and metrics.enabled:
-        callbacks.append(SampleMetrics(metrics))
+        callbacks.append(ReconstructionMetrics(metrics) if hasattr(module, "reconstruct") else SampleMetrics(metrics))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
     for logger in loggers:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,7 @@ class ImageDataModule(L.LightningDataModule, ABC):
         pin_memory: bool | None = None,
         persistent_workers: bool | None = None,
         drop_last: bool = True,
+        cache_latents: bool = False,
     ) -> None:
         super().__init__()
         check_config(channels in (1, 3), "data.channels", f"{channels}; use 1 (grey) or 3 (RGB)")
@@ -214,6 +215,8 @@ class ImageDataModule(L.LightningDataModule, ABC):
         keep = persistent_workers is None or bool(persistent_workers)
         self.persistent_workers = self.num_workers > 0 and keep
         self.drop_last = bool(drop_last)
+        self.cache_latents = bool(cache_latents)  # latent models: train from cached latents (see difflab.lit.latent)
+        self.train_loader_override: Callable[[], DataLoader] | None = None  # set by the CLI for the latent cache
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -234,6 +237,8 @@ class ImageDataModule(L.LightningDataModule, ABC):
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (with augmentation where the data set has any)."""
         self.setup("fit")
+        if self.train_loader_override is not None:
+            return self.train_loader_override()
         n = len(self.train_set)
         if self.drop_last and n < self.batch_size:
             raise ValueError(

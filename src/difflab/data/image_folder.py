@@ -163,6 +163,8 @@ class ImageFileDataset(Dataset):
 class ImageFolderDataModule(ImageDataModule):
     """Images under `root` (folder or .zip); labels from first-level subfolders when asked."""
 
+    how_to_get = HOW_TO_GET  # the hint of a missing-data error (presets name their official sources)
+
     def __init__(
         self,
         root: str,
@@ -204,11 +206,11 @@ class ImageFolderDataModule(ImageDataModule):
             what = "A folder or .zip of images"
             if self.root.is_file():
                 what = f"A readable .zip (the file is not a zip archive; {what.lower()})"
-            raise DataNotFoundError.for_path(self.root, "data.root", HOW_TO_GET, what)
+            raise DataNotFoundError.for_path(self.root, "data.root", self.how_to_get, what)
         files = list_images(self.root, self.extensions)
         if not files:
             raise DataNotFoundError.for_path(
-                self.root, "data.root", HOW_TO_GET, f"Images ({', '.join(self.extensions)})"
+                self.root, "data.root", self.how_to_get, f"Images ({', '.join(self.extensions)})"
             )
         return files
 

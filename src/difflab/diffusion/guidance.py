@@ -12,6 +12,9 @@ predictions come from one batched forward pass ([x, x] with [c, null]).
 Guidance rescale (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed",
 eq. 15-16, as in Stable Diffusion front ends): the guided eps is rescaled to the per-sample std of the
 conditional eps and mixed with weight `rescale` (phi).
+
+`null` is a function of the condition (the null class of labels) or a given unconditional condition,
+e.g. the embedding of a negative prompt ([1, ...] is broadcast to the batch).
 """
 
 from __future__ import annotations
@@ -29,15 +32,27 @@ def null_labels(cond: Tensor) -> Tensor:
     return torch.full_like(cond, -1)
 
 
+def given_null(uncond: Tensor) -> Callable[[Tensor], Tensor]:
+    """A `null` that returns a fixed unconditional condition (e.g. a negative prompt's embedding), batch-matched."""
+
+    def null(cond: Tensor) -> Tensor:
+        u = uncond.to(device=cond.device, dtype=cond.dtype)
+        return u.expand(cond.shape[0], *u.shape[1:]) if u.shape[0] == 1 else u
+
+    return null
+
+
 def guided(
     denoise_fn: DenoiseFn,
     scale: float,
     rescale: float = 0.0,
-    null: Callable[[Tensor], Tensor] = null_labels,
+    null: Callable[[Tensor], Tensor] | Tensor = null_labels,
 ) -> DenoiseFn:
     """A denoiser applying classifier-free guidance with scale w = `scale` (see the module docstring)."""
     if scale < 0 or not 0.0 <= rescale <= 1.0:
         raise ValueError(f"guidance_scale must be >= 0 and guidance_rescale in [0, 1]; got {scale}, {rescale}")
+    if isinstance(null, Tensor):
+        null = given_null(null)
     if scale == 1.0:
         return denoise_fn  # purely conditional: nothing to combine, no extra forward pass
 

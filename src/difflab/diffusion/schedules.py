@@ -36,6 +36,11 @@ def linear_betas(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: floa
     return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
 
 
+def scaled_linear_betas(num_steps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> Tensor:
+    """Latent diffusion / Stable Diffusion: sqrt(beta) linear from sqrt(beta_start) to sqrt(beta_end) (float64, [T])."""
+    return torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64) ** 2
+
+
 def cosine_betas(num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     """Improved DDPM eq. (17): alpha_bar(t) = cos^2(((t/T + s)/(1 + s)) pi/2), betas clipped at max_beta."""
     t = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
@@ -60,20 +65,26 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
-def discrete_timesteps(num_train_timesteps: int, steps: int, spacing: str) -> Tensor:
-    """Descending integer timesteps for `steps` sampling steps (DDIM Sec. 4.2; Lin et al. 2024 Table 2)."""
+def discrete_timesteps(num_train_timesteps: int, steps: int, spacing: str, steps_offset: int = 0) -> Tensor:
+    """Descending integer timesteps for `steps` sampling steps (DDIM Sec. 4.2; Lin et al. 2024 Table 2).
+
+    `steps_offset` shifts the leading grid (Stable Diffusion's schedulers use 1: t = 981, ..., 1 for 20 steps).
+    """
     T = num_train_timesteps
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be in [1, {T}] for a {T}-step discrete schedule, got {steps}")
     if spacing == "leading":  # DDIM's tau_i = (i * T/steps), the diffusers default
-        t = torch.arange(steps, dtype=torch.float64) * (T // steps)
+        t = torch.arange(steps, dtype=torch.float64) * (T // steps) + steps_offset
     elif spacing == "trailing":  # ends at T - 1: the first step sees (almost) pure noise
         t = torch.arange(T, 0, -T / steps, dtype=torch.float64).flip(0) - 1
     elif spacing == "linspace":
         t = torch.linspace(0, T - 1, steps, dtype=torch.float64)
     else:
         raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {GRIDS}")
-    return t.round().long().flip(0)
+    t = t.round().long().flip(0)
+    if t[0] >= T:
+        raise ValueError(f"steps_offset={steps_offset} with {steps} leading steps passes the last timestep {T - 1}")
+    return t
 
 
 class Scheduler(ABC):
@@ -113,7 +124,7 @@ class Scheduler(ABC):
 
 
 class DiscreteVPScheduler(Scheduler):
-    """DDPM's T-step VP schedule (linear or cosine betas), trained on integer timesteps.
+    """DDPM's T-step VP schedule (linear, scaled-linear or cosine betas), trained on integer timesteps.
 
     The network sees c_noise = t, the timestep (fractional between table entries, EDM App. C.3.4),
     so that any sigma grid (leading/trailing/linspace spacing of the training timesteps, or Karras)
@@ -132,14 +143,18 @@ class DiscreteVPScheduler(Scheduler):
         prediction: str = "eps",
         grid: str = "leading",
         rho: float = 7.0,
+        steps_offset: int = 0,
     ) -> None:
         super().__init__(prediction=prediction, grid=grid, rho=rho)
         if betas == "linear":
             beta_table = linear_betas(num_train_timesteps, beta_start, beta_end)
+        elif betas == "scaled_linear":
+            beta_table = scaled_linear_betas(num_train_timesteps, beta_start, beta_end)
         elif betas == "cosine":
             beta_table = cosine_betas(num_train_timesteps, cosine_s)
         else:
-            raise ValueError(f"unknown beta schedule {betas!r}; choose 'linear' or 'cosine'")
+            raise ValueError(f"unknown beta schedule {betas!r}; choose 'linear', 'scaled_linear' or 'cosine'")
+        self.steps_offset = int(steps_offset)
         self.num_train_timesteps = num_train_timesteps
         self.betas = beta_table  # (T,) float64
         self.alphas_cumprod = torch.cumprod(1 - beta_table, dim=0)  # (T,)
@@ -196,7 +211,7 @@ class DiscreteVPScheduler(Scheduler):
         """Sigmas of the spaced training timesteps (or a Karras grid), then 0 (DDIM's alpha_bar_0 := 1)."""
         if self.grid == "karras":
             return super().inference_sigmas(steps)
-        t = discrete_timesteps(self.num_train_timesteps, steps, self.grid)
+        t = discrete_timesteps(self.num_train_timesteps, steps, self.grid, self.steps_offset)
         return torch.cat([self.sigmas[t], self.sigmas.new_zeros(1)])
 
     def __repr__(self) -> str:

@@ -1,5 +1,7 @@
 """LightningModules: glue between nets, diffusion math and samplers."""
 
+from difflab.lit.autoencoder import AutoencoderModule
 from difflab.lit.diffusion import DiffusionModule
+from difflab.lit.text import TextDiffusionModule
 
-__all__ = ["DiffusionModule"]
+__all__ = ["AutoencoderModule", "DiffusionModule", "TextDiffusionModule"]

@@ -1,6 +1,9 @@
 """The LightningModule of a diffusion model: glue between net, scheduler, loss and sampler.
 
 EMA, sample grids and metrics are callbacks; this module only trains, validates and samples.
+Pixel space by default; with a frozen `autoencoder` (latent diffusion, Rombach et al. 2022) the
+diffusion runs on its scaled latents: `image_shape` stays the shape of the data images,
+`latent_shape` is what the net sees, and `generate` decodes back to images.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from difflab.diffusion.losses import DiffusionLoss
 from difflab.diffusion.precond import Denoiser
 from difflab.diffusion.schedules import Scheduler
 from difflab.lit.checkpoint import check_state_dict_compatible
+from difflab.lit.latent import estimate_scale_factor
+from difflab.nets.autoencoder import LatentAutoencoder
 from difflab.samplers.generate import Edit, SamplerSpec, generate
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -24,7 +29,8 @@ LRSchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.
 
 
 class DiffusionModule(L.LightningModule):
-    """Trains D = precond(net, scheduler) with `loss`; samples with `sampler` (pixel space)."""
+    """Trains D = precond(net, scheduler) with `loss`; samples with `sampler` (pixel space, or the latent
+    space of a frozen `autoencoder`)."""
 
     def __init__(
         self,
@@ -41,9 +47,13 @@ class DiffusionModule(L.LightningModule):
         guidance_rescale: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
+        autoencoder: LatentAutoencoder | None = None,
+        scale_factor_images: int = 1024,
     ) -> None:
         super().__init__()
         self.denoiser = Denoiser(net, scheduler)
+        self.autoencoder = autoencoder.requires_grad_(False) if autoencoder is not None else None  # frozen first stage
+        self.scale_factor_images = int(scale_factor_images)  # training images used for 1/std(z) when not given
         self.loss_fn = loss
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -65,6 +75,19 @@ class DiffusionModule(L.LightningModule):
         return self.denoiser.net
 
     @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """Shape (C, H, W) of what the net denoises: the latents of `image_shape`, or the images themselves."""
+        return self.image_shape if self.autoencoder is None else self.autoencoder.latent_shape(self.image_shape)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Images in [-1, 1] -> what diffusion runs on (scaled latents; identity in pixel space)."""
+        return x if self.autoencoder is None else self.autoencoder.encode(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The inverse of `encode`: scaled latents -> images in [-1, 1] (identity in pixel space)."""
+        return z if self.autoencoder is None else self.autoencoder.decode(z)
+
+    @property
     def scheduler(self) -> Scheduler:
         """The noise schedule and preconditioning."""
         return self.denoiser.scheduler
@@ -77,8 +100,22 @@ class DiffusionModule(L.LightningModule):
             self.net.compile()
             self._compiled = True
 
+    def on_fit_start(self) -> None:
+        """Latent models: 1 / std of the training latents (LDM App. G) when no scale factor is set; logged."""
+        if self.autoencoder is None:
+            return
+        if not self.autoencoder.has_scale_factor:
+            value = estimate_scale_factor(self.autoencoder, self.trainer.datamodule, self.scale_factor_images, self.device)
+            self.autoencoder.set_scale_factor(value)
+        for logger in self.trainer.loggers:
+            logger.log_metrics({"latent/scale_factor": float(self.autoencoder.scale_factor)}, step=self.trainer.global_step)
+
     def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
-        x0 = batch["image"]  # (B, C, H, W) in [-1, 1]
+        if "latent_mean" in batch:  # cached posteriors (data.cache_latents=true): z = mean + std * eps, scaled
+            z = batch["latent_mean"] + batch["latent_std"] * torch.randn_like(batch["latent_std"])
+            x0 = self.autoencoder.scale(z)
+        else:
+            x0 = self.encode(batch["image"])  # (B, C, H, W) in [-1, 1] or its latents (B, c, H/f, W/f)
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         cond = batch[self.cond_key] if self.cond_key is not None else None
@@ -104,7 +141,7 @@ class DiffusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The optimizer (and per-step LR schedule) exactly as configured: the LR in the config is the LR that runs."""
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])  # not the frozen first stage
         if self.lr_scheduler_factory is None:
             return optimizer
         schedule = self.lr_scheduler_factory(optimizer)
@@ -122,15 +159,19 @@ class DiffusionModule(L.LightningModule):
         guidance_scale: float | None = None,
         guidance_rescale: float | None = None,
         edit: Edit | None = None,
+        uncond: Tensor | None = None,
     ) -> tuple[Tensor, int]:
         """Sample images first_index .. first_index + n - 1 of the run seeded `seed`, in [-1, 1] (float32, CPU),
-        with the current weights; returns (images, NFE per image).
+        with the current weights; returns (images, NFE per image). Latent models sample latents and decode them
+        (an `edit`'s noise is in latent shape; its init images are encoded and its mask resized).
 
         Conditional models apply classifier-free guidance with `guidance_scale` (default: the model's
-        `guidance_scale`; 1 = plain conditional, see `difflab.diffusion.guidance`)."""
+        `guidance_scale`; 1 = plain conditional, see `difflab.diffusion.guidance`); `uncond` replaces the null
+        condition of the unconditional branch (e.g. a negative prompt's embedding)."""
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         rescale = self.guidance_rescale if guidance_rescale is None else float(guidance_rescale)
-        denoise_fn = guided(self.denoiser, scale, rescale) if cond is not None else self.denoiser
+        null = uncond if uncond is not None else null_labels
+        denoise_fn = guided(self.denoiser, scale, rescale, null=null) if cond is not None else self.denoiser
         was_training = self.training
         self.eval()
         try:
@@ -139,17 +180,36 @@ class DiffusionModule(L.LightningModule):
                 self.scheduler,
                 sampler or self.sampler,
                 n=n,
-                shape=self.image_shape,
+                shape=self.latent_shape,
                 seed=seed,
                 batch_size=batch_size,
                 device=self.device,
                 cond=cond,
                 first_index=first_index,
-                edit=edit,
+                edit=self._latent_edit(edit, batch_size or n),
             )
+            x = self._decode_batches(x, batch_size or n)
         finally:
             self.train(was_training)
         return x.clamp(-1, 1), nfe
+
+    def _decode_batches(self, z: Tensor, batch_size: int) -> Tensor:
+        """Decode CPU latents [n, c, h, w] on this module's device, `batch_size` at a time -> CPU images."""
+        if self.autoencoder is None:
+            return z
+        return torch.cat([self.decode(z[i : i + batch_size].to(self.device)).cpu() for i in range(0, z.shape[0], batch_size)])
+
+    def _latent_edit(self, edit: Edit | None, batch_size: int) -> Edit | None:
+        """An image-space edit in the latent space: init images encoded (posterior mean), mask resized (nearest)."""
+        if edit is None or self.autoencoder is None or edit.init is None:
+            return edit
+        init = torch.cat([self.autoencoder.encode(edit.init[i : i + batch_size].to(self.device), sample=False).cpu()
+                          for i in range(0, edit.init.shape[0], batch_size)])
+        mask = None
+        if edit.mask is not None:
+            mask = torch.nn.functional.interpolate(edit.mask[:, :1].float(), size=init.shape[-2:], mode="nearest")
+            mask = mask.expand(-1, init.shape[1], -1, -1)
+        return Edit(edit.noise, init, edit.strength, mask)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Every checkpoint carries the resolved run config and the RNG states."""

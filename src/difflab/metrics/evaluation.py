@@ -38,8 +38,13 @@ def sample_and_score(
     batch_size: int,
     class_names: Sequence[str] | None = None,
     sink: Sink | None = None,
+    prompts: Sequence[str] | None = None,
+    uncond: Tensor | None = None,
 ) -> dict[str, float]:
     """Every rank samples its contiguous share of images 0..n-1 (per-sample seeds) and feeds the suite.
+
+    Text-conditioned models (`module.encode_prompts`): image i gets prompts[i mod len(prompts)], which is also
+    its CLIP-score prompt; `uncond` (e.g. a negative prompt's context) is guidance's unconditional branch.
 
     Returns the suite's values plus `samples_per_sec` (n / the slowest rank's sampling time,
     sampling only: the metric networks are not timed) and `nfe` (network evaluations per image).
@@ -52,13 +57,18 @@ def sample_and_score(
     for start in range(part.start, part.stop, batch_size):
         b = min(batch_size, part.stop - start)
         index = torch.arange(start, start + b)
-        cond, prompts = class_conditions(module, class_names, index)
+        if prompts:
+            texts = [prompts[i % len(prompts)] for i in index.tolist()]
+            cond, labels, extra = module.encode_prompts(texts), None, {"uncond": uncond} if uncond is not None else {}
+        else:
+            cond, texts = class_conditions(module, class_names, index)
+            labels, extra = cond, {}
         cuda_sync(device)
         t0 = time.perf_counter()
-        images, nfe = module.generate(b, seed=seed, batch_size=b, cond=cond, first_index=start)
+        images, nfe = module.generate(b, seed=seed, batch_size=b, cond=cond, first_index=start, **extra)
         cuda_sync(device)
         elapsed += time.perf_counter() - t0
-        suite.update(images, index, prompts, labels=cond)
+        suite.update(images, index, texts, labels=labels)
         if sink is not None:
             sink(images, index)
     values = suite.compute()

@@ -117,7 +117,7 @@ class MetricSuite:
     """Builds the configured metrics; `update` with samples, `compute` on every rank, `reset` between passes."""
 
     def __init__(self, config: MetricsConfig, device: torch.device | str = "cpu", conditional: bool = False,
-                 networks: Networks | None = None, strict: bool = False) -> None:
+                 networks: Networks | None = None, strict: bool = False, class_labels: bool | None = None) -> None:
         self.config, self.device, self.strict = config, torch.device(device), strict
         nets = networks or Networks()
         c = config
@@ -129,7 +129,8 @@ class MetricSuite:
         self.reference: ReferenceStats | None = None
         self.accuracy: ConditionAccuracy | None = None
         self.classifier_val_accuracy: float | None = None
-        self._want_accuracy = bool(c.condition_accuracy and conditional)
+        class_labels = conditional if class_labels is None else class_labels  # text-conditioned: CLIP score only
+        self._want_accuracy = bool(c.condition_accuracy and conditional and class_labels)
         wanted = [m for m in FIDELITY if getattr(c, m)]
         if wanted:
             extractor = self._build(wanted, nets.inception or (lambda: InceptionFeatures(c.weights["inception"], c.download)))

@@ -1,5 +1,6 @@
 """Neural networks (nn.Modules only); they know nothing about diffusion."""
 
+from difflab.nets.autoencoder import KLAutoencoder, LatentAutoencoder
 from difflab.nets.embeddings import (
     ClassEmbedding,
     TimestepEmbedding,
@@ -7,4 +8,4 @@ from difflab.nets.embeddings import (
 )
 from difflab.nets.unet import UNet
 
-__all__ = ["ClassEmbedding", "TimestepEmbedding", "UNet", "timestep_embedding"]
+__all__ = ["ClassEmbedding", "KLAutoencoder", "LatentAutoencoder", "TimestepEmbedding", "UNet", "timestep_embedding"]

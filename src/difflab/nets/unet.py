@@ -99,25 +99,53 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class AttentionBlock(nn.Module):
-    """Multi-head self-attention over the H*W positions, with a zero-initialised output projection."""
+class CrossAttention(nn.Module):
+    """The H*W positions attend to a context sequence (LDM Sec. 3.3: Q from the image, K, V from the text)."""
 
-    def __init__(self, channels: int, num_heads: int, norm_groups: int) -> None:
+    def __init__(self, channels: int, context_dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = nn.LayerNorm(channels)
+        self.q = nn.Linear(channels, channels, bias=False)
+        self.kv = nn.Linear(context_dim, 2 * channels, bias=False)
+        self.proj = _zero_(nn.Linear(channels, channels))
+
+    def forward(self, tokens: Tensor, context: Tensor) -> Tensor:
+        """tokens (B, L, C), context (B, S, E) -> tokens + attention (B, L, C)."""
+        q = rearrange(self.q(self.norm(tokens)), "b l (n d) -> b n l d", n=self.num_heads)  # (B, N, L, D)
+        kv = self.kv(context.to(tokens.dtype))  # (B, S, 2C)
+        k, v = rearrange(kv, "b s (two n d) -> two b n s d", two=2, n=self.num_heads)  # (B, N, S, D)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, N, L, D)
+        return tokens + self.proj(rearrange(out, "b n l d -> b l (n d)"))
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the H*W positions, with a zero-initialised output projection;
+    with `context_dim`, then cross-attention to a context (e.g. text) sequence."""
+
+    def __init__(self, channels: int, num_heads: int, norm_groups: int, context_dim: int | None = None) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.norm = _norm(channels, norm_groups)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = _zero_(nn.Linear(channels, channels))
+        self.cross = CrossAttention(channels, context_dim, num_heads) if context_dim is not None else None
 
-    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
-        """x (B, C, H, W) -> x + attention(x) (B, C, H, W); `emb` is ignored."""
+    def forward(self, x: Tensor, emb: Tensor | None = None, context: Tensor | None = None) -> Tensor:
+        """x (B, C, H, W) [, context (B, S, E)] -> x + attention (B, C, H, W); `emb` is ignored."""
         height = x.shape[2]
         tokens = rearrange(self.norm(x), "b c h w -> b (h w) c")  # (B, L, C)
         qkv = self.qkv(tokens)  # (B, L, 3C)
         q, k, v = rearrange(qkv, "b l (three n d) -> three b n l d", three=3, n=self.num_heads)  # (B, N, L, D)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, N, L, D)
         out = self.proj(rearrange(out, "b n l d -> b l (n d)"))  # (B, L, C)
-        return x + rearrange(out, "b (h w) c -> b c h w", h=height)
+        x = x + rearrange(out, "b (h w) c -> b c h w", h=height)
+        if self.cross is None:
+            return x
+        if context is None:
+            raise ValueError("this UNet cross-attends to a context (model.net.context_dim is set): pass cond = (B, S, E)")
+        tokens = self.cross(rearrange(x, "b c h w -> b (h w) c"), context)  # (B, L, C)
+        return rearrange(tokens, "b (h w) c -> b c h w", h=height)
 
 
 class Downsample(nn.Module):
@@ -166,13 +194,14 @@ class Upsample(nn.Module):
 class EmbedSequential(nn.ModuleList):
     """Layers applied in order, each called as `layer(h, emb)`; ResBlocks/attention optionally checkpointed."""
 
-    def forward(self, h: Tensor, emb: Tensor, use_checkpoint: bool = False) -> Tensor:
-        """Run the layers on h (B, C, H, W) with the activated embedding emb (B, E)."""
+    def forward(self, h: Tensor, emb: Tensor, use_checkpoint: bool = False, context: Tensor | None = None) -> Tensor:
+        """Run the layers on h (B, C, H, W) with the activated embedding emb (B, E) (and attention's context)."""
         for layer in self:
+            extra = (context,) if isinstance(layer, AttentionBlock) and layer.cross is not None else ()
             if use_checkpoint and isinstance(layer, (ResBlock, AttentionBlock)):
-                h = checkpoint(layer, h, emb, use_reentrant=False)
+                h = checkpoint(layer, h, emb, *extra, use_reentrant=False)
             else:
-                h = layer(h, emb)
+                h = layer(h, emb, *extra)
         return h
 
 
@@ -214,10 +243,10 @@ def _validate(
 
 
 def _attention_block(
-    channels: int, num_heads: int, head_channels: int | None, norm_groups: int
+    channels: int, num_heads: int, head_channels: int | None, norm_groups: int, context_dim: int | None = None
 ) -> AttentionBlock:
-    """Self-attention block for `channels` with heads from `head_channels` or `num_heads`."""
-    return AttentionBlock(channels, _attention_heads(channels, num_heads, head_channels), norm_groups)
+    """Self-(and cross-)attention block for `channels` with heads from `head_channels` or `num_heads`."""
+    return AttentionBlock(channels, _attention_heads(channels, num_heads, head_channels), norm_groups, context_dim)
 
 
 def _build_encoder(
@@ -282,6 +311,7 @@ class UNet(nn.Module):
         norm_groups: int = 32,
         cond_embed: nn.Module | None = None,
         gradient_checkpointing: bool = False,
+        context_dim: int | None = None,
     ) -> None:
         super().__init__()
         channel_mult, attention_resolutions = tuple(channel_mult), tuple(attention_resolutions)
@@ -299,8 +329,9 @@ class UNet(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         make_res = partial(ResBlock, emb_channels=emb_channels, dropout=dropout,
                            use_scale_shift_norm=use_scale_shift_norm, norm_groups=norm_groups)
+        self.context_dim = context_dim  # cross-attention to cond = (B, S, context_dim) in every AttentionBlock
         make_attn = partial(_attention_block, num_heads=num_heads, head_channels=head_channels,
-                            norm_groups=norm_groups)
+                            norm_groups=norm_groups, context_dim=context_dim)
 
         self.time_embed = TimestepEmbedding(base_channels, emb_channels)
         self.cond_embed = cond_embed
@@ -334,20 +365,23 @@ class UNet(nn.Module):
         return F.silu(emb)
 
     def forward(self, x: Tensor, c_noise: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Map x (B, C, H, W), c_noise (B,) and optional cond to (B, out_channels, H, W)."""
+        """Map x (B, C, H, W), c_noise (B,) and optional cond to (B, out_channels, H, W).
+
+        With `context_dim`, cond is the cross-attention context (B, S, context_dim), not a `cond_embed` input."""
         factor = 2 ** (len(self.channel_mult) - 1)
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] % factor or x.shape[3] % factor:
             raise ValueError(
                 f"x must be (B, {self.in_channels}, H, W) with H, W divisible by {factor}, got {tuple(x.shape)}"
             )
-        emb = self._embed(c_noise, cond, x.shape[0])  # (B, E)
+        context = cond if self.context_dim is not None else None  # (B, S, context_dim)
+        emb = self._embed(c_noise, None if self.context_dim is not None else cond, x.shape[0])  # (B, E)
         ckpt = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         h = self.conv_in(x)  # (B, base, H, W)
         skips = [h]
         for block in self.down:
-            h = block(h, emb, ckpt)
+            h = block(h, emb, ckpt, context)
             skips.append(h)
-        h = self.middle(h, emb, ckpt)  # (B, C_mid, H / factor, W / factor)
+        h = self.middle(h, emb, ckpt, context)  # (B, C_mid, H / factor, W / factor)
         for block in self.up:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb, ckpt)
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, ckpt, context)
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, out_channels, H, W)

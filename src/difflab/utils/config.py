@@ -22,6 +22,14 @@ def fused_adamw() -> bool:
     return True
 
 
+def int_div(a: Any, b: Any) -> int:
+    """`${int_div:a,b}`: a // b for sizes (e.g. the latent resolution data.resolution // f); a must divide evenly."""
+    a, b = int(a), int(b)
+    if b <= 0 or a % b:
+        raise ValueError(f"int_div: {a} is not divisible by {b}")
+    return a // b
+
+
 def config_choices() -> dict[str, str]:
     """The config-group choices of the running Hydra app (model=ddpm, sampler=ddim, ...); {} outside Hydra."""
     from hydra.core.hydra_config import HydraConfig
@@ -74,3 +82,4 @@ def register_resolvers() -> None:
     """Idempotently register difflab's resolvers."""
     OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("fused_adamw", fused_adamw, replace=True)
+    OmegaConf.register_new_resolver("int_div", int_div, replace=True)
