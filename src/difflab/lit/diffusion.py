@@ -79,9 +79,9 @@ class DiffusionModule(L.LightningModule):
         """Shape (C, H, W) of what the net denoises: the latents of `image_shape`, or the images themselves."""
         return self.image_shape if self.autoencoder is None else self.autoencoder.latent_shape(self.image_shape)
 
-    def encode(self, x: Tensor) -> Tensor:
-        """Images in [-1, 1] -> what diffusion runs on (scaled latents; identity in pixel space)."""
-        return x if self.autoencoder is None else self.autoencoder.encode(x)
+    def encode(self, x: Tensor, sample: bool = True) -> Tensor:
+        """Images in [-1, 1] -> what diffusion runs on (scaled latents, a posterior sample or its mean; identity in pixel space)."""
+        return x if self.autoencoder is None else self.autoencoder.encode(x, sample=sample)
 
     def decode(self, z: Tensor) -> Tensor:
         """The inverse of `encode`: scaled latents -> images in [-1, 1] (identity in pixel space)."""
@@ -115,7 +115,7 @@ class DiffusionModule(L.LightningModule):
             z = batch["latent_mean"] + batch["latent_std"] * torch.randn_like(batch["latent_std"])
             x0 = self.autoencoder.scale(z)
         else:
-            x0 = self.encode(batch["image"])  # (B, C, H, W) in [-1, 1] or its latents (B, c, H/f, W/f)
+            x0 = self.encode(batch["image"], sample=self.training)  # (B, C, H, W) in [-1, 1] or latents (B, c, H/f, W/f); val: the mean
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         cond = batch[self.cond_key] if self.cond_key is not None else None
