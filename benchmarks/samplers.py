@@ -33,17 +33,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor
 
 from difflab.diffusion import DiscreteVPScheduler
+from difflab.diffusion.toy import three_gaussians
 from difflab.samplers import SAMPLERS
 
-MU = torch.tensor([[-2.0, 0.0], [1.5, 1.5], [1.0, -2.0]], dtype=torch.float64)  # (K, 2)
-S = torch.tensor([0.3, 0.5, 0.2], dtype=torch.float64)  # (K,)
-W = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)  # (K,)
+MIX = three_gaussians()  # difflab.diffusion.toy: 3 isotropic 2-D Gaussians with an exact denoiser
+mixture_denoiser = MIX.denoiser
 
 DIFFLAB = ("ddpm", "ddim", "euler", "heun", "euler_a", "dpmpp_2m", "pc", "euler_maruyama", "ode")
 DIFFUSERS = {
@@ -54,43 +52,16 @@ DIFFUSERS = {
 Results = dict[str, dict[int, tuple[float, float, int]]]  # row label -> NFE -> (W2, werr, evaluations)
 
 
-def mixture_denoiser(x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
-    """Exact E[x0 | x] for the mixture; x [B, 2], sigma [B] -> x0_hat [B, 2] float32."""
-    xd, sd = x.double(), sigma.double()[:, None]  # (B, 2), (B, 1)
-    var = S[None] ** 2 + sd**2  # (B, K)
-    diff = xd[:, None, :] - MU[None]  # (B, K, 2)
-    logp = W.log()[None] - (diff**2).sum(-1) / (2 * var) - var.log()  # isotropic 2-D log-density, up to a constant
-    r = torch.softmax(logp, dim=1)  # (B, K) responsibilities
-    post = MU[None] + (S[None] ** 2 / var)[..., None] * diff  # (B, K, 2) per-component posterior means
-    return (r[..., None] * post).sum(1).float()
-
-
-def mixture_moments() -> tuple[np.ndarray, np.ndarray]:
-    """Exact mean [2] and covariance [2, 2] of the mixture."""
-    mean = (W[:, None] * MU).sum(0)
-    second = (W[:, None, None] * (MU[:, :, None] * MU[:, None, :] + S[:, None, None] ** 2 * torch.eye(2))).sum(0)
-    return mean.numpy(), (second - mean[:, None] * mean[None]).numpy()
-
-
 def sample_mixture(n: int, seed: int) -> Tensor:
     """n exact samples of the mixture ([n, 2]), for the Monte-Carlo floor of the metrics."""
-    g = torch.Generator().manual_seed(seed)
-    k = torch.multinomial(W, n, replacement=True, generator=g)
-    return MU[k] + S[k, None] * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    return MIX.sample(n, torch.Generator().manual_seed(seed))
 
 
 def metrics(x: Tensor) -> tuple[float, float]:
     """(W2 between the Gaussian fit of x and the mixture, L1 error of nearest-mean component fractions)."""
-    xd = x.double()
-    if not torch.isfinite(xd).all():
+    if not torch.isfinite(x).all():
         return float("nan"), float("nan")
-    m1, c1 = xd.mean(0).numpy(), np.cov(xd.numpy().T)
-    m2, c2 = mixture_moments()
-    c2_half = scipy.linalg.sqrtm(c2).real
-    cross = scipy.linalg.sqrtm(c2_half @ c1 @ c2_half).real
-    w2_sq = float(((m1 - m2) ** 2).sum() + np.trace(c1 + c2 - 2 * cross))
-    frac = torch.bincount(torch.cdist(xd, MU).argmin(1), minlength=len(W)).double() / len(xd)
-    return math.sqrt(max(w2_sq, 0.0)), float((frac - W).abs().sum())
+    return MIX.w2_gaussian(x), MIX.weight_error(x)
 
 
 class Counted:

@@ -1,8 +1,4 @@
-"""Fast samplers against exact answers: a Gaussian mixture has a closed-form denoiser.
-
-For x0 ~ sum_k w_k N(mu_k, s_k^2 I), the noisy marginal is sum_k w_k N(mu_k, (s_k^2 + sigma^2) I) and
-E[x0 | x] = sum_k r_k(x) (mu_k + s_k^2 / (s_k^2 + sigma^2) (x - mu_k)) with responsibilities r_k.
-"""
+"""Fast samplers against exact answers: a Gaussian mixture has a closed-form denoiser (`difflab.diffusion.toy`)."""
 
 from __future__ import annotations
 
@@ -12,44 +8,21 @@ import pytest
 import torch
 
 from difflab.diffusion import Denoiser, DiscreteVPScheduler
+from difflab.diffusion.toy import three_gaussians
 from difflab.samplers import SAMPLERS, SamplerSpec, generate
 
-MU = torch.tensor([[-2.0, 0.0], [1.5, 1.5], [1.0, -2.0]], dtype=torch.float64)  # (K, 2)
-S = torch.tensor([0.3, 0.5, 0.2], dtype=torch.float64)
-W = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
-
-
-def make_mixture_denoiser(mu: torch.Tensor, s: torch.Tensor, w: torch.Tensor):
-    """Exact E[x0 | x] for x0 ~ sum_k w_k N(mu_k, s_k^2 I) in any dimension; x is [B, d], sigma [B]."""
-
-    def denoise(x, sigma, cond=None):
-        xd, sd = x.double(), sigma.double()[:, None]  # (B, d), (B, 1)
-        var = s[None] ** 2 + sd**2  # (B, K)
-        sq = ((xd[:, None, :] - mu[None]) ** 2).sum(-1)  # (B, K)
-        logp = w.log()[None] - sq / (2 * var) - 0.5 * mu.shape[1] * var.log()  # isotropic Gaussian log-density
-        r = torch.softmax(logp, dim=1)  # (B, K)
-        post = mu[None] + (s[None] ** 2 / var)[..., None] * (xd[:, None, :] - mu[None])  # (B, K, d)
-        return (r[..., None] * post).sum(1).float()
-
-    return denoise
-
-
-mixture_denoiser = make_mixture_denoiser(MU, S, W)
-
-
-def mixture_moments():
-    mean = (W[:, None] * MU).sum(0)
-    second = (W[:, None, None] * (MU[:, :, None] * MU[:, None, :] + S[:, None, None] ** 2 * torch.eye(2))).sum(0)
-    return mean, second - mean[:, None] * mean[None]
+MIX = three_gaussians()  # the exact-denoiser oracle (difflab.diffusion.toy)
+MU, S, W = MIX.mu, MIX.s, MIX.w
+mixture_denoiser = MIX.denoiser
 
 
 def assert_recovers_mixture(x: torch.Tensor, mean_tol: float = 0.1, cov_rtol: float = 0.08) -> None:
     """Samples [n, 2] have the mixture's mean, covariance and weights (nearest-mean assignment)."""
-    mean, cov = mixture_moments()
+    mean, cov = MIX.moments()
     xd = x.double()
     assert torch.allclose(xd.mean(0), mean, atol=mean_tol), (xd.mean(0), mean)
     assert torch.allclose(torch.cov(xd.T), cov, atol=0.15, rtol=cov_rtol), (torch.cov(xd.T), cov)
-    weights = torch.bincount(torch.cdist(xd, MU).argmin(1), minlength=3).double() / len(xd)
+    weights = MIX.component_fractions(xd)
     assert torch.allclose(weights, W, atol=0.04), weights
 
 

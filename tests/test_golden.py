@@ -14,23 +14,16 @@ import pytest
 import torch
 
 from difflab.diffusion import DiscreteVPScheduler
+from difflab.diffusion.toy import three_gaussians
 from difflab.samplers import SAMPLERS, SamplerSpec, generate
 
 GOLDEN = Path(__file__).parent / "golden" / "samplers.json"
 KNOBS = {"pc": {"snr": 0.16}, "ode": {"rtol": 1e-4, "atol": 1e-4}, "heun": {"s_churn": 5.0}}
 
 
-def mixture_denoiser(x, sigma, cond=None):
-    """The 2-D mixture of tests/test_fast_samplers.py (imported lazily to keep this file a script too)."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_fast_samplers import mixture_denoiser as d
-
-    return d(x, sigma, cond)
-
-
 def sample(name: str) -> list[list[float]]:
     spec = SamplerSpec(name, steps=8, **KNOBS.get(name, {}))
-    x, _ = generate(mixture_denoiser, DiscreteVPScheduler(grid="karras"), spec, n=4, shape=(2,), seed=123)
+    x, _ = generate(three_gaussians().denoiser, DiscreteVPScheduler(grid="karras"), spec, n=4, shape=(2,), seed=123)
     return x.tolist()
 
 

@@ -8,8 +8,8 @@ import torch
 from conftest import TINY_NET, compose_config
 from difflab.diffusion import DiscreteVPScheduler
 from difflab.diffusion.guidance import _rescaled, guided
+from difflab.diffusion.toy import make_mixture_denoiser
 from difflab.samplers import SamplerSpec, generate
-from test_fast_samplers import make_mixture_denoiser
 
 MU = torch.tensor([[-2.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
 S = torch.tensor([0.5, 0.5], dtype=torch.float64)

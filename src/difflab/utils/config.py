@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 
 def auto_precision() -> str:
@@ -68,6 +69,35 @@ def instantiate_group(group: Any) -> list[Any]:
     if not group:
         return []
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def conf_dir() -> Path:
+    """The `conf/` folder of the checkout difflab is imported from (or `$DIFFLAB_CONF`)."""
+    path = Path(os.environ.get("DIFFLAB_CONF") or Path(__file__).resolve().parents[3] / "conf")
+    if not (path / "train.yaml").is_file():
+        raise FileNotFoundError(f"difflab's config folder not found at {path} (no train.yaml): set DIFFLAB_CONF to the "
+                                "`conf/` folder of a difflab checkout")
+    return path
+
+
+def compose(config_name: str, overrides: list[str], run_dir: str | Path) -> DictConfig:
+    """Compose `conf/<config_name>.yaml` with command-line style overrides, as `python <config_name>.py` would.
+
+    For notebooks and scripts: the run's outputs go to `run_dir` (caches stay under `paths.root_dir`), and the
+    Hydra choices (model=..., sampler=...) are recorded as in a real run, so its records name the variant.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = hydra_compose(config_name, overrides=[f"paths.run_dir={Path(run_dir).resolve()}", *overrides],
+                            return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def register_resolvers() -> None:
