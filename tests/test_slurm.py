@@ -54,7 +54,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("slurm")
     script = str(REPO / "slurm" / "local_cluster.sh")
-    env = {**os.environ, "SLURM_LOCAL_CPUS": "4", "SLURM_LOCAL_PORT": "16817"}  # 4 slots: jobs overlap
+    # jobs start their own W&B service, not the one an earlier test started in this process
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update(SLURM_LOCAL_CPUS="4", SLURM_LOCAL_PORT="16817")  # 4 slots: jobs overlap
     try:
         subprocess.run([script, "start", str(root / "cluster")], env=env, check=True, timeout=60,
                        capture_output=True, text=True)
