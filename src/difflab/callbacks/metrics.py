@@ -64,19 +64,31 @@ class SampleMetrics(L.Callback):
         suite.reset()
         logged = {(f"perf/{k}" if k in PERF_KEYS else f"val/{k}"): v for k, v in values.items()
                   if not k.endswith("subset_size_used")}
-        self.last, self.last_n = logged, n
+        self.last_n = n
+        self.publish(trainer, logged, torch.cat(preview) if preview else None, tag)
+        return logged
+
+    def publish(self, trainer: L.Trainer, logged: dict[str, float], grid: torch.Tensor | None, tag: str,
+                image_key: str = "val/samples", nrow: int | None = None) -> None:
+        """Keep `logged` as the latest values (callback_metrics on every rank); rank 0 logs them and the grid."""
+        self.last = logged
         for key, value in logged.items():
             trainer.callback_metrics[key] = torch.tensor(value)
-        if trainer.is_global_zero:
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            logger.log_metrics(logged, step=trainer.global_step)
+        if grid is not None:
+            name = tag if image_key == "val/samples" else f"{image_key.split('/')[-1]}_{tag}"
+            path = save_grid(grid, Path(trainer.default_root_dir) / "metrics" / f"{name}.png", nrow=nrow)
             for logger in trainer.loggers:
-                logger.log_metrics(logged, step=trainer.global_step)
-            if preview:
-                path = save_grid(torch.cat(preview), Path(trainer.default_root_dir) / "metrics" / f"{tag}.png")
-                for logger in trainer.loggers:
-                    if hasattr(logger, "log_image"):
-                        logger.log_image("val/samples", [str(path)], step=trainer.global_step, caption=[tag])
-            log.info("step %d metrics: %s", trainer.global_step, {k: round(v, 4) for k, v in logged.items()})
-        return logged
+                if hasattr(logger, "log_image"):
+                    logger.log_image(image_key, [str(path)], step=trainer.global_step, caption=[tag])
+        log.info("step %d metrics: %s", trainer.global_step, {k: round(v, 4) for k, v in logged.items()})
+
+    def protocol(self) -> dict[str, Any]:
+        """What `metrics.json` records about how the values were measured."""
+        return self.suite.protocol()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step, every = trainer.global_step, self.config.every_n_steps
@@ -89,7 +101,7 @@ class SampleMetrics(L.Callback):
         self.evaluate(trainer, pl_module, "final")
         if trainer.is_global_zero:
             values = {k.split("/", 1)[1]: v for k, v in self.last.items()}
-            record = metrics_record(kind="train", values=values, protocol=self.suite.protocol(), module=pl_module,
+            record = metrics_record(kind="train", values=values, protocol=self.protocol(), module=pl_module,
                                     n_samples=self.last_n, seed=self.config.seed,
                                     run_dir=trainer.default_root_dir, global_step=trainer.global_step)
             write_record(record, Path(trainer.default_root_dir) / "metrics.json")

@@ -23,8 +23,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from difflab.callbacks.ema import find_ema
-from difflab.callbacks.sample_grid import save_grid
-from difflab.metrics.evaluation import metrics_record, write_record
+from difflab.callbacks.metrics import SampleMetrics
 from difflab.metrics.inception import to_uint8
 from difflab.metrics.perceptual import LPIPSDiversity, lpips_network
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks, reduce_scalar, shard, world
@@ -39,7 +38,7 @@ def psnr(x: Tensor, y: Tensor) -> Tensor:
     return 10.0 * torch.log10(255.0**2 / mse)
 
 
-class ReconstructionMetrics(L.Callback):
+class ReconstructionMetrics(SampleMetrics):
     """Scores `pl_module.reconstruct` (an `AutoencoderModule`) on the validation split."""
 
     def __init__(self, config: MetricsConfig, networks: Networks | None = None, use_ema: bool = True,
@@ -93,40 +92,17 @@ class ReconstructionMetrics(L.Callback):
         return values
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, float]:
+        """Reconstruct, score and log (originals over reconstructions as the grid); returns the logged values."""
         ema = find_ema(trainer) if self.use_ema else None
         preview: list[Tensor] = []
         with ema.swapped(pl_module) if ema is not None else nullcontext():
             values = self.scores(pl_module, trainer.datamodule, preview)
         logged = {f"val/{k}": v for k, v in values.items() if math.isfinite(v)}
-        self.last = logged
-        for key, value in logged.items():
-            trainer.callback_metrics[key] = torch.tensor(value)
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics(logged, step=trainer.global_step)
-            if preview:
-                k = preview[0].shape[0] // 2
-                path = save_grid(preview[0], Path(trainer.default_root_dir) / "metrics" / f"reconstructions_{tag}.png", nrow=k)
-                for logger in trainer.loggers:
-                    if hasattr(logger, "log_image"):
-                        logger.log_image("val/reconstructions", [str(path)], step=trainer.global_step, caption=[tag])
-            log.info("step %d reconstruction metrics: %s", trainer.global_step, {k: round(v, 4) for k, v in logged.items()})
+        grid = preview[0] if preview else None
+        self.publish(trainer, logged, grid, tag, "val/reconstructions", nrow=None if grid is None else grid.shape[0] // 2)
         return logged
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        step, every = trainer.global_step, self.config.every_n_steps
-        final = trainer.max_steps > 0 and step >= trainer.max_steps
-        if every > 0 and step > 0 and step % every == 0 and not final and step != getattr(self, "_last_step", -1):
-            self._last_step = step
-            self.evaluate(trainer, pl_module, f"step_{step:07d}")
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.evaluate(trainer, pl_module, "final")
-        if trainer.is_global_zero:
-            values = {k.split("/", 1)[1]: v for k, v in self.last.items()}
-            protocol = {**self.suite.protocol(), "reconstruction": f"first {self.last_n} images of the {self.split} "
-                        "split, posterior mean; PSNR on 8-bit images; LPIPS AlexNet (inputs < 64 px upsampled)"}
-            record = metrics_record(kind="train", values=values, protocol=protocol, module=pl_module,
-                                    n_samples=self.last_n, seed=0, run_dir=trainer.default_root_dir,
-                                    global_step=trainer.global_step)
-            write_record(record, Path(trainer.default_root_dir) / "metrics.json")
+    def protocol(self) -> dict[str, Any]:
+        """The suite's protocol plus how reconstructions are scored."""
+        return {**self.suite.protocol(), "reconstruction": f"first {self.last_n} images of the {self.split} split, "
+                "posterior mean; PSNR on 8-bit images; LPIPS AlexNet (inputs < 64 px upsampled)"}
