@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -112,15 +113,34 @@ def tiny_networks():  # noqa: ANN201
 
 # ---- tiny random Stable-Diffusion-shaped components, saved in diffusers' folder layout ----
 
-CLIP_TOKENIZER = ASSETS / "clip_tokenizer"
-HAS_CLIP_TOKENIZER = (CLIP_TOKENIZER / "vocab.json").is_file() and (CLIP_TOKENIZER / "merges.txt").is_file()
+def byte_level_clip_tokenizer(folder: Path) -> Path:
+    """A CLIP BPE tokenizer with one merge: one token per byte-level character (and its word-final `</w>` form)
+    plus CLIP's start/end tokens. Stands in for the real vocabulary when ../shared/assets lacks it: prompts
+    tokenize into characters, so every text path still runs (with longer token sequences)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # GPT-2/CLIP byte-level alphabet: printable bytes stand for themselves, the others map to chr(256 + k)
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    chars = [chr(b) for b in printable] + [chr(256 + k) for k in range(len(others))]
+    tokens = chars + [c + "</w>" for c in chars] + ["at</w>", "<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (folder / "merges.txt").write_text("#version: 0.2\na t</w>\n")  # one merge, so that save/load round trips keep a merges file
+    return folder
+
+
+REAL_CLIP_TOKENIZER = ASSETS / "clip_tokenizer"
+HAS_REAL_CLIP_TOKENIZER = (REAL_CLIP_TOKENIZER / "vocab.json").is_file() and (REAL_CLIP_TOKENIZER / "merges.txt").is_file()
+CLIP_TOKENIZER = (REAL_CLIP_TOKENIZER if HAS_REAL_CLIP_TOKENIZER
+                  else byte_level_clip_tokenizer(Path(tempfile.gettempdir()) / "difflab-byte-level-clip-tokenizer"))
 SD_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
                 "steps_offset": 1, "timestep_spacing": "leading", "prediction_type": "epsilon", "clip_sample": False,
                 "set_alpha_to_one": False}  # Stable Diffusion 1.x's scheduler_config.json values
 
 
 def tiny_clip_text(seed: int = 0):  # noqa: ANN201
-    """(CLIPTokenizer from ../shared/assets, CLIPTextModel with 32-d hidden states, random weights)."""
+    """(CLIPTokenizer from ../shared/assets or its byte-level stand-in, CLIPTextModel with 32-d states, random weights)."""
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 

@@ -23,7 +23,7 @@ from difflab.metrics import (
     to_uint8_rgb,
 )
 from difflab.metrics.weights import INCEPTION
-from fakes import TinyExtractor, tiny_networks
+from fakes import CLIP_TOKENIZER, TinyExtractor, tiny_networks
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 10, 129])
@@ -185,7 +185,6 @@ def test_lpips_pairs_follow_sample_indices_whatever_the_batching() -> None:
     assert float(whole.compute()) == pytest.approx(expected, rel=1e-6)
 
 
-CLIP_TOKENIZER = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "clip_tokenizer"
 
 
 def _tiny_clip():  # noqa: ANN202
@@ -204,7 +203,6 @@ def _tiny_clip():  # noqa: ANN202
     return CLIPModel(config).eval(), CLIPProcessor(image_processor=images, tokenizer=tokenizer)
 
 
-@pytest.mark.skipif(not (CLIP_TOKENIZER / "vocab.json").is_file(), reason=f"needs the CLIP tokenizer in {CLIP_TOKENIZER}")
 def test_clip_score_of_a_tiny_random_clip_equals_the_cosine_formula(tmp_path: Path) -> None:
     from difflab.metrics import Networks
     from difflab.metrics.evaluation import class_conditions
