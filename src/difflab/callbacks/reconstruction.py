@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import math
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import lightning as L

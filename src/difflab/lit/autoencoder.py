@@ -18,7 +18,6 @@ clipping, LR schedule, EMA and step counting apply unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
@@ -28,14 +27,13 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from difflab.lit.checkpoint import check_state_dict_compatible
+from difflab.lit.optim import LRSchedulerFactory, OptimizerFactory, trainable_optimizers
 from difflab.metrics.perceptual import LPIPS_MIN_SIZE, lpips_network
 from difflab.metrics.weights import MetricWeightsError
 from difflab.nets.autoencoder import KLAutoencoder
 
 log = logging.getLogger(__name__)
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-LRSchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
 class PerceptualLoss(nn.Module):
@@ -179,11 +177,7 @@ class AutoencoderModule(L.LightningModule):
         self.log("val/loss", self._rec_loss(x, x_hat).mean(), prog_bar=True, sync_dist=True, batch_size=x.shape[0])
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        schedule = self.lr_scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return trainable_optimizers(self, self.optimizer_factory, self.lr_scheduler_factory)
 
     @torch.no_grad()
     def generate(self, n: int, seed: int = 0, batch_size: int | None = None, cond: Tensor | None = None,

@@ -8,7 +8,6 @@ diffusion runs on its scaled latents: `image_shape` stays the shape of the data 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
@@ -20,13 +19,12 @@ from difflab.diffusion.losses import DiffusionLoss
 from difflab.diffusion.precond import Denoiser
 from difflab.diffusion.schedules import Scheduler
 from difflab.lit.checkpoint import check_state_dict_compatible
+from difflab.lit.optim import LRSchedulerFactory, OptimizerFactory, trainable_optimizers
 from difflab.lit.latent import estimate_scale_factor
 from difflab.nets.autoencoder import LatentAutoencoder
 from difflab.samplers.generate import Edit, SamplerSpec, generate
 from difflab.utils.cluster import run_seed
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-LRSchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
 class DiffusionModule(L.LightningModule):
@@ -166,11 +164,7 @@ class DiffusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """The optimizer (and per-step LR schedule) exactly as configured: the LR in the config is the LR that runs."""
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])  # not the frozen first stage
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        schedule = self.lr_scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return trainable_optimizers(self, self.optimizer_factory, self.lr_scheduler_factory)
 
     @torch.no_grad()
     def generate(

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import torch
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+LRSchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
 class WarmupDecay:
@@ -35,3 +39,15 @@ def warmup_schedule(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step LambdaLR around `WarmupDecay` (its state is saved in checkpoints)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupDecay(warmup_steps, total_steps, decay, min_ratio))
+
+
+def trainable_optimizers(module: torch.nn.Module, optimizer_factory: OptimizerFactory,
+                         lr_scheduler_factory: LRSchedulerFactory | None = None) -> object:
+    """Lightning's `configure_optimizers` value: the configured optimizer over the trainable parameters (frozen
+    parts such as a first stage left out) and its per-step LR schedule, exactly as configured."""
+    optimizer = optimizer_factory([p for p in module.parameters() if p.requires_grad])
+    if lr_scheduler_factory is None:
+        return optimizer
+    schedule = lr_scheduler_factory(optimizer)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
