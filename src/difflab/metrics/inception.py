@@ -60,8 +60,15 @@ class InceptionFeatures(nn.Module):
         self.net = FeatureExtractorInceptionV3(
             "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)
         )
+        self._memory_format = torch.contiguous_format
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        # On CPU, channels_last weights run the convolutions 1.5-1.7x faster (measured on 2 cores; features equal
+        # to 1e-6 relative). GPUs keep the default layout (not benchmarked).
+        wanted = torch.channels_last if images.device.type == "cpu" else torch.contiguous_format
+        if wanted != self._memory_format:
+            self.net.to(memory_format=wanted)
+            self._memory_format = wanted
         features, logits = self.net(to_uint8_rgb(images))
         return features.float(), logits.float()
