@@ -29,8 +29,8 @@ from difflab.compare import (
 from difflab.metrics.evaluation import metrics_record, write_record
 from difflab.samplers import SamplerSpec
 
-EXPECTED_COLUMNS = ["variant", "scheduler", "sampler", "steps", "nfe", "samples_per_sec", "fid", "is", "kid",
-                    "lpips_diversity", "clip_score", "condition_accuracy", "cond_mae", "cond_mae_std", "bpd", "params", "train_images_seen", "data", "n_samples", "kind",
+EXPECTED_COLUMNS = ["variant", "scheduler", "sampler", "steps", "nfe", "samples_per_sec", "fid", "broken_rate", "is",
+                    "kid", "lpips_diversity", "clip_score", "condition_accuracy", "cond_mae", "cond_mae_std", "bpd", "params", "train_images_seen", "data", "n_samples", "kind",
                     "run_dir"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -57,7 +57,7 @@ def runs(tmp_path: Path) -> Path:
     digits = dict(model="ddpm", scheduler="ddpm_linear", data="digits", resolution=16, params=1_190_000,
                   images_seen=128_000)
     write(runs, "train/2024-01-01_00-00-00", "train",
-          {"fid": 45.123, "kid": 0.03456, "kid_std": 0.002, "is": 2.346, "is_std": 0.1, "lpips_diversity": 0.23456,
+          {"fid": 45.123, "broken_rate": 0.0125, "kid": 0.03456, "kid_std": 0.002, "is": 2.346, "is_std": 0.1, "lpips_diversity": 0.23456,
            "samples_per_sec": 12.34, "nfe": 1000.0}, fake_module(spec=SamplerSpec("ddpm", None), **digits))
     for rel, steps, eta, fid, rate in (("evaluate/a", 50, 0.0, 60.5, 250.0), ("evaluate/b", 10, 0.0, 80.25, 1234.5),
                                        ("evaluate/d", 50, 1.0, 55.0, 249.0)):
@@ -98,6 +98,8 @@ def test_table_columns_order_and_missing_values(runs):
     assert heun["fid"] is None and heun["kid"] is None and heun["steps"] == 25 and heun["params"] == 35_700_000
     assert ddpm["steps"] is None and ddpm["clip_score"] is None and ddpm["kind"] == "train"
     assert (ddpm["fid"], ddpm["kid"], ddpm["is"], ddpm["n_samples"]) == (45.123, 0.03456, 2.346, 128)
+    assert ddpm["broken_rate"] == 0.0125 and heun["broken_rate"] is None
+    assert "| 45.12 | 1.2% |" in to_markdown(rows)
     assert (ddpm["params"], ddpm["train_images_seen"], ddpm["scheduler"]) == (1_190_000, 128_000, "ddpm_linear")
 
 

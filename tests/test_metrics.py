@@ -150,7 +150,7 @@ def test_missing_weights_skip_with_one_warning_or_raise_naming_file_and_key(tmp_
     cfg = _config(tmp_path, weights={"inception": missing, "lpips_alexnet": missing})
     with caplog.at_level(logging.WARNING):
         suite = MetricSuite(cfg)
-    assert suite.active == []
+    assert suite.active == ["broken_rate"]  # needs no weights
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "metrics skipped" in r.getMessage()]
     assert len(warnings) == 1 and "metrics.weights.inception" in warnings[0].getMessage()
     with pytest.raises(MetricWeightsError, match=r"nope\.pth.*metrics\.weights\.inception"):
@@ -211,7 +211,7 @@ def test_clip_score_of_a_tiny_random_clip_equals_the_cosine_formula(tmp_path: Pa
     suite = MetricSuite(_config(tmp_path, clip_score=True, fid=False, kid=False, inception_score=False,
                                 lpips_diversity=False, condition_accuracy=False), conditional=True,
                         networks=Networks(clip=lambda: (model, processor)))
-    assert suite.active == ["clip_score"]
+    assert suite.active == ["clip_score", "broken_rate"]
 
     class Conditional:
         cond_key = "label"

@@ -55,10 +55,12 @@ def test_default_run_without_weights_warns_once_logs_perf_and_writes_metrics_jso
     record = json.loads((out["run_dir"] / "metrics.json").read_text())
     assert record["variant"] == "ddpm" or record["variant"] == "DiffusionModule"
     assert record["values"]["nfe"] == 2 and record["values"]["samples_per_sec"] > 0
-    assert record["n_samples"] == 4  # nothing to score: one batch for the throughput numbers
+    assert record["n_samples"] == cfg.metrics.n_samples  # the broken-sample rate needs no weights
+    assert 0.0 <= record["values"]["broken_rate"] <= 1.0
+    assert record["protocol"]["broken_thresholds"]["split"] == "val"
     assert record["train_images_seen"] == 3 * 4 and record["global_step"] == 3
     assert set(record["protocol"]["skipped"]) == {"fid", "kid", "inception_score", "lpips_diversity"}
     rows = list(csv.DictReader((out["run_dir"] / "csv" / "metrics.csv").open()))
     columns = set(rows[0])
-    assert {"perf/samples_per_sec", "perf/nfe", "perf/train_images_per_sec"} <= columns
+    assert {"perf/samples_per_sec", "perf/nfe", "perf/train_images_per_sec", "val/broken_rate"} <= columns
     assert any(r["perf/train_images_per_sec"] for r in rows)

@@ -121,7 +121,7 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     mcfg: MetricsConfig = instantiate(cfg.metrics, _convert_="all")
     prompts = read_prompts(cfg.prompts) if cfg.get("prompts") else None
     if prompts and cfg.get("data") is None:  # no reference images: CLIP score and samples/sec only
-        mcfg.fid = mcfg.kid = mcfg.inception_score = mcfg.lpips_diversity = False
+        mcfg.fid = mcfg.kid = mcfg.inception_score = mcfg.lpips_diversity = mcfg.broken_rate = False
     default_n = len(prompts) if prompts else mcfg.n_samples
     n = int(cfg.n_samples if cfg.get("n_samples") is not None else default_n)
     seed = resolve_seed(cfg.seed if cfg.get("seed") is not None else mcfg.seed)

@@ -158,10 +158,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         for i, img in enumerate(images):
             save_image((img + 1) / 2, out_dir / "images" / f"{i:06d}.png")
     grid = save_grid(images, out_dir / "grid.png")
-    spec = module.sampler
+    spec = module.sampling_spec()
     record = {
         "ckpt": str(Path(cfg.ckpt).resolve()) if cfg.get("ckpt") else None, "n": int(cfg.n), "seed": seed, "nfe": nfe,
-        "sampler": {"name": spec.name, "steps": spec.steps, **spec.knobs}, "scheduler": repr(module.scheduler),
+        "sampler": spec.record(), "scheduler": repr(module.scheduler),
         "use_ema": bool(cfg.use_ema), "precision": precision, "device": str(device),
         "guidance_scale": cfg.get("guidance_scale") if cond is not None else None,
         **({"pipeline": str(cfg.pipeline.path)} if cfg.get("pipeline") else {}),

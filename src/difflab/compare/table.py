@@ -21,13 +21,13 @@ Record = dict[str, Any]
 Row = dict[str, Any]
 
 COLUMNS: tuple[str, ...] = (
-    "variant", "scheduler", "sampler", "steps", "nfe", "samples_per_sec", "fid", "is", "kid",
+    "variant", "scheduler", "sampler", "steps", "nfe", "samples_per_sec", "fid", "broken_rate", "is", "kid",
     "lpips_diversity", "clip_score", "condition_accuracy", "cond_mae", "cond_mae_std", "bpd", "params", "train_images_seen", "data", "n_samples", "kind", "run_dir",
 )
-VALUE_COLUMNS = ("nfe", "samples_per_sec", "fid", "is", "kid", "lpips_diversity", "clip_score", "condition_accuracy",
+VALUE_COLUMNS = ("nfe", "samples_per_sec", "fid", "broken_rate", "is", "kid", "lpips_diversity", "clip_score", "condition_accuracy",
                  "cond_mae", "cond_mae_std", "bpd")
 HEADERS = {
-    "nfe": "NFE", "samples_per_sec": "samples/s", "fid": "FID ↓", "is": "IS ↑", "kid": "KID ↓",
+    "nfe": "NFE", "samples_per_sec": "samples/s", "fid": "FID ↓", "broken_rate": "broken ↓", "is": "IS ↑", "kid": "KID ↓",
     "lpips_diversity": "LPIPS div. ↑", "clip_score": "CLIP ↑", "condition_accuracy": "cond. acc. ↑", "cond_mae": "cond. MAE ↓",
     "cond_mae_std": "cond. MAE (std) ↓", "bpd": "bits/dim ↓", "train_images_seen": "images seen",
     "n_samples": "samples", "run_dir": "run",
@@ -260,7 +260,7 @@ def _si(x: float) -> str:
 
 
 FORMATS = {
-    "fid": "{:.2f}".format, "is": "{:.2f}".format, "kid": "{:.4f}".format, "lpips_diversity": "{:.3f}".format,
+    "fid": "{:.2f}".format, "broken_rate": "{:.1%}".format, "is": "{:.2f}".format, "kid": "{:.4f}".format, "lpips_diversity": "{:.3f}".format,
     "clip_score": "{:.2f}".format, "condition_accuracy": "{:.3f}".format, "cond_mae": "{:.4g}".format, "cond_mae_std": "{:.3f}".format, "bpd": "{:.3f}".format, "samples_per_sec": _rate, "params": _si, "train_images_seen": _si,
     "nfe": lambda x: f"{x:g}",
 }

@@ -166,6 +166,10 @@ class DiffusionModule(L.LightningModule):
         """The optimizer (and per-step LR schedule) exactly as configured: the LR in the config is the LR that runs."""
         return trainable_optimizers(self, self.optimizer_factory, self.lr_scheduler_factory)
 
+    def sampling_spec(self, sampler: SamplerSpec | None = None) -> SamplerSpec:
+        """The sampler that `generate` runs: `clip_denoised="auto"` clips pixel models and leaves latent ones."""
+        return (sampler or self.sampler).resolve(pixel_space=self.autoencoder is None)
+
     @torch.no_grad()
     def generate(
         self,
@@ -197,7 +201,7 @@ class DiffusionModule(L.LightningModule):
             x, nfe = generate(
                 denoise_fn,
                 self.scheduler,
-                sampler or self.sampler,
+                self.sampling_spec(sampler),
                 n=n,
                 shape=self.latent_shape,
                 seed=seed,

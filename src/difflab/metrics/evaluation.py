@@ -142,7 +142,7 @@ def _sampler_record(module: Any, spec: Any) -> dict[str, Any] | None:
     """Sampler name, steps and knobs; conditional models add their classifier-free guidance scale."""
     if spec is None:
         return None
-    record = {"name": spec.name, "steps": spec.steps, **spec.knobs}
+    record = (module.sampling_spec() if hasattr(module, "sampling_spec") else spec).record()  # clipping resolved
     if getattr(module, "cond_key", None) is not None:
         record["guidance_scale"] = float(getattr(module, "guidance_scale", 1.0))
     return record

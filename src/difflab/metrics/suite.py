@@ -1,7 +1,7 @@
 """The configured set of metrics (`conf/metrics/*.yaml`), built once, fed with samples, computed across ranks.
 
 Used by the in-training callback and by `evaluate.py`, so both give the same numbers under the
-same protocol. A metric whose network weights cannot be found is skipped with one warning
+same protocol. `broken_rate` (see `difflab.metrics.broken`) needs no network and is always available. A metric whose network weights cannot be found is skipped with one warning
 (`strict=False`, training) or raises `MetricWeightsError` (`strict=True`, evaluation).
 """
 
@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from difflab.metrics.broken import BrokenRate, BrokenThresholds
 from difflab.metrics.classifier import ConditionAccuracy, ConditionMAE, load_or_train_classifier
 from difflab.metrics.fidelity import FeatureStore, ReferenceStats, fidelity_scores, reference_cache_path
 from difflab.metrics.inception import FeatureExtractor, InceptionFeatures
@@ -54,6 +55,8 @@ class MetricsConfig:
     clip_score: bool = True            # only for class- or text-conditioned models
     condition_accuracy: bool = True    # class-conditional models: a classifier trained on the real data
     cond_mae: bool = True              # vector-conditional models: a regressor trained on the real data
+    broken_rate: bool = True           # share of solid / saturated / speckled samples (no pretrained network)
+    broken_split: str = "val"          # real images the broken-sample thresholds come from: train | val
     classifier_epochs: int = 5
     reference: dict[str, Any] = field(default_factory=lambda: {"split": "train", "n": 10000})
     kid_subsets: int = 100
@@ -69,6 +72,8 @@ class MetricsConfig:
     def __post_init__(self) -> None:
         if self.n_samples < 0 or self.batch_size < 1 or self.every_n_steps < 0:
             raise ValueError("metrics.n_samples >= 0, metrics.batch_size >= 1 and metrics.every_n_steps >= 0 are required")
+        if self.broken_split not in ("train", "val"):
+            raise ValueError(f"metrics.broken_split={self.broken_split!r} is not a split; use 'train' or 'val'")
         self.reference = {"split": "train", "n": 10000, **dict(self.reference or {})}
         self.weights = {"inception": None, "lpips_alexnet": None, "clip": "openai/clip-vit-base-patch16",
                         **dict(self.weights or {})}
@@ -133,6 +138,7 @@ class MetricSuite:
         self.classifier_val_accuracy: float | None = None
         self.mae: ConditionMAE | None = None
         self.regressor_val_mae_std: float | None = None
+        self.broken: BrokenRate | None = None
         # conditional models: class labels (condition accuracy), vectors (cond_mae) or text (CLIP score only)
         class_labels = (conditional and not vector) if class_labels is None else class_labels
         self._want_accuracy = bool(c.condition_accuracy and conditional and class_labels)
@@ -171,7 +177,7 @@ class MetricSuite:
         names = [m for m in FIDELITY if getattr(self.config, m) and self.features is not None]
         names += [n for n, m in (("lpips_diversity", self.lpips), ("clip_score", self.clip)) if m is not None]
         return names + (["condition_accuracy"] if self._want_accuracy else []) + (
-            ["cond_mae", "cond_mae_std"] if self._want_mae else [])
+            ["cond_mae", "cond_mae_std"] if self._want_mae else []) + (["broken_rate"] if self.config.broken_rate else [])
 
     @property
     def needs_reference(self) -> bool:
@@ -204,6 +210,7 @@ class MetricSuite:
     def prepare_reference(self, datamodule: Any) -> ReferenceStats | None:
         """Load the cached real-data statistics (and classifier), or compute them (sharded over ranks) and cache them."""
         self._prepare_classifier(datamodule)
+        self._prepare_broken(datamodule)
         if not self.needs_reference or self.reference is not None:
             return self.reference
         split = self.config.reference["split"]
@@ -227,6 +234,15 @@ class MetricSuite:
             self.reference.save(path)
         return self.reference
 
+    def _prepare_broken(self, datamodule: Any) -> None:
+        """The broken-sample thresholds from (at most 2,000) real images of `broken_split`; cheap, so every rank computes them."""
+        if not self.config.broken_rate or self.broken is not None:
+            return
+        split = self.config.broken_split
+        n = min(len(datamodule.split_dataset(split)), 2000)
+        batches = (images for images, _ in datamodule.iter_images(split, 0, n, self.config.feature_batch_size))
+        self.broken = BrokenRate(BrokenThresholds.from_images(batches, split)).to(self.device)
+
     def _on_every_rank(self, flag: bool) -> bool:
         """True when `flag` holds on every rank (e.g. a cache file visible on every node's disk)."""
         return bool(reduce_scalar(float(flag), dist.ReduceOp.MIN, self.device))
@@ -248,6 +264,8 @@ class MetricSuite:
                 self.accuracy.update(chunk, labels[start : start + step])
             if self.mae is not None and cond is not None:
                 self.mae.update(chunk, cond[start : start + step])
+            if self.broken is not None:
+                self.broken.update(chunk)
 
     def compute(self) -> dict[str, float]:
         """All active metrics (collective: every rank must call it)."""
@@ -266,10 +284,12 @@ class MetricSuite:
             out["condition_accuracy"] = float(self.accuracy.compute())
         if self.mae is not None:
             out.update(self.mae.compute())
+        if self.broken is not None:
+            out["broken_rate"] = float(self.broken.compute())
         return out
 
     def reset(self) -> None:
-        for metric in (self.features, self.lpips, self.clip, self.accuracy, self.mae):
+        for metric in (self.features, self.lpips, self.clip, self.accuracy, self.mae, self.broken):
             if metric is not None:
                 metric.reset()
 
@@ -285,6 +305,7 @@ class MetricSuite:
             "is_splits": c.isc_splits,
             "classifier_val_accuracy": self.classifier_val_accuracy,
             "regressor_val_mae_std": self.regressor_val_mae_std,
+            "broken_thresholds": self.broken.thresholds.as_dict() if self.broken is not None else None,
             "lpips": "AlexNet, pairs (2k, 2k+1), inputs < 64 px upsampled to 64 (bilinear)",
             "config": asdict(c),
         }

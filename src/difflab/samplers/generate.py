@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from difflab.diffusion.schedules import Scheduler
+from difflab.diffusion.thresholding import threshold
 from difflab.samplers.base import SAMPLERS, DenoiseFn, StackedGenerator, StepCallback
 
 
@@ -19,22 +20,46 @@ class SamplerSpec:
     """A sampler by name with its step count and knobs, as composed from `conf/sampler/*.yaml`.
 
     `steps=None` means the scheduler's full training grid (DDPM's 1000 steps) where it has one.
-    `clip_denoised` clamps x0_hat to the data range [-1, 1] at every step (DDPM's original code does).
+    `clip_denoised` keeps x0_hat in the data range at every step (see `difflab.diffusion.thresholding`):
+    True clamps to [-1, 1] (DDPM's original code does), "dynamic" is Imagen's dynamic thresholding at
+    `dynamic_percentile`, "auto" (the configs' default) is True for pixel models and False for latent ones
+    (`resolve`), False leaves x0_hat as the network gives it.
     """
 
     name: str = "ddpm"
     steps: int | None = None
-    clip_denoised: bool = False
+    clip_denoised: bool | str = False
+    dynamic_percentile: float = 0.995
     knobs: dict[str, Any] = field(default_factory=dict)
 
-    def __init__(self, name: str = "ddpm", steps: int | None = None, clip_denoised: bool = False, **knobs: Any):
+    def __init__(self, name: str = "ddpm", steps: int | None = None, clip_denoised: bool | str = False,
+                 dynamic_percentile: float = 0.995, **knobs: Any):
+        if clip_denoised not in (True, False, "auto", "dynamic"):
+            raise ValueError(f"sampler.clip_denoised={clip_denoised!r} is not a clipping mode; use auto (clip pixel "
+                             "models, not latent ones), true, false or dynamic (Imagen's dynamic thresholding)")
+        if not 0.5 <= float(dynamic_percentile) <= 1.0:
+            raise ValueError(f"sampler.dynamic_percentile={dynamic_percentile} must be in [0.5, 1] (Imagen: 0.995)")
         self.name, self.steps, self.clip_denoised, self.knobs = name, steps, clip_denoised, dict(knobs)
+        self.dynamic_percentile = float(dynamic_percentile)
         fn = SAMPLERS[name]  # KeyError naming the available samplers
         params = inspect.signature(fn).parameters
         unknown = [k for k in self.knobs if k not in params or k in ("cond", "generator", "callback")]
         if unknown:
             allowed = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in ("cond", "generator", "callback")]
             raise TypeError(f"sampler {name!r} has no option(s) {unknown}; its options are {allowed}")
+
+    def resolve(self, pixel_space: bool) -> SamplerSpec:
+        """This spec with `clip_denoised="auto"` made concrete: clipping for pixel models, none in a latent space."""
+        if self.clip_denoised != "auto":
+            return self
+        return SamplerSpec(self.name, self.steps, bool(pixel_space), self.dynamic_percentile, **self.knobs)
+
+    def record(self) -> dict[str, Any]:
+        """Name, steps, knobs and the x0 clipping, as written to samples.json / metrics.json."""
+        clip = {"clip_denoised": self.clip_denoised}
+        if self.clip_denoised == "dynamic":
+            clip["dynamic_percentile"] = self.dynamic_percentile
+        return {"name": self.name, "steps": self.steps, **self.knobs, **clip}
 
     @property
     def fn(self) -> Callable[..., Tensor]:
@@ -54,15 +79,16 @@ class SamplerSpec:
 
 
 class CountingDenoiser:
-    """Wraps a denoise_fn to count network evaluations and optionally clamp x0_hat."""
+    """Wraps a denoise_fn to count network evaluations and keep x0_hat in range (False, True or "dynamic")."""
 
-    def __init__(self, denoise_fn: DenoiseFn, clip_denoised: bool = False) -> None:
-        self.denoise_fn, self.clip, self.calls = denoise_fn, clip_denoised, 0
+    def __init__(self, denoise_fn: DenoiseFn, clip_denoised: bool | str = False, percentile: float = 0.995) -> None:
+        if clip_denoised == "auto":
+            raise ValueError("clip_denoised='auto' must be resolved first: SamplerSpec.resolve(pixel_space=...)")
+        self.denoise_fn, self.clip, self.percentile, self.calls = denoise_fn, clip_denoised, percentile, 0
 
     def __call__(self, x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
         self.calls += 1
-        x0 = self.denoise_fn(x, sigma, cond)
-        return x0.clamp(-1, 1) if self.clip else x0
+        return threshold(self.denoise_fn(x, sigma, cond), self.clip, self.percentile)
 
 
 SEED_STRIDE = 1 << 20  # images per run seed before two run seeds' image seeds could meet
@@ -154,7 +180,7 @@ def generate(
     device = torch.device(device)
     sigmas = spec.sigmas(scheduler) if edit is None else edit.grid(spec.sigmas(scheduler))
     batch_size = batch_size or n
-    counter = CountingDenoiser(denoise_fn, spec.clip_denoised)
+    counter = CountingDenoiser(denoise_fn, spec.clip_denoised, spec.dynamic_percentile)
     out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
