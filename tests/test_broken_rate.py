@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from difflab.data import DigitsDataModule
+from difflab.errors import ConfigError
 from difflab.metrics import MetricsConfig, MetricSuite, to_uint8_rgb
 from difflab.metrics.broken import BrokenRate, BrokenThresholds
 
@@ -67,5 +68,5 @@ def test_suite_reports_broken_rate_without_any_pretrained_weights(tmp_path: Path
     suite.update(torch.cat([_split(dm, "train")[:3], torch.ones(1, 1, 16, 16)]), torch.arange(4))
     assert suite.compute() == {"broken_rate": 0.25}
     assert suite.protocol()["broken_thresholds"]["count"] == 180
-    with pytest.raises(ValueError, match="metrics.broken_split"):
+    with pytest.raises(ConfigError, match="metrics.broken_split"):
         MetricsConfig(broken_split="test")

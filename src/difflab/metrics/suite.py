@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from difflab.errors import ConfigError
 from difflab.metrics.broken import BrokenRate, BrokenThresholds
 from difflab.metrics.classifier import ConditionAccuracy, ConditionMAE, load_or_train_classifier
 from difflab.metrics.fidelity import FeatureStore, ReferenceStats, fidelity_scores, reference_cache_path
@@ -73,7 +74,7 @@ class MetricsConfig:
         if self.n_samples < 0 or self.batch_size < 1 or self.every_n_steps < 0:
             raise ValueError("metrics.n_samples >= 0, metrics.batch_size >= 1 and metrics.every_n_steps >= 0 are required")
         if self.broken_split not in ("train", "val"):
-            raise ValueError(f"metrics.broken_split={self.broken_split!r} is not a split; use 'train' or 'val'")
+            raise ConfigError.bad_value("metrics.broken_split", f"{self.broken_split!r} is not a split", "Use train or val.")
         self.reference = {"split": "train", "n": 10000, **dict(self.reference or {})}
         self.weights = {"inception": None, "lpips_alexnet": None, "clip": "openai/clip-vit-base-patch16",
                         **dict(self.weights or {})}

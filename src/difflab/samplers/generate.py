@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from difflab.diffusion.schedules import Scheduler
+from difflab.errors import ConfigError
 from difflab.diffusion.thresholding import threshold
 from difflab.samplers.base import SAMPLERS, DenoiseFn, StackedGenerator, StepCallback
 
@@ -35,10 +36,12 @@ class SamplerSpec:
     def __init__(self, name: str = "ddpm", steps: int | None = None, clip_denoised: bool | str = False,
                  dynamic_percentile: float = 0.995, **knobs: Any):
         if clip_denoised not in (True, False, "auto", "dynamic"):
-            raise ValueError(f"sampler.clip_denoised={clip_denoised!r} is not a clipping mode; use auto (clip pixel "
-                             "models, not latent ones), true, false or dynamic (Imagen's dynamic thresholding)")
+            raise ConfigError.bad_value("sampler.clip_denoised", f"{clip_denoised!r} is not a clipping mode",
+                                        "Use auto (clip pixel models, not latent ones), true, false or dynamic "
+                                        "(Imagen's dynamic thresholding).")
         if not 0.5 <= float(dynamic_percentile) <= 1.0:
-            raise ValueError(f"sampler.dynamic_percentile={dynamic_percentile} must be in [0.5, 1] (Imagen: 0.995)")
+            raise ConfigError.bad_value("sampler.dynamic_percentile", f"{dynamic_percentile} is outside [0.5, 1]",
+                                        "Imagen uses 0.995.")
         self.name, self.steps, self.clip_denoised, self.knobs = name, steps, clip_denoised, dict(knobs)
         self.dynamic_percentile = float(dynamic_percentile)
         fn = SAMPLERS[name]  # KeyError naming the available samplers
