@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from difflab.samplers.base import DenoiseFn
+from difflab.diffusion.denoiser import DenoiseFn
 
 
 def make_mixture_denoiser(mu: Tensor, s: Tensor, w: Tensor) -> DenoiseFn:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,17 +28,16 @@ class SamplerSpec:
 
     def __init__(self, name: str = "ddpm", steps: int | None = None, clip_denoised: bool = False, **knobs: Any):
         self.name, self.steps, self.clip_denoised, self.knobs = name, steps, clip_denoised, dict(knobs)
-        fn = SAMPLERS[name]  # KeyError naming the available samplers
-        params = inspect.signature(fn).parameters
-        unknown = [k for k in self.knobs if k not in params or k in ("cond", "generator", "callback")]
+        info = SAMPLERS[name]  # KeyError naming the available samplers
+        options = info.options()
+        unknown = [k for k in self.knobs if k not in options]
         if unknown:
-            allowed = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in ("cond", "generator", "callback")]
-            raise TypeError(f"sampler {name!r} has no option(s) {unknown}; its options are {allowed}")
+            raise TypeError(f"sampler {name!r} has no option(s) {unknown}; its options are {list(options)}")
 
     @property
     def fn(self) -> Callable[..., Tensor]:
         """The registered sampler function."""
-        return SAMPLERS[self.name]
+        return SAMPLERS[self.name].fn
 
     def sigmas(self, scheduler: Scheduler) -> Tensor:
         """The descending noise-level grid for this sampler's step count ([steps + 1], float64)."""
@@ -171,15 +169,9 @@ def generate(
     return torch.cat(out), nfe
 
 
-STOCHASTIC = {"ddpm": None, "euler_a": None, "euler_maruyama": None, "pc": None, "ddim": "eta", "heun": "s_churn"}
-
-
 def is_deterministic(spec: SamplerSpec) -> bool:
-    """Whether the sampler maps noise to image deterministically (DDIM eta=0, Euler, Heun without churn, DPM++, ODE)."""
-    if spec.name not in STOCHASTIC:
-        return True
-    knob = STOCHASTIC[spec.name]
-    return knob is not None and float(spec.knobs.get(knob, 0.0)) == 0.0
+    """Whether the sampler maps noise to image deterministically, as its registration declares (`SamplerInfo`)."""
+    return SAMPLERS[spec.name].is_deterministic(spec.knobs)
 
 
 def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:

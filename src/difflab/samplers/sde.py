@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from difflab.samplers.base import DenoiseFn, Generator, StepCallback, randn_like, register, sigma_batch
+from difflab.samplers.base import ALWAYS, DenoiseFn, Generator, StepCallback, randn_like, register, sigma_batch
 from difflab.utils.tensors import append_dims
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
@@ -53,7 +53,7 @@ def reverse_step(x: Tensor, score: Tensor, x0: Tensor, sigma: Tensor, sigma_next
     return x + g2.float() * score + g2.sqrt().float() * randn_like(x, generator)
 
 
-@register("euler_maruyama")
+@register("euler_maruyama", order=1, noise=ALWAYS)
 @torch.no_grad()
 def sample_euler_maruyama(
     denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, *, cond: object = None, generator: Generator = None,
@@ -64,7 +64,7 @@ def sample_euler_maruyama(
                      predictor="euler_maruyama", corrector_steps=0)
 
 
-@register("pc")
+@register("pc", order=1, noise=ALWAYS)
 @torch.no_grad()
 def sample_pc(
     denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, *, cond: object = None, generator: Generator = None,
