@@ -98,6 +98,10 @@ def load_module(
     if sampler is not None and hasattr(sampler, "fn"):
         module.sampler = sampler
     module.run_config = ckpt["config"]
+    if getattr(getattr(module, "scheduler", None), "grid", None) == "optimized":
+        from difflab.samplers.grids import checkpoint_grid_cache
+
+        module.grid_cache = checkpoint_grid_cache(path)
     module.train_images_seen = int(ckpt.get("train_images_seen", 0))
     module.checkpoint_global_step = int(ckpt.get("global_step", 0))
     if ckpt.get("cond_stats"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor
 
 from difflab.diffusion.schedules import Scheduler
 from difflab.samplers.base import SAMPLERS, DenoiseFn, StackedGenerator, StepCallback
+from difflab.samplers.grids import cached_optimized_sigmas
 
 
 @dataclass
@@ -39,16 +41,20 @@ class SamplerSpec:
         """The registered sampler function."""
         return SAMPLERS[self.name].fn
 
-    def sigmas(self, scheduler: Scheduler) -> Tensor:
-        """The descending noise-level grid for this sampler's step count ([steps + 1], float64)."""
+    def steps_for(self, scheduler: Scheduler) -> int:
+        """The step count: `steps`, else the scheduler's training grid length."""
         steps = self.steps if self.steps is not None else getattr(scheduler, "num_train_timesteps", None)
         if steps is None:
             raise ValueError(f"sampler {self.name!r} needs `sampler.steps` for scheduler {scheduler!r}")
-        return scheduler.inference_sigmas(int(steps))
+        return int(steps)
+
+    def sigmas(self, scheduler: Scheduler) -> Tensor:
+        """The descending noise-level grid for this sampler's step count ([steps + 1], float64)."""
+        return scheduler.inference_sigmas(self.steps_for(scheduler))
 
     def nfe(self, scheduler: Scheduler) -> int:
         """Network evaluations per sample for the grid of this spec (one per step for DDPM/DDIM)."""
-        return len(self.sigmas(scheduler)) - 1
+        return self.steps_for(scheduler)
 
 
 class CountingDenoiser:
@@ -142,15 +148,23 @@ def generate(
     callback: StepCallback | None = None,
     first_index: int = 0,
     edit: Edit | None = None,
+    grid_cache: Path | None = None,
 ) -> tuple[Tensor, int]:
     """Sample n images of `shape` (C, H, W); returns (x0 [n, C, H, W] float32 on CPU, NFE per image).
 
     The images are numbers first_index .. first_index + n - 1 of the run: image i depends only on
     (seed, i), so batch size and device count (each rank taking its own range) do not change it.
-    `edit` starts from given noises or images instead (img2img, inpainting, interpolation).
+    `edit` starts from given noises or images instead (img2img, inpainting, interpolation). With the scheduler's
+    `grid=optimized` the grid is fitted to this denoiser and sampler first (`grids.py`), cached in `grid_cache`.
     """
     device = torch.device(device)
-    sigmas = spec.sigmas(scheduler) if edit is None else edit.grid(spec.sigmas(scheduler))
+    if scheduler.grid == "optimized":
+        c = None if cond is None else cond[:64].to(device)
+        full = cached_optimized_sigmas(grid_cache, denoise_fn, scheduler, spec.name, spec.steps_for(scheduler),
+                                       spec.knobs, shape, n=64 if cond is None else len(c), cond=c, device=device)
+    else:
+        full = spec.sigmas(scheduler)
+    sigmas = full if edit is None else edit.grid(full)
     batch_size = batch_size or n
     counter = CountingDenoiser(denoise_fn, spec.clip_denoised)
     out = []
