@@ -3,12 +3,14 @@
 import hydra
 
 from difflab.cli.compare import run
+from difflab.cli.entry import run_script, user_errors
 
 
 @hydra.main(config_path="conf", config_name="compare", version_base="1.3")
 def main(cfg) -> None:
-    run(cfg)
+    with user_errors():
+        run(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

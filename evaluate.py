@@ -2,13 +2,15 @@
 
 import hydra
 
+from difflab.cli.entry import run_script, user_errors
 from difflab.cli.evaluate import run
 
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 def main(cfg) -> None:
-    run(cfg)
+    with user_errors():
+        run(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -9,9 +9,11 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from difflab.errors import UserError
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """The training loss became NaN or infinite (the recipe diverged: learning rate, precision, data)."""
 
 
 class FiniteLossGuard(L.Callback):

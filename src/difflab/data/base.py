@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
 
+from difflab.errors import ConfigError, CorruptFileError, MissingFileError
 from difflab.utils.cluster import run_seed
 
 log = logging.getLogger(__name__)
@@ -28,37 +29,22 @@ log = logging.getLogger(__name__)
 Batch = dict[str, Tensor]
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(MissingFileError):
     """A data set is missing on disk; the message names the path, config key and how to get it."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-
     @classmethod
-    def for_path(
-        cls, path: str | Path, config_key: str, how_to_get: str, what: str = "Data"
-    ) -> DataNotFoundError:
+    def for_path(cls, path: str | Path, config_key: str, how_to_get: str, what: str = "Data") -> DataNotFoundError:
         """Build the standard message for `what` missing at `path`, set by `config_key`."""
-        err = cls(
-            f"{what} not found at '{path}' (config key `{config_key}`). {how_to_get}".strip()
-        )
-        err.path, err.config_key = str(path), config_key
-        return err
+        return super().for_path(path, config_key, how_to_get, what)
 
 
-class CorruptDataError(ValueError):
+class CorruptDataError(CorruptFileError):
     """A data file exists but cannot be parsed; the message names the file."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
 
     @classmethod
     def for_file(cls, path: str | Path, reason: str, hint: str = "") -> CorruptDataError:
         """Build the standard message for the unreadable file `path`."""
-        hint = hint or "Delete or replace the file (re-download or re-extract the data set)."
-        err = cls(f"Cannot read '{path}': {reason}. {hint}")
-        err.path = str(path)
-        return err
+        return super().for_file(path, reason, hint or "Delete or replace the file (re-download or re-extract the data set).")
 
 
 class CorruptImageError(CorruptDataError):
@@ -72,9 +58,9 @@ def log_rank_zero(message: str) -> None:
 
 
 def check_config(ok: bool, key: str, message: str) -> None:
-    """Raise a ValueError naming the config key `key` when `ok` is false."""
+    """Raise a ConfigError (a ValueError) naming the config key `key` when `ok` is false."""
     if not ok:
-        raise ValueError(f"Bad value for config key `{key}`: {message}")
+        raise ConfigError(f"Bad value for config key `{key}`: {message}")
 
 
 def to_model_range(images: Tensor) -> Tensor:

@@ -135,4 +135,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from difflab.cli.entry import run_script
+
+    run_script(main)

@@ -8,12 +8,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from difflab.errors import IncompatibleCheckpointError, MissingFileError
 
-class CheckpointMismatchError(RuntimeError):
+
+class CheckpointMismatchError(IncompatibleCheckpointError):
     """A checkpoint was written by a different network than the one configured."""
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(MissingFileError):
     """The checkpoint path does not exist or is not a difflab checkpoint."""
 
 

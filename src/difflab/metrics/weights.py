@@ -19,10 +19,12 @@ from pathlib import Path
 
 import torch
 
+from difflab.errors import MissingFileError
+
 log = logging.getLogger(__name__)
 
 
-class MetricWeightsError(FileNotFoundError):
+class MetricWeightsError(MissingFileError):
     """A metric's pretrained weights are not available; the message says where to put them."""
 
 

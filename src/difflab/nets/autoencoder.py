@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from difflab.errors import MissingFileError
 from difflab.nets.unet import AttentionBlock, Downsample, _norm
 
 __all__ = [
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-class AutoencoderNotFoundError(FileNotFoundError):
+class AutoencoderNotFoundError(MissingFileError):
     """A first-stage checkpoint or pretrained folder is missing; the message names the key and the fix."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from difflab.errors import MissingFileError
 from difflab.nets.prompts import parse_prompt_weights
 
 __all__ = ["CLIPTextEncoder", "PretrainedNotFoundError", "resolve_pretrained"]
@@ -27,7 +28,7 @@ __all__ = ["CLIPTextEncoder", "PretrainedNotFoundError", "resolve_pretrained"]
 log = logging.getLogger(__name__)
 
 
-class PretrainedNotFoundError(FileNotFoundError):
+class PretrainedNotFoundError(MissingFileError):
     """Pretrained weights are not on disk; the message names the folder, the config key and how to get them."""
 
 

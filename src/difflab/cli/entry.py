@@ -1,0 +1,74 @@
+"""The error contract of every entry point: a user's mistake is one paragraph on stderr and exit status 2.
+
+A root script is
+
+    @hydra.main(config_path="conf", config_name="sample", version_base="1.3")
+    def main(cfg):
+        with user_errors():
+            run(cfg)
+
+    if __name__ == "__main__":
+        run_script(main)
+
+and a `python -m difflab...` tool calls `run_script(main)` around its argparse `main`. A `UserError`
+(or an exception raised from one) prints its message without a traceback and exits with 2; a config
+that Hydra cannot compose (unknown override, unknown option of a group) keeps Hydra's message and also
+exits with 2; any other exception is a bug and keeps its traceback. `HYDRA_FULL_ERROR=1` shows the
+traceback of user errors too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+from difflab.errors import user_message
+
+USER_ERROR_STATUS = 2
+_task_started = False  # set when a Hydra task starts: a Hydra exit before it is a composition error
+
+
+def full_error() -> bool:
+    """Whether the user asked for full tracebacks (`HYDRA_FULL_ERROR=1`)."""
+    return os.environ.get("HYDRA_FULL_ERROR", "") not in ("", "0")
+
+
+def exit_with(message: str) -> NoReturn:
+    """Print a user error's paragraph on stderr and exit with status 2."""
+    sys.stderr.flush()
+    sys.stderr.write(f"Error: {message.strip()}\n")
+    sys.stderr.flush()
+    raise SystemExit(USER_ERROR_STATUS)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Inside a Hydra task: a user's mistake ends the process with its message and status 2; bugs propagate."""
+    global _task_started
+    _task_started = True
+    try:
+        yield
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None or full_error():
+            raise
+        exit_with(message)
+
+
+def run_script(main: Callable[[], Any]) -> None:
+    """Run a root script's `main` (a `@hydra.main` function, or an argparse tool) under the error contract."""
+    try:
+        main()
+    except SystemExit as exc:
+        hydra_app = hasattr(main, "__wrapped__")  # @hydra.main wraps the task function
+        if exc.code == 1 and hydra_app and not _task_started:
+            raise SystemExit(USER_ERROR_STATUS) from None  # Hydra printed why the config does not compose
+        raise
+    except Exception as exc:  # tools without Hydra, or a user error outside the task
+        message = user_message(exc)
+        if message is None or full_error():
+            raise
+        exit_with(message)
