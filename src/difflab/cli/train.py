@@ -18,6 +18,7 @@ from difflab.callbacks.metrics import SampleMetrics
 from difflab.callbacks.reconstruction import ReconstructionMetrics
 from difflab.lit.checkpoint import CheckpointNotFoundError
 from difflab.lit.latent import cached_train_set
+from difflab.samplers.aliases import resolve as resolve_sampler
 from difflab.utils.cluster import is_rank_zero, resume_path
 from difflab.utils.config import config_choices, instantiate_group
 
@@ -25,15 +26,25 @@ log = logging.getLogger(__name__)
 
 
 def group_aliases(argv: list[str], conf_dir: str | Path) -> list[str]:
-    """Accept `model.autoencoder=pretrained` for the nested group override `model/autoencoder=pretrained`
-    (Hydra names nested groups with '/'; a dotted key naming an existing option of that group is rewritten)."""
+    """Rewrite names Hydra cannot take before it composes (train.py, sample.py and evaluate.py call this):
+
+    - `model.autoencoder=pretrained` -> the nested group override `model/autoencoder=pretrained` (Hydra names
+      nested groups with '/'; a dotted key naming an existing option of that group is rewritten);
+    - `sampler="DPM++ 2M Karras"` (a web UI name or its plain spelling dpmpp_2m_karras, `samplers/aliases.py`)
+      -> `sampler=dpmpp_2m sampler.grid=karras`; an unknown name is a ConfigError listing the known ones.
+    """
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
         group = Path(conf_dir, *key.split("."))
         if sep and "." in key and not key.startswith(("+", "~")) and (group / f"{value}.yaml").is_file():
             arg = f"{key.replace('.', '/')}={value}"
-        out.append(arg)
+        elif sep and key == "sampler" and "," not in value and not (group / f"{value}.yaml").is_file():
+            name, grid = resolve_sampler(value)
+            out.append(f"sampler={name}")
+            arg = f"sampler.grid={grid}" if grid else ""
+        if arg:
+            out.append(arg)
     return out
 
 

@@ -18,6 +18,7 @@ sigma grid for a number of steps. It is plain data plus pure methods: no state c
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from typing import Literal
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor
 
 from difflab.diffusion.precond import PREDICTIONS, Scalings, vp_scalings
+from difflab.errors import ConfigError
 
 Grid = Literal["leading", "trailing", "linspace", "karras", "logsnr", "optimized"]
 COMMON_GRIDS: tuple[str, ...] = ("karras", "logsnr", "optimized")  # grids every scheduler offers
@@ -128,6 +130,16 @@ class Scheduler(ABC):
         self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
     ) -> Tensor:
         """Draw n training noise levels ([n], float64)."""
+
+    def with_grid(self, grid: str) -> Scheduler:
+        """A copy of this scheduler sampling on another grid (checked against the grids it offers)."""
+        offered = getattr(type(self), "grids", GRIDS)
+        if grid not in offered:
+            raise ConfigError.bad_value("sampler.grid", f"unknown sigma grid {grid!r} for {type(self).__name__}",
+                                        f"Choose one of {', '.join(offered)}.")
+        other = copy.copy(self)
+        other.grid = grid
+        return other
 
     def prior_std(self, sigma: float) -> float:
         """Std of the prior the sampler starts from at noise level sigma (the grid's first): x_T = prior_std * z."""

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 
 from difflab.diffusion.schedules import Scheduler
+from difflab.errors import ConfigError
+from difflab.samplers.aliases import resolve
 from difflab.samplers.base import SAMPLERS, DenoiseFn, StackedGenerator, StepCallback
 from difflab.samplers.grids import cached_optimized_sigmas
 
@@ -19,6 +21,8 @@ from difflab.samplers.grids import cached_optimized_sigmas
 class SamplerSpec:
     """A sampler by name with its step count and knobs, as composed from `conf/sampler/*.yaml`.
 
+    `name` is a registered sampler or a web UI name ("DPM++ 2M Karras", `aliases.py`), which may bring a grid.
+    `grid` (default: the scheduler's own) replaces the scheduler's grid for this sampler: karras, logsnr, ...
     `steps=None` means the scheduler's full training grid (DDPM's 1000 steps) where it has one.
     `clip_denoised` clamps x0_hat to the data range [-1, 1] at every step (DDPM's original code does).
     """
@@ -26,15 +30,23 @@ class SamplerSpec:
     name: str = "ddpm"
     steps: int | None = None
     clip_denoised: bool = False
+    grid: str | None = None
     knobs: dict[str, Any] = field(default_factory=dict)
 
-    def __init__(self, name: str = "ddpm", steps: int | None = None, clip_denoised: bool = False, **knobs: Any):
-        self.name, self.steps, self.clip_denoised, self.knobs = name, steps, clip_denoised, dict(knobs)
-        info = SAMPLERS[name]  # KeyError naming the available samplers
-        options = info.options()
+    def __init__(self, name: str = "ddpm", steps: int | None = None, clip_denoised: bool = False,
+                 grid: str | None = None, **knobs: Any):
+        self.name, alias_grid = resolve(name)
+        self.steps, self.clip_denoised, self.knobs = steps, clip_denoised, dict(knobs)
+        self.grid = grid if grid is not None else alias_grid
+        options = SAMPLERS[self.name].options()
         unknown = [k for k in self.knobs if k not in options]
         if unknown:
-            raise TypeError(f"sampler {name!r} has no option(s) {unknown}; its options are {list(options)}")
+            raise ConfigError.bad_value(f"sampler.{unknown[0]}", f"sampler {self.name!r} has no option(s) {unknown}",
+                                        f"Its options are {list(options)}.")
+
+    def scheduler_for(self, scheduler: Scheduler) -> Scheduler:
+        """The scheduler with this sampler's `grid` (itself when the sampler sets none)."""
+        return scheduler if self.grid is None else scheduler.with_grid(self.grid)
 
     @property
     def fn(self) -> Callable[..., Tensor]:
@@ -50,7 +62,7 @@ class SamplerSpec:
 
     def sigmas(self, scheduler: Scheduler) -> Tensor:
         """The descending noise-level grid for this sampler's step count ([steps + 1], float64)."""
-        return scheduler.inference_sigmas(self.steps_for(scheduler))
+        return self.scheduler_for(scheduler).inference_sigmas(self.steps_for(scheduler))
 
     def nfe(self, scheduler: Scheduler) -> int:
         """Network evaluations per sample for the grid of this spec (one per step for DDPM/DDIM)."""
@@ -158,10 +170,11 @@ def generate(
     `grid=optimized` the grid is fitted to this denoiser and sampler first (`grids.py`), cached in `grid_cache`.
     """
     device = torch.device(device)
-    if scheduler.grid == "optimized":
+    sched = spec.scheduler_for(scheduler)
+    if sched.grid == "optimized":
         c = None if cond is None else cond[:64].to(device)
-        full = cached_optimized_sigmas(grid_cache, denoise_fn, scheduler, spec.name, spec.steps_for(scheduler),
-                                       spec.knobs, shape, n=64 if cond is None else len(c), cond=c, device=device)
+        full = cached_optimized_sigmas(grid_cache, denoise_fn, sched, spec.name, spec.steps_for(scheduler), spec.knobs,
+                                       shape, n=64 if cond is None else len(c), cond=c, device=device)
     else:
         full = spec.sigmas(scheduler)
     sigmas = full if edit is None else edit.grid(full)

@@ -17,7 +17,6 @@ Notation: N = steps, x_T [n, *shape] prior samples from a fixed seed, S_grid the
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -68,14 +67,9 @@ def optimize_sigmas(denoise_fn: DenoiseFn, scheduler: Scheduler, sampler: str, s
     info = SAMPLERS[sampler]
     if not info.is_deterministic(knobs):
         raise ValueError(f"grid=optimized needs a deterministic sampler; {sampler!r} with {knobs} draws fresh noise")
-    base = copy.copy(scheduler)
-    starts = []
-    for grid in getattr(type(scheduler), "grids", GRIDS):
-        if grid != "optimized":
-            base.grid = grid
-            starts.append(base.inference_sigmas(steps)[:-1].log())
-    base.grid = "logsnr"
-    sigmas_ref = base.inference_sigmas(reference_steps)
+    grids = [g for g in getattr(type(scheduler), "grids", GRIDS) if g != "optimized"]
+    starts = [scheduler.with_grid(g).inference_sigmas(steps)[:-1].log() for g in grids]
+    sigmas_ref = scheduler.with_grid("logsnr").inference_sigmas(reference_steps)
     z = torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed)).to(device)
     x_ref = SAMPLERS["unipc"](denoise_fn, z * scheduler.prior_std(float(sigmas_ref[0])), sigmas_ref, cond=cond, order=3)
 
