@@ -29,6 +29,7 @@ WEBUI_NAMES: dict[str, tuple[str, str | None]] = {
     "DDPM": ("ddpm", None),
     "PLMS": ("plms", None),
     "UniPC": ("unipc", None),
+    "DPM adaptive": ("dpm_adaptive", None),
 }
 
 
