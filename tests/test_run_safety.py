@@ -31,7 +31,8 @@ def _hydra_cfg(root: Path, *overrides: str):
 
 
 def test_two_launches_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
-    stamps = iter(["2026-01-01_00-00-00.000000_aaaa"] * 2 + ["2026-01-01_00-00-00.000000_bbbb"])
+    stamps = iter(["2026-01-01_00-00-00.000000_aaaa"] * 2 + ["2026-01-01_00-00-00.000000_bbbb"] +
+                  ["2026-01-01_00-00-00.000000_cccc"] * 2 + ["2026-01-01_00-00-00.000000_dddd"])
     monkeypatch.setattr("difflab.utils.config.run_stamp", lambda: next(stamps))  # force the worst case: one name
     from difflab.utils.config import register_resolvers
 
@@ -42,6 +43,11 @@ def test_two_launches_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
     assert first.hydra.run.dir != second.hydra.run.dir
     assert sorted(p.name for p in (tmp_path / "runs" / "train").iterdir()) == [
         "2026-01-01_00-00-00.000000_aaaa", "2026-01-01_00-00-00.000000_bbbb"]
+    sweeps = _hydra_cfg(tmp_path), _hydra_cfg(tmp_path)  # `-m` sweeps: the sweep folder likewise
+    for sweep in sweeps:
+        ClaimRunFolder().on_multirun_start(sweep)
+    assert sorted(p.name for p in (tmp_path / "runs" / "train" / "multirun").iterdir()) == [
+        "2026-01-01_00-00-00.000000_cccc", "2026-01-01_00-00-00.000000_dddd"]
     monkeypatch.undo()
     register_resolvers()
     a, b = run_folders.run_stamp(), run_folders.run_stamp()

@@ -8,6 +8,7 @@ interrupted process are dropped or skipped, so every step appears exactly once.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import secrets
@@ -149,28 +150,74 @@ def wandb_unreachable(timeout: float = 10.0) -> str | None:
     return outcome[0] if outcome else f"{host}:{port} did not answer within {timeout:.0f} s"
 
 
-class ResumableWandbLogger(WandbLogger):
-    """Lightning's WandbLogger that logs every step once across resumes: after `resume_at_step`, a key is logged at
-    a step only when the run's earlier segments (their local transaction logs) did not write it at that step yet."""
+WANDB_JOURNAL = "wandb_history.jsonl"
 
-    def __init__(self, *args: Any, history_dirs: list[Path] | None = None, **kwargs: Any) -> None:
+
+def _scalars(metrics: Any) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if hasattr(value, "numel") and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (int, float)):
+            out[key] = float(value)
+    return out
+
+
+def _read_journal(path: Path) -> list[dict[str, float]]:
+    entries = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:  # the line a kill cut off
+                break
+    return entries
+
+
+class ResumableWandbLogger(WandbLogger):
+    """Lightning's WandbLogger that logs every scalar once per step across kills and resumes.
+
+    Each logged scalar also goes to `<run>/wandb_history.jsonl` (appended at once; W&B buffers its own files, and a
+    SIGKILL loses what it had not written). On `resume_at_step(n)` the history in the run's W&B transaction logs is
+    read back: journal entries of steps < n that W&B lost are logged again, journal entries of steps >= n are dropped
+    (training logs them again), and from then on a (key, step) already in W&B's history is not logged twice."""
+
+    def __init__(self, *args: Any, run_dirs: list[Path] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._history_dirs = history_dirs or []
-        self._written: dict[str, int] = {}
+        self._run_dirs = run_dirs or [Path(self.save_dir)]
+        self._journal = self._run_dirs[0] / WANDB_JOURNAL
+        self._written: set[tuple[str, int]] = set()
 
     def resume_at_step(self, step: int) -> None:
-        """The run continues from a checkpoint of global step `step`: read what earlier segments logged."""
-        from difflab.utils.wandb_history import last_logged_steps
+        """The run continues from a checkpoint of global step `step`: complete W&B's history up to it."""
+        from difflab.utils.wandb_history import logged_pairs
 
-        if self._id:
-            self._written = last_logged_steps(self._history_dirs, self._id)
+        if not self._id:
+            return
+        self._written = logged_pairs([d / "wandb" for d in self._run_dirs], self._id)
+        lost: dict[tuple[str, int], float] = {}
+        for folder in dict.fromkeys(d.resolve() for d in self._run_dirs):
+            for entry in _read_journal(folder / WANDB_JOURNAL):
+                at = int(entry.pop("step"))
+                lost.update({(k, at): v for k, v in entry.items() if at < step and (k, at) not in self._written})
+        tmp = self._journal.with_name(f".{WANDB_JOURNAL}.tmp")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in _read_journal(self._journal) if int(e["step"]) < step))
+        os.replace(tmp, self._journal)
+        for at in sorted({a for _, a in lost}):
+            missing = {k: v for (k, a), v in lost.items() if a == at}
+            super().log_metrics(missing, at)
+            self._written.update((k, at) for k in missing)
 
     def log_metrics(self, metrics: Any, step: int | None = None) -> None:
-        """Log the values not yet in the run's history at `step`."""
-        if step is not None and self._written:
-            metrics = {k: v for k, v in metrics.items() if step > self._written.get(k, -1)}
+        """Log the values not yet in the run's history at `step` (and journal the scalars)."""
+        if step is not None:
+            metrics = {k: v for k, v in metrics.items() if (k, step) not in self._written}
             if not metrics:
                 return
+            scalars = _scalars(metrics)
+            if scalars:
+                with open(self._journal, "a") as file:
+                    file.write(json.dumps({"step": step, **scalars}) + "\n")
         super().log_metrics(metrics, step)
 
 
@@ -199,12 +246,12 @@ def wandb_logger(
     os.environ["WANDB_MODE"] = mode
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     run_id = id or wandb_run_id(save_dir, resume_from)
-    history = [Path(save_dir) / "wandb"]
+    run_dirs = [Path(save_dir)]
     if resume_from:  # a run resumed in a new folder continues the W&B run of the checkpoint's folder
         ckpt = Path(resume_from).resolve()
-        history += [ckpt.parent / "wandb", ckpt.parent.parent / "wandb"]
+        run_dirs += [ckpt.parent, ckpt.parent.parent]
     return ResumableWandbLogger(
         save_dir=save_dir, project=project, name=name, group=group, job_type=job_type,
         tags=list(tags or []), offline=(mode == "offline"), mode=mode, id=run_id, resume="allow",
-        history_dirs=history, **kwargs,
+        run_dirs=run_dirs, **kwargs,
     )

@@ -1,10 +1,10 @@
 """What a W&B run has already written: the history in its local transaction logs (`run-<id>.wandb`).
 
 W&B writes every record of a run, online or offline, to `<save_dir>/wandb/<offline-run|run>-<time>-<id>/run-<id>.wandb`
-before sending it. The file is a LevelDB-style log: a 7-byte header (':W&B', magic 0xBEE1, version 0), then 32 KiB
+before sending it, but buffered: a process killed with SIGKILL can lose what it logged last. The file is a LevelDB-style log: a 7-byte header (':W&B', magic 0xBEE1, version 0), then 32 KiB
 blocks of chunks, each a 7-byte header (CRC-32, length, type: full, first, middle, last) and part of one serialized
 `Record` protobuf. A resumed run reads the history of its earlier segments so that it logs every step once
-(`last_logged_steps`); the tests read it back the same way.
+(`logged_pairs`); the tests read it back the same way.
 """
 
 from __future__ import annotations
@@ -68,16 +68,13 @@ def run_logs(wandb_dir: str | Path, run_id: str) -> list[Path]:
     return sorted(Path(wandb_dir).glob(f"*run-*-{run_id}/run-{run_id}.wandb"), key=lambda p: p.parent.name.split("-")[-2])
 
 
-def last_logged_steps(wandb_dirs: list[Path], run_id: str) -> dict[str, int]:
-    """For each logged key, the highest trainer step at which the run's earlier segments wrote it."""
-    last: dict[str, int] = {}
+def logged_pairs(wandb_dirs: list[Path], run_id: str) -> set[tuple[str, int]]:
+    """The (key, trainer step) pairs that the run's earlier segments wrote to their transaction logs."""
+    pairs: set[tuple[str, int]] = set()
     for folder in wandb_dirs:
         for path in run_logs(folder, run_id):
             for row in history_rows(path):
-                if STEP_KEY not in row:
-                    continue
-                step = int(float(row[STEP_KEY]))
-                for key in row:
-                    if key not in INTERNAL:
-                        last[key] = max(step, last.get(key, -1))
-    return last
+                if STEP_KEY in row:
+                    step = int(float(row[STEP_KEY]))
+                    pairs.update((key, step) for key in row if key not in INTERNAL)
+    return pairs
