@@ -62,14 +62,15 @@ def test_a_new_run_into_an_existing_run_folder_exits_2_and_changes_nothing(tmp_p
         (run / rel).write_text(text)
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
     env = {**os.environ, "WANDB_MODE": "offline", "DIFFLAB_ROOT": str(tmp_path)}
-    for override in (f"hydra.run.dir={run}", f"paths.run_dir={run}"):
-        done = subprocess.run([sys.executable, "train.py", "debug=fast", "seed=3", override], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 2, done.stderr[-2000:]
-        assert "Traceback" not in done.stderr
-        assert str(run) in done.stderr and f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in done.stderr
-        after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
-        assert after == before
+    done = subprocess.run([sys.executable, "train.py", "debug=fast", "seed=3", f"hydra.run.dir={run}"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert str(run) in done.stderr and f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in done.stderr
+    with pytest.raises(UnwritableOutputError, match="already holds a run"):  # paths.run_dir=, in-process
+        train.run(compose_config("train", ["debug=fast", "seed=3", f"paths.run_dir={run}"], tmp_path))
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
+    assert after == before
 
 
 def test_an_existing_run_folder_is_resumed_only_when_asked(tmp_path, monkeypatch):
