@@ -72,8 +72,10 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
 
 def clean_temp_files(folder: str | Path) -> list[Path]:
-    """Delete the temp files that killed writes left anywhere under a run folder; returns them."""
-    stale = [p for p in Path(folder).rglob(temp_name_pattern()) if p.is_file()]
+    """Delete the temp files that killed writes left anywhere under a run folder (W&B's own folder aside: a killed
+    run's W&B process may still be finishing there); returns them."""
+    folder = Path(folder)
+    stale = [p for p in folder.rglob(temp_name_pattern()) if p.is_file() and "wandb" not in p.relative_to(folder).parts]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
