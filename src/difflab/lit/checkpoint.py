@@ -102,7 +102,8 @@ def load_module(
     if sampler is not None and hasattr(sampler, "fn"):
         module.sampler = sampler
     module.run_config = ckpt["config"]
-    if getattr(getattr(module, "scheduler", None), "grid", None) == "optimized":
+    chosen = [getattr(getattr(module, part, None), "grid", None) for part in ("scheduler", "sampler")]
+    if "optimized" in chosen:
         from difflab.samplers.grids import checkpoint_grid_cache
 
         module.grid_cache = checkpoint_grid_cache(path)
