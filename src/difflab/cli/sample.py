@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from difflab.callbacks.sample_grid import save_grid
+from difflab.conditions import INPUT_KEYS
 from difflab.lit.checkpoint import load_module
 from difflab.samplers import Edit, StackedGenerator, is_deterministic, sample_seeds, slerp
 
@@ -83,19 +84,9 @@ def make_edit(cfg: DictConfig, module: Any, seed: int) -> Edit | None:
     return Edit(init=init, strength=1.0, mask=keep)
 
 
-def vector_condition(cfg: DictConfig, module: Any) -> torch.Tensor:
-    """sample.py's `cond` ({column: raw value}) z-scored with the run's training statistics, for all n images: [n, D]."""
-    stats = getattr(module, "cond_stats", None)
-    if stats is None:
-        raise ValueError(f"{cfg.ckpt} holds no condition statistics (`cond_stats`); it was not trained on vector data")
-    values = cfg.get("cond")
-    if isinstance(values, str):
-        values = OmegaConf.create(values)  # cond='{x1: 0.3, x2: 1.2}' given as one string
-    if not isinstance(values, (dict, DictConfig)):
-        example = ", ".join(f"{c}: {m:.3g}" for c, m in zip(stats.columns, stats.mean))
-        raise ValueError(f"this model is conditioned on {stats.columns}: pass cond='{{{example}}}' (raw units)")
-    raw = stats.raw_vector(OmegaConf.to_container(values) if isinstance(values, DictConfig) else values)
-    return stats.encode(raw).expand(int(cfg.n), -1)
+def condition_inputs(cfg: DictConfig) -> dict[str, Any]:
+    """The condition-related keys the user gave (`class_label`, `cond`, `prompt`, ...; None when not given)."""
+    return {key: cfg.get(key) for key in INPUT_KEYS}
 
 
 def resolve_seed(seed: Any) -> int:
@@ -121,14 +112,14 @@ def load_model(cfg: DictConfig) -> Any:
     raise ValueError("pass ckpt=<checkpoint> or model=sd pipeline.path=<Stable Diffusion folder>")
 
 
-def text_conditions(module: Any, prompts: list[str], negative_prompt: str | None) -> tuple[Any, Any]:
-    """(cond [n, L, D], uncond [1, L, D] or None) of a text-conditioned model; (None, None) for the others."""
-    if not hasattr(module, "encode_prompts"):
-        return None, None
-    if any(p is None for p in prompts):
-        raise ValueError("a text-conditioned model needs prompt=\"...\" (config key `prompt`)")
-    uncond = module.encode_prompts([negative_prompt]) if negative_prompt else None
-    return module.encode_prompts(prompts), uncond
+def given_or(value: Any, default: Any) -> Any:
+    """The value given on the command line, or the model's default when it was not given (None)."""
+    return default if value is None else value
+
+
+def negative_condition(module: Any, negative_prompt: str | None) -> torch.Tensor | None:
+    """Guidance's unconditional branch when a negative prompt is given ([1, L, D]); None = the null condition."""
+    return module.condition.to_net([negative_prompt]) if negative_prompt else None
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -138,18 +129,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = load_model(cfg)
     device = pick_device(str(cfg.device))
     module.to(device)
-    cond, uncond = text_conditions(module, [cfg.get("prompt")] * int(cfg.n), cfg.get("negative_prompt"))
-    if module.cond_key == "label":
-        num_classes = (module.run_config or {}).get("data", {}).get("num_classes") or 10
-        labels = torch.full((cfg.n,), int(cfg.class_label)) if cfg.class_label is not None else torch.arange(cfg.n) % num_classes
-        cond = labels
-    elif module.cond_key == "cond":
-        cond = vector_condition(cfg, module)
+    condition = module.condition
+    requests = condition.parse(condition_inputs(cfg), int(cfg.n))  # before sampling: inputs that mean nothing stop here
+    edit = make_edit(cfg, module, seed)
     with autocast_for(device, precision):
+        cond, uncond = condition.to_net(requests.values), negative_condition(module, cfg.get("negative_prompt"))
         extra = {"uncond": uncond} if uncond is not None else {}
         images, nfe = module.generate(int(cfg.n), seed=seed, batch_size=int(cfg.batch_size), cond=cond,
                                       guidance_scale=cfg.get("guidance_scale"), guidance_rescale=cfg.get("guidance_rescale"),
-                                      edit=make_edit(cfg, module, seed), **extra)
+                                      edit=edit, **extra)
 
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -163,12 +151,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "ckpt": str(Path(cfg.ckpt).resolve()) if cfg.get("ckpt") else None, "n": int(cfg.n), "seed": seed, "nfe": nfe,
         "sampler": {"name": spec.name, "steps": spec.steps, **spec.knobs}, "scheduler": repr(module.scheduler),
         "use_ema": bool(cfg.use_ema), "precision": precision, "device": str(device),
-        "guidance_scale": cfg.get("guidance_scale") if cond is not None else None,
+        "guidance_scale": given_or(cfg.get("guidance_scale"), module.guidance_scale) if condition.guided else None,
+        **({"guidance_rescale": given_or(cfg.get("guidance_rescale"), module.guidance_rescale)} if condition.guided else {}),
         **({"pipeline": str(cfg.pipeline.path)} if cfg.get("pipeline") else {}),
-        **({"prompt": cfg.prompt, "negative_prompt": cfg.get("negative_prompt"),
-            "guidance_rescale": cfg.get("guidance_rescale")} if uncond is not None or hasattr(module, "encode_prompts") else {}),
-        **({"cond": dict(zip(module.cond_stats.columns, module.cond_stats.decode(cond[0]).tolist()))}
-           if module.cond_key == "cond" else {}),
+        "condition": condition.kind, **condition.record(requests),
+        **({"negative_prompt": cfg.negative_prompt} if cfg.get("negative_prompt") else {}),
         "mode": str(cfg.get("mode", "generate")),
         **({"init_image": cfg.get("init_image"), "strength": float(cfg.strength), "mask": cfg.get("mask")}
            if cfg.get("mode") in ("img2img", "inpaint") else {}),
