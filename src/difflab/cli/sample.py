@@ -42,31 +42,50 @@ def pick_device(name: str) -> torch.device:
 MODES = ("generate", "img2img", "inpaint", "interpolate")
 
 
-def load_image(path: str, channels: int, resolution: int, key: str) -> torch.Tensor:
-    """An image file as [1, C, R, R] in [-1, 1] (centre crop + bicubic resize); clear errors name the key."""
-    from PIL import Image
+def run_data(module: Any) -> Any:
+    """The data module of the checkpoint's run (how it preprocesses image files: ROI crop, resize), or None when
+    the checkpoint names none (e.g. model=sd) or it cannot be built here (then files are centre-cropped)."""
+    from hydra.utils import instantiate
 
-    from difflab.data.base import CorruptImageError, DataNotFoundError, to_model_range
-    from difflab.data.image_folder import fit_square, to_mode
+    from difflab.errors import user_message
 
-    if not path or not Path(path).is_file():
-        raise DataNotFoundError.for_path(path, key, f"`{key}` must name an image file.", "Image")
+    data = (module.run_config or {}).get("data") or {}
+    if "_target_" not in data:
+        return None
     try:
-        with Image.open(path) as img:
-            img = fit_square(to_mode(img, channels), resolution, center_crop=True)
-            array = torch.from_numpy(np.array(img, dtype=np.uint8)).reshape(resolution, resolution, -1)
-    except Exception as e:  # PIL raises many types
-        raise CorruptImageError.for_file(path, f"{type(e).__name__}: {e}") from None
-    return to_model_range(array.permute(2, 0, 1)[None])
+        return instantiate(data)
+    except Exception as err:  # its training data may live on another machine
+        if user_message(err) is None:
+            raise
+        log.warning("edit inputs are centre-cropped: the run's data module cannot be built here (%s)", user_message(err))
+        return None
 
 
-def make_edit(cfg: DictConfig, module: Any, seed: int) -> Edit | None:
-    """The `Edit` of sample.py's mode: img2img / inpaint from `init_image`, interpolate between two noises."""
+def load_image(path: str, key: str, datamodule: Any, channels: int, resolution: int) -> torch.Tensor:
+    """An image file as [1, C, R, R] in [-1, 1], preprocessed as the run's training images were (the data module's
+    ROI crop and resize; a centre crop without one); clear errors name the key."""
+    from difflab.data.base import CorruptImageError, DataNotFoundError, to_model_range
+    from difflab.data.image_folder import ImageFileDataset
+
+    file = Path(path or "")
+    if not path or not file.is_file():
+        raise DataNotFoundError.for_path(path, key, f"`{key}` must name an image file.", "Image")
+    dataset = (datamodule.file_dataset(file, channels) if datamodule is not None
+               else ImageFileDataset(file.parent, [file.name], None, resolution, channels, center_crop=True))
+    try:
+        return to_model_range(dataset.load(0)[None])
+    except CorruptImageError as err:
+        raise CorruptImageError(f"{err} (config key `{key}`)") from None
+
+
+def make_edit(cfg: DictConfig, module: Any, seed: int) -> tuple[Edit | None, dict[str, Any]]:
+    """The `Edit` of sample.py's mode: img2img / inpaint from `init_image` (preprocessed by the run's data module,
+    see `load_image`), interpolate between two noises; and what samples.json records about the inputs."""
     mode, n = str(cfg.get("mode", "generate")), int(cfg.n)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "generate":
-        return None
+        return None, {}
     channels, resolution = module.image_shape[0], module.image_shape[-1]
     if mode == "interpolate":
         if not is_deterministic(module.sampler):
@@ -75,13 +94,17 @@ def make_edit(cfg: DictConfig, module: Any, seed: int) -> Edit | None:
         a, b = (int(i) for i in cfg.interpolate_between)
         z = StackedGenerator(sample_seeds(seed, 1, a) + sample_seeds(seed, 1, b)).randn(
             (2, *module.latent_shape))  # latent models: noise in latent shape
-        return Edit(noise=slerp(z[0], z[1], torch.linspace(0, 1, n)))
-    init = load_image(cfg.get("init_image"), channels, resolution, "init_image").expand(n, -1, -1, -1)
+        return Edit(noise=slerp(z[0], z[1], torch.linspace(0, 1, n))), {"interpolate_between": [a, b]}
+    data = run_data(module)
+    init = load_image(cfg.get("init_image"), "init_image", data, channels, resolution).expand(n, -1, -1, -1)
+    record = {"init_image": cfg.get("init_image"), "strength": float(cfg.strength), "mask": cfg.get("mask"),
+              "preprocessing": data.preprocessing() if data is not None else
+              {"resolution": resolution, "center_crop": True, "resize": "bicubic"}}
     if mode == "img2img":
-        return Edit(init=init, strength=float(cfg.strength))
-    mask = load_image(cfg.get("mask"), 1, resolution, "mask")  # white (1) = regenerate
+        return Edit(init=init, strength=float(cfg.strength)), record
+    mask = load_image(cfg.get("mask"), "mask", data, 1, resolution)  # white (1) = regenerate
     keep = (mask < 0).float().expand(n, channels, -1, -1)
-    return Edit(init=init, strength=1.0, mask=keep)
+    return Edit(init=init, strength=1.0, mask=keep), {**record, "strength": 1.0}
 
 
 def condition_inputs(cfg: DictConfig) -> dict[str, Any]:
@@ -131,7 +154,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module.to(device)
     condition = module.condition
     requests = condition.parse(condition_inputs(cfg), int(cfg.n))  # before sampling: inputs that mean nothing stop here
-    edit = make_edit(cfg, module, seed)
+    edit, edit_record = make_edit(cfg, module, seed)
     with autocast_for(device, precision):
         cond, uncond = condition.to_net(requests.values), negative_condition(module, cfg.get("negative_prompt"))
         extra = {"uncond": uncond} if uncond is not None else {}
@@ -156,10 +179,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         **({"pipeline": str(cfg.pipeline.path)} if cfg.get("pipeline") else {}),
         "condition": condition.kind, **condition.record(requests),
         **({"negative_prompt": cfg.negative_prompt} if cfg.get("negative_prompt") else {}),
-        "mode": str(cfg.get("mode", "generate")),
-        **({"init_image": cfg.get("init_image"), "strength": float(cfg.strength), "mask": cfg.get("mask")}
-           if cfg.get("mode") in ("img2img", "inpaint") else {}),
-        **({"interpolate_between": list(cfg.interpolate_between)} if cfg.get("mode") == "interpolate" else {}),
+        "mode": str(cfg.get("mode", "generate")), **edit_record,
     }
     (out_dir / "samples.json").write_text(json.dumps(record, indent=2))
     log.info("wrote %d images and %s (NFE %d per image)", len(images), grid, nfe)

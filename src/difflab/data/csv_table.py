@@ -85,12 +85,12 @@ class ROIImageDataset(ImageFileDataset):
     """Image files cropped to a region of interest and resized (squashed) to [C, R, R], with a condition vector each."""
 
     def __init__(self, root: Path, files: list[str], cond: Tensor, roi: Sequence[int] | None, resolution: int,
-                 channels: int, rows: list[int]) -> None:
+                 channels: int, rows: list[int] | None) -> None:
         super().__init__(root, files, None, resolution, channels, center_crop=False)
         self.cond, self.roi, self.rows = cond.to(torch.float32), None if roi is None else tuple(int(v) for v in roi), rows
 
     def describe(self, index: int) -> str:
-        return f"{super().describe(index)} (CSV row {self.rows[index]})"
+        return super().describe(index) + ("" if self.rows is None else f" (CSV row {self.rows[index]})")
 
     def crop_box(self, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
         """PIL's (left, upper, right, lower) of the ROI; a ValueError when it does not fit in an image of `size`."""
@@ -149,6 +149,15 @@ class CSVDataModule(ImageDataModule):
         self.normalize, self.val_fraction, self.verify = bool(normalize), float(val_fraction), bool(verify)
         self.cond_dim = cond_dim or (len(columns) if columns else None)
         self.cond_stats: CondStats | None = None
+
+    def file_dataset(self, path: Path, channels: int | None = None) -> Dataset:
+        """One image file cropped to `data.roi` and resized like the training images (e.g. an img2img input)."""
+        return ROIImageDataset(path.parent, [path.name], torch.zeros(1, 0), self.roi, self.resolution,
+                               channels or self.channels, None)
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"data": self.name, "resolution": self.resolution, "roi": self.roi, "center_crop": False,
+                "resize": "bicubic"}
 
     def _check_files(self, files: list[str]) -> None:
         """Every listed image exists (a DataNotFoundError naming the rows and files otherwise)."""
