@@ -9,6 +9,7 @@ not an interpreter start.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import runpy
@@ -30,6 +31,7 @@ MODELS = {
                "data.num_samples=64"],
 }
 VECTOR = "{cx: 0.5, cy: 0.5, size: 0.1, aspect: 1, r: 0.5, g: 0.5, b: 0.5, background: 0.2}"
+COLUMNS = ["cx", "cy", "size", "aspect", "r", "g", "b", "background"]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +39,12 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from difflab.cli import train
 
     root = tmp_path_factory.mktemp("condition_inputs")
-    return {name: train.run(compose_config("train", [*TRAIN, *overrides], root / name))["last_ckpt"]
-            for name, overrides in MODELS.items()}
+    tables = {"good": [COLUMNS, [0.3] * 7 + [0.1], [0.7] * 7 + [0.4], [0.5] * 7 + [0.2]],
+              "typo": [[*COLUMNS[:-1], "backgrund"], [0.3] * 8], "text": [COLUMNS, [0.3] * 7 + ["dark"]]}
+    for name, rows in tables.items():
+        (root / f"{name}.csv").write_text("\n".join(",".join(map(str, row)) for row in rows) + "\n")
+    return {**{name: train.run(compose_config("train", [*TRAIN, *overrides], root / name))["last_ckpt"]
+               for name, overrides in MODELS.items()}, **{f"{name}.csv": root / f"{name}.csv" for name in tables}}
 
 
 def run_script(script: str, *args: str, cwd: Path, timeout: float = 240) -> tuple[int, str]:
@@ -93,13 +99,20 @@ SAMPLE_ERRORS = [  # (model, overrides, what the message must name)
     ("vector", ["cond=0.5"], ["`cond`", "one raw value per column"]),
     ("vector", ["class_label=1"], ["`class_label`", "vector of values", "cond="]),
     ("vector", ["prompt=a red square"], ["`prompt`", "cond="]),
+    ("vector", ["cond_csv={typo}"], ["typo.csv", "`cond_csv`", "['background']", "['backgrund']"]),
+    ("vector", ["cond_csv={text}"], ["text.csv", "row 2", "'background'", "'dark'"]),
+    ("vector", ["cond_csv=/no/such/conds.csv"], ["/no/such/conds.csv", "`cond_csv`"]),
+    ("vector", ["cond_csv={good}", f"cond={VECTOR}"], ["`cond`", "`cond_csv`"]),
+    ("class", ["cond_csv={good}"], ["`cond_csv`", "class_label="]),
 ]
 
 
 def test_condition_inputs_that_mean_nothing_are_clear_errors(ckpts: dict[str, Path], tmp_path: Path) -> None:
     failures = []
     for model, overrides, named in SAMPLE_ERRORS:
-        code, log = run_script("sample.py", f"ckpt={ckpts[model]}", "n=2", *overrides, cwd=tmp_path)
+        args = [o.format(**{k.removesuffix(".csv"): v for k, v in ckpts.items() if k.endswith(".csv")})
+                if "cond_csv" in o else o for o in overrides]
+        code, log = run_script("sample.py", f"ckpt={ckpts[model]}", "n=2", *args, cwd=tmp_path)
         if code != 2 or "Traceback" in log or not all(part in log for part in named):
             failures.append(f"{model} {overrides}: exit {code}\n{log[-1500:]}")
     assert not failures, "\n\n".join(failures)
@@ -126,3 +139,15 @@ def test_inputs_that_mean_something_still_sample_and_are_recorded(ckpts: dict[st
         record = json.loads((out / "samples.json").read_text())
         assert expected.items() <= record.items(), record
     assert json.loads((tmp_path / "vector" / "samples.json").read_text())["cond"]["background"] == pytest.approx(0.2)
+
+    out = tmp_path / "table"  # cond_csv: one image per row, and conditions.csv maps each file to its vector
+    code, log = run_script("sample.py", f"ckpt={ckpts['vector']}", f"cond_csv={ckpts['good.csv']}", *steps[:2],
+                           f"out_dir={out}", cwd=tmp_path)
+    assert code == 0, log[-2000:]
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    with (out / "conditions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["file"] for r in rows] == ["images/000000.png", "images/000001.png", "images/000002.png"]
+    assert [float(r["background"]) for r in rows] == pytest.approx([0.1, 0.4, 0.2], abs=1e-6)
+    assert float(rows[1]["cx"]) == pytest.approx(0.7, abs=1e-6)
+    assert json.loads((out / "samples.json").read_text())["n"] == 3

@@ -11,7 +11,8 @@ caller asks it instead of testing the kind:
   (class i mod K; validation vector i mod N; prompt i mod len);
 - `parse(inputs, n)`: the command line (`class_label=`, `cond=`, `prompt=`/`negative_prompt=`), with
   a clear error for an input that means nothing for this model;
-- `record(requests)`: what samples.json / metrics.json write about it;
+- `record(requests)`, `rows(requests)`: what samples.json writes about it, and one row per image (the
+  `conditions.csv` next to the images);
 - `state_dict` / `load_state_dict`: its state (the z-score statistics of vectors), saved in checkpoints.
 
 A `Requests` holds the conditions of a set of images: `values` (what `to_net` turns into the network's
@@ -29,7 +30,8 @@ from torch import Tensor
 
 from difflab.errors import ConfigError, IncompatibleCheckpointError
 
-INPUT_KEYS = ("class_label", "cond", "prompt", "negative_prompt", "prompts", "guidance_scale", "guidance_rescale")
+INPUT_KEYS = ("class_label", "cond", "cond_csv", "prompt", "negative_prompt", "prompts", "guidance_scale",
+              "guidance_rescale")
 GUIDANCE_KEYS = ("guidance_scale", "guidance_rescale")
 
 
@@ -122,6 +124,10 @@ class Condition:
         """What samples.json records about the requested conditions."""
         return {}
 
+    def rows(self, requests: Requests) -> list[dict[str, Any]]:
+        """The requested condition of each image, one {name: value} row per image (none for an unconditional model)."""
+        return []
+
     def config(self) -> dict[str, Any]:
         """What metrics.json records about the condition itself."""
         return {"kind": self.kind, "drop_prob": self.drop_prob}
@@ -192,6 +198,9 @@ class ClassLabel(Condition):
         labels = sorted(set(requests.labels.tolist())) if requests.labels is not None else []
         return {"class_label": labels[0] if len(labels) == 1 else labels}
 
+    def rows(self, requests: Requests) -> list[dict[str, Any]]:
+        return [{"class_label": k} for k in requests.labels.tolist()]
+
     def config(self) -> dict[str, Any]:
         return {**super().config(), "num_classes": self.num_classes}
 
@@ -206,7 +215,7 @@ class Vector(Condition):
     """A vector of measured values per image from `batch["cond"]` (z-scored by the training split's `CondStats`);
     the null vector is a row of NaN (`VectorEmbedding`'s learned null embedding)."""
 
-    kind, key, inputs = "vector", "cond", ("cond",)
+    kind, key, inputs = "vector", "cond", ("cond", "cond_csv")
     checks, guided = frozenset({"cond_mae"}), True
 
     def __init__(self, drop_prob: float = 0.1) -> None:
@@ -250,6 +259,8 @@ class Vector(Condition):
 
         self.refuse_foreign(inputs)
         stats = self._require_stats()
+        if inputs.get("cond_csv") is not None:
+            return self._parse_table(inputs)
         values = inputs.get("cond")
         example = ", ".join(f"{c}: {m:.3g}" for c, m in zip(stats.columns, stats.mean))
         if isinstance(values, str):
@@ -266,15 +277,32 @@ class Vector(Condition):
         raw = stats.raw_vector(values, key="cond")
         return self.requests_of(raw.expand(n, -1))
 
+    def _parse_table(self, inputs: Mapping[str, Any]) -> Requests:
+        """`cond_csv=<file>`: one image per row, the columns named as in training (raw units)."""
+        from pathlib import Path
+
+        from difflab.data.csv_table import read_table
+
+        if inputs.get("cond") is not None:
+            raise ConfigError("Config keys `cond` and `cond_csv` both given: pass one vector for every image (cond=...) "
+                              "or one per row of a CSV file (cond_csv=...), not both.")
+        columns = self.stats.columns
+        _, _, raw = read_table(Path(str(inputs["cond_csv"])).expanduser(), None, columns, key="cond_csv", min_rows=1,
+                               exact=True)
+        return self.requests_of(raw.float())
+
     def requests_of(self, raw: Tensor) -> Requests:
         """Requests of raw vectors [n, D] (encoded as the network saw its training data)."""
         vectors = self._require_stats().encode(raw)
         return Requests(vectors, None, vectors, None)
 
     def record(self, requests: Requests) -> dict[str, Any]:
-        raw = self._require_stats().decode(requests.vectors)
-        rows = [dict(zip(self.stats.columns, r)) for r in raw.tolist()]
+        rows = self.rows(requests)
         return {"cond": rows[0] if all(r == rows[0] for r in rows) else rows}
+
+    def rows(self, requests: Requests) -> list[dict[str, Any]]:
+        raw = self._require_stats().decode(requests.vectors)  # the raw units the user asked in
+        return [dict(zip(self.stats.columns, r)) for r in raw.tolist()]
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "columns": None if self.stats is None else list(self.stats.columns)}
@@ -356,6 +384,9 @@ class TextPrompt(Condition):
     def record(self, requests: Requests) -> dict[str, Any]:
         texts = sorted(set(requests.texts or []))
         return {"prompt": texts[0] if len(texts) == 1 else texts}
+
+    def rows(self, requests: Requests) -> list[dict[str, Any]]:
+        return [{"prompt": p} for p in requests.texts or []]
 
 
 def legacy_condition(model: Mapping[str, Any]) -> dict[str, Any]:

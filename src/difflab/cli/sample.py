@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import logging
 import random
@@ -78,10 +79,10 @@ def load_image(path: str, key: str, datamodule: Any, channels: int, resolution: 
         raise CorruptImageError(f"{err} (config key `{key}`)") from None
 
 
-def make_edit(cfg: DictConfig, module: Any, seed: int) -> tuple[Edit | None, dict[str, Any]]:
+def make_edit(cfg: DictConfig, module: Any, seed: int, n: int | None = None) -> tuple[Edit | None, dict[str, Any]]:
     """The `Edit` of sample.py's mode: img2img / inpaint from `init_image` (preprocessed by the run's data module,
     see `load_image`), interpolate between two noises; and what samples.json records about the inputs."""
-    mode, n = str(cfg.get("mode", "generate")), int(cfg.n)
+    mode, n = str(cfg.get("mode", "generate")), int(cfg.n if n is None else n)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "generate":
@@ -145,6 +146,18 @@ def negative_condition(module: Any, negative_prompt: str | None) -> torch.Tensor
     return module.condition.to_net([negative_prompt]) if negative_prompt else None
 
 
+def write_conditions(rows: list[dict[str, Any]], path: Path, with_files: bool) -> Path | None:
+    """`conditions.csv`: each image's file (images/<index>.png) and its requested condition; None without rows."""
+    if not rows:
+        return None
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["index", "file", *rows[0]])
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            writer.writerow({"index": i, "file": f"images/{i:06d}.png" if with_files else "", **row})
+    return path
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Sample `n` images from a checkpoint or pretrained pipeline; returns the output folder, NFE and image tensor."""
     precision = str(cfg.precision)
@@ -154,11 +167,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module.to(device)
     condition = module.condition
     requests = condition.parse(condition_inputs(cfg), int(cfg.n))  # before sampling: inputs that mean nothing stop here
-    edit, edit_record = make_edit(cfg, module, seed)
+    n = len(requests) or int(cfg.n)  # cond_csv: one image per row
+    edit, edit_record = make_edit(cfg, module, seed, n)
     with autocast_for(device, precision):
         cond, uncond = condition.to_net(requests.values), negative_condition(module, cfg.get("negative_prompt"))
         extra = {"uncond": uncond} if uncond is not None else {}
-        images, nfe = module.generate(int(cfg.n), seed=seed, batch_size=int(cfg.batch_size), cond=cond,
+        images, nfe = module.generate(n, seed=seed, batch_size=int(cfg.batch_size), cond=cond,
                                       guidance_scale=cfg.get("guidance_scale"), guidance_rescale=cfg.get("guidance_rescale"),
                                       edit=edit, **extra)
 
@@ -169,15 +183,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         for i, img in enumerate(images):
             save_image((img + 1) / 2, out_dir / "images" / f"{i:06d}.png")
     grid = save_grid(images, out_dir / "grid.png")
+    table = write_conditions(condition.rows(requests), out_dir / "conditions.csv", bool(cfg.save_images))
     spec = module.sampler
     record = {
-        "ckpt": str(Path(cfg.ckpt).resolve()) if cfg.get("ckpt") else None, "n": int(cfg.n), "seed": seed, "nfe": nfe,
+        "ckpt": str(Path(cfg.ckpt).resolve()) if cfg.get("ckpt") else None, "n": n, "seed": seed, "nfe": nfe,
         "sampler": {"name": spec.name, "steps": spec.steps, **spec.knobs}, "scheduler": repr(module.scheduler),
         "use_ema": bool(cfg.use_ema), "precision": precision, "device": str(device),
         "guidance_scale": given_or(cfg.get("guidance_scale"), module.guidance_scale) if condition.guided else None,
         **({"guidance_rescale": given_or(cfg.get("guidance_rescale"), module.guidance_rescale)} if condition.guided else {}),
         **({"pipeline": str(cfg.pipeline.path)} if cfg.get("pipeline") else {}),
         "condition": condition.kind, **condition.record(requests),
+        **({"cond_csv": str(Path(cfg.cond_csv).resolve()), "conditions": str(table)} if cfg.get("cond_csv") else {}),
         **({"negative_prompt": cfg.negative_prompt} if cfg.get("negative_prompt") else {}),
         "mode": str(cfg.get("mode", "generate")), **edit_record,
     }

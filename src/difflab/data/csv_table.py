@@ -33,32 +33,40 @@ from difflab.data.base import (
 )
 from difflab.data.image_folder import ImageFileDataset, describe_error, to_mode
 from difflab.data.vectors import CondStats
+from difflab.errors import ConfigError
 
 HOW_TO_GET = ("Point data.csv at a CSV file whose header holds the image path column (data.path_column) and the "
               "value columns (data.columns), e.g. `filepath,x1,...,x8`.")
 
 
-def read_table(path: Path, path_column: str, columns: Sequence[str] | None) -> tuple[list[str], list[str], Tensor]:
-    """(value column names, image paths, raw values float64 [N, D]); errors name the file, row and column."""
+def read_table(path: Path, path_column: str | None, columns: Sequence[str] | None, key: str = "data.csv",
+               min_rows: int = 2, exact: bool = False) -> tuple[list[str], list[str], Tensor]:
+    """(value column names, image paths, raw values float64 [N, D]); errors name the file, row and column.
+
+    Without `path_column` the table holds values only (paths empty); with `exact`, a column other than the
+    path and value columns is an error (not ignored)."""
     if not path.is_file():
-        raise DataNotFoundError.for_path(path, "data.csv", HOW_TO_GET, "CSV file")
+        how = HOW_TO_GET if key == "data.csv" else f"`{key}` must name a CSV file."
+        raise DataNotFoundError.for_path(path, key, how, "CSV file")
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in reader.fieldnames or []]
         reader.fieldnames = header
         columns = list(columns) if columns else [h for h in header if h != path_column]
-        missing = [c for c in [path_column, *columns] if c not in header]
-        if missing:
-            raise ValueError(f"{path}: column(s) {missing} not in the header {header} "
-                             "(config keys `data.path_column`, `data.columns`)")
+        named = [c for c in [path_column, *columns] if c is not None]
+        missing, unknown = [c for c in named if c not in header], [h for h in header if h not in named]
+        if missing or (exact and unknown):
+            keys = "config keys `data.path_column`, `data.columns`" if key == "data.csv" else f"config key `{key}`"
+            extra = f"; column(s) {unknown} are not {named}" if exact and unknown else ""
+            raise ConfigError(f"{path}: column(s) {missing} not in the header {header}{extra} ({keys}).")
         check_config(len(columns) > 0, "data.columns", f"{path} has no value column besides '{path_column}'")
         files, rows = [], []
         for line, row in enumerate(reader, start=2):  # line 1 is the header
-            files.append(_cell(row, path_column, path, line))
+            files.append(_cell(row, path_column, path, line) if path_column else "")
             rows.append([_number(row, c, path, line) for c in columns])
-    if len(files) < 2:
-        raise CorruptDataError.for_file(path, f"{len(files)} data row(s); need at least 2", "Add rows to the CSV.")
-    return columns, files, torch.tensor(rows, dtype=torch.float64)
+    if len(rows) < min_rows:
+        raise CorruptDataError.for_file(path, f"{len(rows)} data row(s); need at least {min_rows}", "Add rows to the CSV.")
+    return columns, files, torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(columns))
 
 
 def _cell(row: dict[str, Any], column: str, path: Path, line: int) -> str:
