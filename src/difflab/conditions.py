@@ -335,6 +335,7 @@ class TextPrompt(Condition):
     def __init__(self, drop_prob: float = 0.1) -> None:
         super().__init__(drop_prob)
         self.encoder: Any = None
+        self._empty: tuple[Any, Tensor] | None = None  # ((device, dtype), the empty prompt's context)
 
     def attach(self, encoder: Any) -> None:
         """The frozen text encoder (a module of the model, which moves it between devices)."""
@@ -360,7 +361,7 @@ class TextPrompt(Condition):
     def null(self, cond: Tensor) -> Tensor:
         """The empty prompt's context (encoded once per device: the encoder is frozen)."""
         key = (cond.device, cond.dtype)
-        if getattr(self, "_empty", (None,))[0] != key:
+        if self._empty is None or self._empty[0] != key:
             self._empty = (key, self.encode([""]).to(cond))
         return self._empty[1].expand(cond.shape[0], -1, -1)
 

@@ -193,7 +193,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         **({"guidance_rescale": given_or(cfg.get("guidance_rescale"), module.guidance_rescale)} if condition.guided else {}),
         **({"pipeline": str(cfg.pipeline.path)} if cfg.get("pipeline") else {}),
         "condition": condition.kind, **condition.record(requests),
-        **({"cond_csv": str(Path(cfg.cond_csv).resolve()), "conditions": str(table)} if cfg.get("cond_csv") else {}),
+        **({"cond_csv": str(Path(cfg.cond_csv).resolve())} if cfg.get("cond_csv") else {}),
+        **({"conditions": str(table)} if table is not None else {}),
         **({"negative_prompt": cfg.negative_prompt} if cfg.get("negative_prompt") else {}),
         "mode": str(cfg.get("mode", "generate")), **edit_record,
     }
