@@ -15,6 +15,7 @@ from difflab.conditions import ClassLabel, NoCondition, Requests, TextPrompt, Ve
 from difflab.data.vectors import CondStats
 from difflab.errors import ConfigError
 from difflab.nets.autoencoder import IdentityFirstStage
+from difflab.samplers import SamplerSpec
 
 STATS = CondStats(["a", "b"], [1.0, -2.0], [2.0, 0.5])
 
@@ -103,6 +104,6 @@ def test_checkpoints_written_before_model_condition_load(model: str, tmp_path: P
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), module.state_dict().values()))
     x = torch.rand(2, *loaded.image_shape) * 2 - 1
     assert torch.equal(loaded.decode(loaded.encode(x)), x) and loaded.latent_shape == loaded.image_shape
-    images, _ = loaded.generate(2, sampler=loaded.sampler.__class__("ddim", steps=2),
+    images, _ = loaded.generate(2, sampler=SamplerSpec("ddim", steps=2),
                                 cond=loaded.condition.to_net(loaded.condition.draw(2).values))
     assert images.shape == (2, *loaded.image_shape) and torch.isfinite(images).all()
