@@ -66,13 +66,6 @@ def _check_drop(drop_prob: float) -> float:
     return float(drop_prob)
 
 
-def _drop_rows(cond: Tensor, null: Tensor, drop_prob: float, drop: Tensor | None) -> Tensor:
-    """Rows of `cond` replaced by `null` where the uniform draw `drop` [B] is below `drop_prob`."""
-    uniform = torch.rand(cond.shape[0], device=cond.device) if drop is None else drop.to(cond.device)  # (B,)
-    mask = (uniform < drop_prob).reshape(-1, *([1] * (cond.ndim - 1)))
-    return torch.where(mask, null, cond)
-
-
 class Condition:
     """No condition: an unconditional model. The base of every kind (see the module docstring)."""
 
@@ -147,7 +140,22 @@ class NoCondition(Condition):
     """An unconditional model (the default of `model.condition`)."""
 
 
-class ClassLabel(Condition):
+class TensorCondition(Condition):
+    """A condition the batch already holds as the network's input tensor (labels, vectors)."""
+
+    def from_batch(self, batch: Mapping[str, Any], training: bool, drop: Tensor | None = None) -> Tensor | None:
+        """`batch[key]`, rows replaced by the null condition where the uniform draw `drop` [B] < `drop_prob`."""
+        cond = batch[self.key]
+        if not (training and self.drop_prob > 0):
+            return cond
+        uniform = torch.rand(cond.shape[0], device=cond.device) if drop is None else drop.to(cond.device)  # (B,)
+        return torch.where((uniform < self.drop_prob).reshape(-1, *([1] * (cond.ndim - 1))), self.null(cond), cond)
+
+    def to_net(self, values: Any) -> Tensor | None:
+        return values
+
+
+class ClassLabel(TensorCondition):
     """Class labels 0..K-1 from `batch["label"]`; the null class is -1 (`ClassEmbedding`'s extra class)."""
 
     kind, key, inputs = "class_label", "label", ("class_label",)
@@ -164,15 +172,9 @@ class ClassLabel(Condition):
     def describe(self) -> str:
         return f"class-conditional with {self.num_classes} classes"
 
-    def from_batch(self, batch: Mapping[str, Any], training: bool, drop: Tensor | None = None) -> Tensor | None:
-        cond = batch[self.key]
-        return _drop_rows(cond, self.null(cond), self.drop_prob, drop) if training and self.drop_prob > 0 else cond
 
     def null(self, cond: Tensor) -> Tensor:
         return torch.full_like(cond, -1)
-
-    def to_net(self, values: Any) -> Tensor | None:
-        return values
 
     def _requests(self, labels: Tensor, class_names: Sequence[str] | None = None) -> Requests:
         names = list(class_names or [str(k) for k in range(self.num_classes)])
@@ -211,7 +213,7 @@ class ClassLabel(Condition):
                                         f"{classes} classes", f"Set model.condition.num_classes={classes}.")
 
 
-class Vector(Condition):
+class Vector(TensorCondition):
     """A vector of measured values per image from `batch["cond"]` (z-scored by the training split's `CondStats`);
     the null vector is a row of NaN (`VectorEmbedding`'s learned null embedding)."""
 
@@ -226,15 +228,9 @@ class Vector(Condition):
         columns = f" on {self.stats.columns}" if self.stats is not None else ""
         return f"conditioned on a vector of values{columns}"
 
-    def from_batch(self, batch: Mapping[str, Any], training: bool, drop: Tensor | None = None) -> Tensor | None:
-        cond = batch[self.key]
-        return _drop_rows(cond, self.null(cond), self.drop_prob, drop) if training and self.drop_prob > 0 else cond
 
     def null(self, cond: Tensor) -> Tensor:
         return torch.full_like(cond, float("nan"))
-
-    def to_net(self, values: Any) -> Tensor | None:
-        return values
 
     def draw(self, n: int, datamodule: Any = None, prompts: Sequence[str] | None = None) -> Requests:
         """Image i gets validation vector i mod N (real, jointly plausible values)."""
