@@ -104,7 +104,7 @@ def test_negative_prompt_is_the_unconditional_branch_and_changes_the_output(sd) 
     from difflab.samplers import Edit, SamplerSpec, generate
 
     cond = module.encode_prompts([NEGATIVE])
-    plain, _ = generate(guided(module.denoiser, 1.0), module.scheduler, SamplerSpec("euler", steps=4), n=1,
+    plain, _ = generate(guided(module.denoiser, 1.0, null=module.condition.null), module.scheduler, SamplerSpec("euler", steps=4), n=1,
                         shape=module.latent_shape, cond=cond, edit=Edit(noise=z))
     torch.testing.assert_close(neg_only, plain)
 

@@ -19,10 +19,10 @@ from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 
 from difflab.callbacks.sample_grid import save_grid
-from difflab.cli.sample import autocast_for, load_model, pick_device, resolve_seed
+from difflab.cli.sample import autocast_for, condition_inputs, load_model, negative_condition, pick_device, resolve_seed
 from difflab.data.base import DataNotFoundError, collate_batch
 from difflab.data.image_folder import EXTENSIONS, ImageFileDataset, list_images
-from difflab.metrics.evaluation import metrics_record, requested_vectors, sample_and_score, write_record
+from difflab.metrics.evaluation import metrics_record, sample_and_score, write_record
 from difflab.metrics.likelihood import data_bits_per_dim
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
 from difflab.utils.config import instantiate_group
@@ -88,12 +88,11 @@ def _sample_checkpoint(cfg: DictConfig, module: Any, suite: MetricSuite, datamod
             for img, i in zip(images, index.tolist()):
                 save_image((img + 1) / 2, image_dir / f"{i:06d}.png")
 
-    negative = cfg.get("negative_prompt")
-    uncond = module.encode_prompts([negative]) if prompts and negative else None
+    requests = module.condition.draw(n, datamodule, prompts)
     with autocast_for(torch.device(module.device), str(cfg.precision)):
-        values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size,
-                                  class_names=getattr(datamodule, "class_names", None), sink=sink,
-                                  prompts=prompts, uncond=uncond, vectors=requested_vectors(module, datamodule))
+        uncond = negative_condition(module, cfg.get("negative_prompt"))
+        values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size, requests=requests,
+                                  sink=sink, uncond=uncond)
     if preview:
         save_grid(preview[0], out_dir / "grid.png")
     return values
@@ -105,10 +104,9 @@ def _model_and_data(cfg: DictConfig, device: torch.device, prompts: list[str] | 
     module = None
     if cfg.get("ckpt") or cfg.get("model") is not None:
         module = load_model(cfg).to(device)
+        module.condition.refuse_foreign(condition_inputs(cfg))  # e.g. prompts=<file> for a class-conditional model
         if cfg.get("guidance_scale") is not None:
             module.guidance_scale = float(cfg.guidance_scale)
-        if prompts and not hasattr(module, "encode_prompts"):
-            raise ValueError("prompts=<file> needs a text-conditioned model (model=sd, or a model=ldm_text checkpoint)")
     if prompts and cfg.get("data") is None:
         return module, None
     return module, instantiate(_data_config(cfg, module.run_config if module is not None else None))
@@ -131,10 +129,8 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     device = pick_device(str(cfg.device))
 
     module, datamodule = _model_and_data(cfg, device, prompts)
-    conditional = module is not None and module.cond_key is not None
-    suite = MetricSuite(mcfg, device, conditional=conditional, networks=networks, strict=True,
-                        class_labels=conditional and module.cond_key == "label",
-                        vector=conditional and module.cond_key == "cond")
+    suite = MetricSuite(mcfg, device, checks=module.condition.checks if module is not None else (),
+                        networks=networks, strict=True)
     if datamodule is not None:
         suite.prepare_reference(datamodule)
 
@@ -165,10 +161,10 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     path = write_record(record, out_dir / "metrics.json")
     for logger in instantiate_group(cfg.get("logger")):
         logger.log_hyperparams({k: v for k, v in record.items() if k != "values"})
-        logger.log_metrics({f"eval/{k}": v for k, v in record["values"].items()}, step=0)
+        logger.log_metrics({f"eval/{k}": v for k, v in record["values"].items() if v is not None}, step=0)
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
             logger.experiment.finish()
         elif hasattr(logger, "save"):
             logger.save()
-    log.info("wrote %s: %s", path, {k: round(v, 4) for k, v in record["values"].items()})
+    log.info("wrote %s: %s", path, {k: round(v, 4) for k, v in record["values"].items() if v is not None})
     return record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import logging
 import random
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from difflab.callbacks.sample_grid import save_grid
+from difflab.conditions import INPUT_KEYS
 from difflab.lit.checkpoint import load_module
 from difflab.samplers import Edit, StackedGenerator, is_deterministic, sample_seeds, slerp
 
@@ -41,31 +43,50 @@ def pick_device(name: str) -> torch.device:
 MODES = ("generate", "img2img", "inpaint", "interpolate")
 
 
-def load_image(path: str, channels: int, resolution: int, key: str) -> torch.Tensor:
-    """An image file as [1, C, R, R] in [-1, 1] (centre crop + bicubic resize); clear errors name the key."""
-    from PIL import Image
+def run_data(module: Any) -> Any:
+    """The data module of the checkpoint's run (how it preprocesses image files: ROI crop, resize), or None when
+    the checkpoint names none (e.g. model=sd) or it cannot be built here (then files are centre-cropped)."""
+    from hydra.utils import instantiate
 
-    from difflab.data.base import CorruptImageError, DataNotFoundError, to_model_range
-    from difflab.data.image_folder import fit_square, to_mode
+    from difflab.errors import user_message
 
-    if not path or not Path(path).is_file():
-        raise DataNotFoundError.for_path(path, key, f"`{key}` must name an image file.", "Image")
+    data = (module.run_config or {}).get("data") or {}
+    if "_target_" not in data:
+        return None
     try:
-        with Image.open(path) as img:
-            img = fit_square(to_mode(img, channels), resolution, center_crop=True)
-            array = torch.from_numpy(np.array(img, dtype=np.uint8)).reshape(resolution, resolution, -1)
-    except Exception as e:  # PIL raises many types
-        raise CorruptImageError.for_file(path, f"{type(e).__name__}: {e}") from None
-    return to_model_range(array.permute(2, 0, 1)[None])
+        return instantiate(data)
+    except Exception as err:  # its training data may live on another machine
+        if user_message(err) is None:
+            raise
+        log.warning("edit inputs are centre-cropped: the run's data module cannot be built here (%s)", user_message(err))
+        return None
 
 
-def make_edit(cfg: DictConfig, module: Any, seed: int) -> Edit | None:
-    """The `Edit` of sample.py's mode: img2img / inpaint from `init_image`, interpolate between two noises."""
-    mode, n = str(cfg.get("mode", "generate")), int(cfg.n)
+def load_image(path: str, key: str, datamodule: Any, channels: int, resolution: int) -> torch.Tensor:
+    """An image file as [1, C, R, R] in [-1, 1], preprocessed as the run's training images were (the data module's
+    ROI crop and resize; a centre crop without one); clear errors name the key."""
+    from difflab.data.base import CorruptImageError, DataNotFoundError, to_model_range
+    from difflab.data.image_folder import ImageFileDataset
+
+    file = Path(path or "")
+    if not path or not file.is_file():
+        raise DataNotFoundError.for_path(path, key, f"`{key}` must name an image file.", "Image")
+    dataset = (datamodule.file_dataset(file, channels) if datamodule is not None
+               else ImageFileDataset(file.parent, [file.name], None, resolution, channels, center_crop=True))
+    try:
+        return to_model_range(dataset.load(0)[None])
+    except CorruptImageError as err:
+        raise CorruptImageError(f"{err} (config key `{key}`)") from None
+
+
+def make_edit(cfg: DictConfig, module: Any, seed: int, n: int | None = None) -> tuple[Edit | None, dict[str, Any]]:
+    """The `Edit` of sample.py's mode: img2img / inpaint from `init_image` (preprocessed by the run's data module,
+    see `load_image`), interpolate between two noises; and what samples.json records about the inputs."""
+    mode, n = str(cfg.get("mode", "generate")), int(cfg.n if n is None else n)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "generate":
-        return None
+        return None, {}
     channels, resolution = module.image_shape[0], module.image_shape[-1]
     if mode == "interpolate":
         if not is_deterministic(module.sampler):
@@ -74,28 +95,22 @@ def make_edit(cfg: DictConfig, module: Any, seed: int) -> Edit | None:
         a, b = (int(i) for i in cfg.interpolate_between)
         z = StackedGenerator(sample_seeds(seed, 1, a) + sample_seeds(seed, 1, b)).randn(
             (2, *module.latent_shape))  # latent models: noise in latent shape
-        return Edit(noise=slerp(z[0], z[1], torch.linspace(0, 1, n)))
-    init = load_image(cfg.get("init_image"), channels, resolution, "init_image").expand(n, -1, -1, -1)
+        return Edit(noise=slerp(z[0], z[1], torch.linspace(0, 1, n))), {"interpolate_between": [a, b]}
+    data = run_data(module)
+    init = load_image(cfg.get("init_image"), "init_image", data, channels, resolution).expand(n, -1, -1, -1)
+    record = {"init_image": cfg.get("init_image"), "strength": float(cfg.strength), "mask": cfg.get("mask"),
+              "preprocessing": data.preprocessing() if data is not None else
+              {"resolution": resolution, "center_crop": True, "resize": "bicubic"}}
     if mode == "img2img":
-        return Edit(init=init, strength=float(cfg.strength))
-    mask = load_image(cfg.get("mask"), 1, resolution, "mask")  # white (1) = regenerate
+        return Edit(init=init, strength=float(cfg.strength)), record
+    mask = load_image(cfg.get("mask"), "mask", data, 1, resolution)  # white (1) = regenerate
     keep = (mask < 0).float().expand(n, channels, -1, -1)
-    return Edit(init=init, strength=1.0, mask=keep)
+    return Edit(init=init, strength=1.0, mask=keep), {**record, "strength": 1.0}
 
 
-def vector_condition(cfg: DictConfig, module: Any) -> torch.Tensor:
-    """sample.py's `cond` ({column: raw value}) z-scored with the run's training statistics, for all n images: [n, D]."""
-    stats = getattr(module, "cond_stats", None)
-    if stats is None:
-        raise ValueError(f"{cfg.ckpt} holds no condition statistics (`cond_stats`); it was not trained on vector data")
-    values = cfg.get("cond")
-    if isinstance(values, str):
-        values = OmegaConf.create(values)  # cond='{x1: 0.3, x2: 1.2}' given as one string
-    if not isinstance(values, (dict, DictConfig)):
-        example = ", ".join(f"{c}: {m:.3g}" for c, m in zip(stats.columns, stats.mean))
-        raise ValueError(f"this model is conditioned on {stats.columns}: pass cond='{{{example}}}' (raw units)")
-    raw = stats.raw_vector(OmegaConf.to_container(values) if isinstance(values, DictConfig) else values)
-    return stats.encode(raw).expand(int(cfg.n), -1)
+def condition_inputs(cfg: DictConfig) -> dict[str, Any]:
+    """The condition-related keys the user gave (`class_label`, `cond`, `prompt`, ...; None when not given)."""
+    return {key: cfg.get(key) for key in INPUT_KEYS}
 
 
 def resolve_seed(seed: Any) -> int:
@@ -121,14 +136,26 @@ def load_model(cfg: DictConfig) -> Any:
     raise ValueError("pass ckpt=<checkpoint> or model=sd pipeline.path=<Stable Diffusion folder>")
 
 
-def text_conditions(module: Any, prompts: list[str], negative_prompt: str | None) -> tuple[Any, Any]:
-    """(cond [n, L, D], uncond [1, L, D] or None) of a text-conditioned model; (None, None) for the others."""
-    if not hasattr(module, "encode_prompts"):
-        return None, None
-    if any(p is None for p in prompts):
-        raise ValueError("a text-conditioned model needs prompt=\"...\" (config key `prompt`)")
-    uncond = module.encode_prompts([negative_prompt]) if negative_prompt else None
-    return module.encode_prompts(prompts), uncond
+def given_or(value: Any, default: Any) -> Any:
+    """The value given on the command line, or the model's default when it was not given (None)."""
+    return default if value is None else value
+
+
+def negative_condition(module: Any, negative_prompt: str | None) -> torch.Tensor | None:
+    """Guidance's unconditional branch when a negative prompt is given ([1, L, D]); None = the null condition."""
+    return module.condition.to_net([negative_prompt]) if negative_prompt else None
+
+
+def write_conditions(rows: list[dict[str, Any]], path: Path, with_files: bool) -> Path | None:
+    """`conditions.csv`: each image's file (images/<index>.png) and its requested condition; None without rows."""
+    if not rows:
+        return None
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["index", "file", *rows[0]])
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            writer.writerow({"index": i, "file": f"images/{i:06d}.png" if with_files else "", **row})
+    return path
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -138,18 +165,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = load_model(cfg)
     device = pick_device(str(cfg.device))
     module.to(device)
-    cond, uncond = text_conditions(module, [cfg.get("prompt")] * int(cfg.n), cfg.get("negative_prompt"))
-    if module.cond_key == "label":
-        num_classes = (module.run_config or {}).get("data", {}).get("num_classes") or 10
-        labels = torch.full((cfg.n,), int(cfg.class_label)) if cfg.class_label is not None else torch.arange(cfg.n) % num_classes
-        cond = labels
-    elif module.cond_key == "cond":
-        cond = vector_condition(cfg, module)
+    condition = module.condition
+    requests = condition.parse(condition_inputs(cfg), int(cfg.n))  # before sampling: inputs that mean nothing stop here
+    n = len(requests) or int(cfg.n)  # cond_csv: one image per row
+    edit, edit_record = make_edit(cfg, module, seed, n)
     with autocast_for(device, precision):
+        cond, uncond = condition.to_net(requests.values), negative_condition(module, cfg.get("negative_prompt"))
         extra = {"uncond": uncond} if uncond is not None else {}
-        images, nfe = module.generate(int(cfg.n), seed=seed, batch_size=int(cfg.batch_size), cond=cond,
+        images, nfe = module.generate(n, seed=seed, batch_size=int(cfg.batch_size), cond=cond,
                                       guidance_scale=cfg.get("guidance_scale"), guidance_rescale=cfg.get("guidance_rescale"),
-                                      edit=make_edit(cfg, module, seed), **extra)
+                                      edit=edit, **extra)
 
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,21 +183,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         for i, img in enumerate(images):
             save_image((img + 1) / 2, out_dir / "images" / f"{i:06d}.png")
     grid = save_grid(images, out_dir / "grid.png")
+    table = write_conditions(condition.rows(requests), out_dir / "conditions.csv", bool(cfg.save_images))
     spec = module.sampler
     record = {
-        "ckpt": str(Path(cfg.ckpt).resolve()) if cfg.get("ckpt") else None, "n": int(cfg.n), "seed": seed, "nfe": nfe,
+        "ckpt": str(Path(cfg.ckpt).resolve()) if cfg.get("ckpt") else None, "n": n, "seed": seed, "nfe": nfe,
         "sampler": {"name": spec.name, "steps": spec.steps, **spec.knobs}, "scheduler": repr(module.scheduler),
         "use_ema": bool(cfg.use_ema), "precision": precision, "device": str(device),
-        "guidance_scale": cfg.get("guidance_scale") if cond is not None else None,
+        "guidance_scale": given_or(cfg.get("guidance_scale"), module.guidance_scale) if condition.guided else None,
+        **({"guidance_rescale": given_or(cfg.get("guidance_rescale"), module.guidance_rescale)} if condition.guided else {}),
         **({"pipeline": str(cfg.pipeline.path)} if cfg.get("pipeline") else {}),
-        **({"prompt": cfg.prompt, "negative_prompt": cfg.get("negative_prompt"),
-            "guidance_rescale": cfg.get("guidance_rescale")} if uncond is not None or hasattr(module, "encode_prompts") else {}),
-        **({"cond": dict(zip(module.cond_stats.columns, module.cond_stats.decode(cond[0]).tolist()))}
-           if module.cond_key == "cond" else {}),
-        "mode": str(cfg.get("mode", "generate")),
-        **({"init_image": cfg.get("init_image"), "strength": float(cfg.strength), "mask": cfg.get("mask")}
-           if cfg.get("mode") in ("img2img", "inpaint") else {}),
-        **({"interpolate_between": list(cfg.interpolate_between)} if cfg.get("mode") == "interpolate" else {}),
+        "condition": condition.kind, **condition.record(requests),
+        **({"cond_csv": str(Path(cfg.cond_csv).resolve())} if cfg.get("cond_csv") else {}),
+        **({"conditions": str(table)} if table is not None else {}),
+        **({"negative_prompt": cfg.negative_prompt} if cfg.get("negative_prompt") else {}),
+        "mode": str(cfg.get("mode", "generate")), **edit_record,
     }
     (out_dir / "samples.json").write_text(json.dumps(record, indent=2))
     log.info("wrote %d images and %s (NFE %d per image)", len(images), grid, nfe)

@@ -17,6 +17,7 @@ from difflab.callbacks.metrics import SampleMetrics
 from difflab.callbacks.reconstruction import ReconstructionMetrics
 from difflab.lit.checkpoint import CheckpointNotFoundError
 from difflab.lit.latent import cached_train_set
+from difflab.nets.autoencoder import LatentAutoencoder
 from difflab.samplers.aliases import resolve as resolve_sampler
 from difflab.utils.checkpoint_files import AtomicCheckpointIO, clean_temp_files, load_checkpoint_file
 from difflab.utils.cluster import is_rank_zero, resume_path
@@ -104,7 +105,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = instantiate(cfg.model)
     module.run_config = resolved
     if getattr(datamodule, "cache_latents", False):  # data.cache_latents=true: stage 2 trains from encoded latents
-        if getattr(module, "autoencoder", None) is None:
+        if not isinstance(getattr(module, "autoencoder", None), LatentAutoencoder):  # pixel models: the identity
             raise ValueError("Bad value for config key `data.cache_latents`: true needs a latent model (model=ldm)")
         cache_dir = Path(cfg.paths.data_dir) / "latent_cache"
         datamodule.train_set_override = partial(cached_train_set, datamodule, module.autoencoder, cache_dir)
