@@ -33,6 +33,7 @@ from difflab.data.base import (
 )
 from difflab.data.image_folder import ImageFileDataset, describe_error, to_mode
 from difflab.data.vectors import CondStats
+from difflab.errors import ConfigError
 
 HOW_TO_GET = ("Point data.csv at a CSV file whose header holds the image path column (data.path_column) and the "
               "value columns (data.columns), e.g. `filepath,x1,...,x8`.")
@@ -49,8 +50,8 @@ def read_table(path: Path, path_column: str, columns: Sequence[str] | None) -> t
         columns = list(columns) if columns else [h for h in header if h != path_column]
         missing = [c for c in [path_column, *columns] if c not in header]
         if missing:
-            raise ValueError(f"{path}: column(s) {missing} not in the header {header} "
-                             "(config keys `data.path_column`, `data.columns`)")
+            raise ConfigError(f"Bad value for config key `data.columns` / `data.path_column`: column(s) {missing} are "
+                              f"not in the header of '{path}', which has {header}. Name columns of that header.")
         check_config(len(columns) > 0, "data.columns", f"{path} has no value column besides '{path_column}'")
         files, rows = [], []
         for line, row in enumerate(reader, start=2):  # line 1 is the header
