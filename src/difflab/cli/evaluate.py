@@ -124,6 +124,26 @@ def _model_and_data(cfg: DictConfig, device: torch.device, prompts: list[str] | 
     return module, instantiate(_data_config(cfg, module.run_config if module is not None else None))
 
 
+def check_config(cfg: DictConfig, mcfg: MetricsConfig, prompts: list[str] | None) -> tuple[int, int, int, torch.device, Path]:
+    """evaluate.py's values checked before loading or sampling: (n, seed, batch_size, device, out_dir); the output
+    folder is created (writable, and without earlier results unless overwrite=true)."""
+    default_n = len(prompts) if prompts else mcfg.n_samples
+    given = cfg.get("n_samples") is not None
+    n = checks.integer(cfg.n_samples if given else default_n, "n_samples" if given else "metrics.n_samples",
+                       0 if mcfg.nll["enabled"] else 1)  # n_samples=0 with metrics=nll: the likelihood alone
+    given = cfg.get("seed") is not None
+    seed = resolve_seed(cfg.seed if given else mcfg.seed, "seed" if given else "metrics.seed")
+    given = cfg.get("batch_size") is not None
+    batch_size = checks.integer(cfg.batch_size if given else mcfg.batch_size, "batch_size" if given else "metrics.batch_size", 1)
+    if cfg.get("guidance_scale") is not None:
+        checks.real(cfg.guidance_scale, "guidance_scale")
+    checks.sampler_spec(cfg.get("sampler"))
+    device = checks.inference_device(cfg.device)
+    checks.inference_precision(cfg.precision, device)
+    out_dir = checks.fresh_output(cfg.out_dir, "out_dir", bool(cfg.get("overwrite", False)))
+    return n, seed, batch_size, device, out_dir
+
+
 def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (or a folder of images); returns the record written to metrics.json."""
     if (bool(cfg.get("ckpt")) or cfg.get("model") is not None) == bool(cfg.get("images")):
@@ -135,20 +155,7 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     prompts = read_prompts(cfg.prompts) if cfg.get("prompts") else None
     if prompts and cfg.get("data") is None:  # no reference images: CLIP score and samples/sec only
         mcfg.fid = mcfg.kid = mcfg.inception_score = mcfg.lpips_diversity = False
-    default_n = len(prompts) if prompts else mcfg.n_samples
-    n_key = "n_samples" if cfg.get("n_samples") is not None else "metrics.n_samples"
-    n = checks.integer(cfg.n_samples if cfg.get("n_samples") is not None else default_n, n_key,
-                       0 if mcfg.nll["enabled"] else 1)  # n_samples=0 with metrics=nll: the likelihood alone
-    seed = resolve_seed(cfg.seed if cfg.get("seed") is not None else mcfg.seed,
-                        "seed" if cfg.get("seed") is not None else "metrics.seed")
-    given = cfg.get("batch_size") is not None
-    batch_size = checks.integer(cfg.batch_size if given else mcfg.batch_size, "batch_size" if given else "metrics.batch_size", 1)
-    if cfg.get("guidance_scale") is not None:
-        checks.real(cfg.guidance_scale, "guidance_scale")
-    checks.sampler_spec(cfg.get("sampler"))
-    device = checks.inference_device(cfg.device)
-    checks.inference_precision(cfg.precision, device)
-    out_dir = checks.fresh_output(cfg.out_dir, "out_dir", bool(cfg.get("overwrite", False)))
+    n, seed, batch_size, device, out_dir = check_config(cfg, mcfg, prompts)
 
     module, datamodule = _model_and_data(cfg, device, prompts)
     conditional = module is not None and module.cond_key is not None
@@ -160,7 +167,7 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
 
     if module is None:
         if mcfg.nll["enabled"]:
-            raise ValueError("metrics.nll needs a model: pass ckpt=<checkpoint> instead of images=<folder>")
+            raise ConfigError.bad_value("metrics", "metrics=nll needs a model", "Pass ckpt=<checkpoint> instead of images=<folder>.")
         values = score_folder(Path(cfg.images), datamodule, suite, mcfg.feature_batch_size)
         n, extra = int(values.pop("n_images")), {"images": str(Path(cfg.images).resolve())}
     else:
