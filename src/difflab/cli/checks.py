@@ -192,7 +192,9 @@ def data_resolution(cfg: DictConfig) -> None:
 
 def train_config(cfg: DictConfig) -> None:
     """Everything `train.py` can check before building data, model and trainer."""
-    seed(cfg.seed)
+    if not 0 <= integer(cfg.seed, "seed", 0, "Pass an integer seed in [0, 2^32).") < 1 << 32:
+        raise ConfigError.bad_value("seed", f"{cfg.seed} is outside [0, 2^32) (the training RNGs take 32-bit seeds)",
+                                    "Pass an integer seed in [0, 2^32).")
     max_steps = integer(cfg.trainer.max_steps, "trainer.max_steps", -1)
     if max_steps == 0:
         raise ConfigError.bad_value("trainer.max_steps", "0 trains nothing", "Pass trainer.max_steps=1 or more.")
