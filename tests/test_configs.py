@@ -106,3 +106,15 @@ def test_mnist_config_reads_the_real_test_set_when_present(train_cfg):
         pytest.skip(f"no real MNIST files at {ASSETS / 'mnist'}")
     out = run(train_cfg("data=mnist", f"data.root={ASSETS / 'mnist'}"))
     assert out["global_step"] == 1
+
+
+@pytest.mark.parametrize("option", [o for o in options("debug") if o != "fast"])
+def test_debug_presets_run(option, train_cfg):
+    """debug=overfit (one batch, no metrics), debug=limit (a slice of the data), debug=profiler (a profile report)."""
+    cfg = train_cfg("trainer.max_steps=3", "trainer.val_check_interval=3", "sampler.steps=2", "metrics.n_samples=4", debug=option)
+    out = run(cfg)
+    assert out["global_step"] == 3
+    if option == "overfit":
+        assert cfg.trainer.overfit_batches == 1 and not cfg.metrics.fid
+    if option == "profiler":
+        assert any(out["run_dir"].glob("*profile*.txt")), sorted(p.name for p in out["run_dir"].iterdir())
