@@ -61,7 +61,7 @@ class MetricsConfig:
     isc_splits: int = 10
     feature_batch_size: int = 100      # images per Inception / LPIPS / CLIP forward
     cache_dir: str = "data/metric_stats"
-    download: bool = True              # try downloading missing weights (fails fast offline)
+    download: bool = True              # False: never download (downloads also need DIFFLAB_ALLOW_DOWNLOAD=1)
     weights: dict[str, Any] = field(default_factory=lambda: {
         "inception": None, "lpips_alexnet": None, "clip": "openai/clip-vit-base-patch16"})
     nll: dict[str, Any] = field(default_factory=dict)  # evaluate.py: bits/dim of real data (see NLL_DEFAULTS)
