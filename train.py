@@ -1,6 +1,6 @@
 """Train a diffusion model: `python train.py model=ddim data=mnist trainer.max_steps=20000`."""
 
-import sys
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -16,5 +16,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = group_aliases(sys.argv, Path(__file__).parent / "conf")  # model.autoencoder=pretrained
-    run_script(main)
+    run_script(main, partial(group_aliases, conf_dir=Path(__file__).parent / "conf"))  # model.autoencoder=..., sampler="Euler a"

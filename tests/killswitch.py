@@ -30,3 +30,29 @@ class PoisonAt(L.Callback):
             with torch.no_grad():
                 for p in pl_module.parameters():
                     p.fill_(float("nan"))
+
+
+class KillDuringCheckpointWrite(L.Callback):
+    """A real SIGKILL in the middle of the checkpoint write of step `step`: half of the bytes reach the temp file,
+    then the process kills itself (difflab's atomic write must leave the previous checkpoint intact)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        if trainer.global_step != self.step - 1:
+            return
+        import io
+        import os
+        import signal
+
+        from difflab.utils import checkpoint_files
+
+        def half_then_die(obj, file) -> None:
+            buffer = io.BytesIO()
+            torch.save(obj, buffer)
+            file.write(buffer.getvalue()[: buffer.tell() // 2])
+            file.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        checkpoint_files._serialize = half_then_die

@@ -137,7 +137,7 @@ def test_latent_cache_is_written_once_and_keyed_by_the_autoencoder(vae_ckpt, tra
     torch.testing.assert_close(blob["mean"][0].float(), mean[0], atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(blob["mean_flip"][0].float(), module.autoencoder.posterior(image.flip(-1))[0][0], atol=2e-3, rtol=2e-3)
     stamp = files[0].stat().st_mtime_ns
-    run(train_cfg(*overrides))  # the same autoencoder: the file is reused
+    run(train_cfg(*overrides, f"paths.run_dir={tmp_path / 'again'}"))  # the same autoencoder: the file is reused
     assert files[0].stat().st_mtime_ns == stamp
     with torch.no_grad():
         module.autoencoder.autoencoder.dec_out[-1].bias.add_(1.0)

@@ -112,14 +112,25 @@ def test_nan_loss_stops_the_run_before_any_bad_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
+def test_a_diverged_run_writes_no_sample_grid(tmp_path):
+    """Weights poisoned before step 6: the grid due after that step is refused (it would be all black)."""
+    cfg = compose_config("train", ["logger=csv", *_tiny(), *SHORT, "callbacks.nan_guard.check_every_n_steps=100",
+                                   "callbacks.sample_grid.every_n_steps=1", "metrics=none",
+                                   "+callbacks.poison._target_=killswitch.PoisonAt", "+callbacks.poison.step=6"], tmp_path)
+    with pytest.raises(NonFiniteLossError, match="non-finite (training loss|weights) .*step 7.*no sample grid"):
+        train.run(cfg)
+    grids = sorted(p.name for p in (tmp_path / "run" / "samples").glob("*.png"))
+    assert grids == [f"step_{s:07d}.png" for s in range(1, 7)]
+
+
 def test_bad_inputs_give_one_clear_error(train_cfg, trained, tmp_path):
-    with pytest.raises(DataNotFoundError, match=r"nowhere.*data\.root"):
-        train.run(train_cfg("data=mnist", f"data.root={tmp_path / 'nowhere'}"))
+    with pytest.raises(DataNotFoundError, match=r"nowhere.*data\.root"):  # each attempt its own run folder
+        train.run(train_cfg("data=mnist", f"data.root={tmp_path / 'nowhere'}", f"paths.run_dir={tmp_path / 'r1'}"))
     with pytest.raises(InstantiationException, match="unknown sampler 'dpm_9000'; available samplers: ddim, ddpm"):
-        train.run(train_cfg("sampler.name=dpm_9000"))
+        train.run(train_cfg("sampler.name=dpm_9000", f"paths.run_dir={tmp_path / 'r2'}"))
     with pytest.raises(CheckpointNotFoundError, match="ckpt_path"):
-        train.run(train_cfg(f"ckpt_path={tmp_path / 'missing.ckpt'}"))
-    other_net = train_cfg("model.net.base_channels=16", f"ckpt_path={trained['last_ckpt']}")
+        train.run(train_cfg(f"ckpt_path={tmp_path / 'missing.ckpt'}", f"paths.run_dir={tmp_path / 'r3'}"))
+    other_net = train_cfg("model.net.base_channels=16", f"ckpt_path={trained['last_ckpt']}", f"paths.run_dir={tmp_path / 'r4'}")
     with pytest.raises(CheckpointMismatchError, match=r"(?s)different network.*model\.net\.base_channels: 8 \(checkpoint\) vs 16"):
         train.run(other_net)
 

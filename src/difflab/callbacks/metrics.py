@@ -17,6 +17,7 @@ import lightning as L
 import torch
 
 from difflab.callbacks.ema import find_ema
+from difflab.callbacks.nan_guard import check_finite_state
 from difflab.callbacks.sample_grid import save_grid
 from difflab.metrics.evaluation import metrics_record, requested_vectors, sample_and_score, write_record
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
@@ -45,6 +46,7 @@ class SampleMetrics(L.Callback):
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, float]:
         """Sample, score and log; returns {"val/fid": ..., "perf/samples_per_sec": ..., ...} on every rank."""
+        check_finite_state(trainer, pl_module, "metrics")
         suite = self._suite(pl_module)
         suite.prepare_reference(trainer.datamodule)
         preview: list[torch.Tensor] = []

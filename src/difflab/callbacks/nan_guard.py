@@ -1,4 +1,4 @@
-"""Stop a run on a non-finite loss before a corrupted model reaches any checkpoint."""
+"""Stop a run on a non-finite loss or weights before a corrupted model reaches any checkpoint, sample grid or metric."""
 
 from __future__ import annotations
 
@@ -34,19 +34,41 @@ class FiniteLossGuard(L.Callback):
         if trainer.global_step % self.check_every_n_steps == 0:
             self.check(trainer)
 
-    def check(self, trainer: L.Trainer) -> None:
-        """Raise NonFiniteLossError if any loss since the last check was NaN/inf."""
+    def check(self, trainer: L.Trainer, what: str = "checkpoint") -> None:
+        """Raise NonFiniteLossError if any loss since the last check was NaN/inf (before a `what` is written)."""
         if self._bad is None or not bool(self._bad):
             return
         last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
         hint = f" The last good checkpoint is {last}; resume with ckpt_path={last}." if last.exists() else ""
         raise NonFiniteLossError(
-            f"non-finite training loss by step {trainer.global_step}; no checkpoint was written with these weights."
+            f"non-finite training loss by step {trainer.global_step}; no {what} was written with these weights."
             f"{hint} Try a lower model.optimizer.lr, trainer.gradient_clip_val, or trainer.precision=32/bf16-mixed."
         )
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        self.check(trainer)
+        check_finite_state(trainer, pl_module, "checkpoint")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.check(trainer)
+
+
+def _non_finite(tensors: Any) -> bool:
+    return any(not bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+
+def check_finite_state(trainer: L.Trainer, pl_module: L.LightningModule, what: str) -> None:
+    """Raise NonFiniteLossError before a `what` (checkpoint, sample grid, metrics) is made from a non-finite
+    state: a NaN/inf loss seen by the guard since its last check, or non-finite weights or EMA weights."""
+    from difflab.callbacks.ema import find_ema
+
+    guard = next((cb for cb in trainer.callbacks if isinstance(cb, FiniteLossGuard)), None)
+    if guard is not None:
+        guard.check(trainer, what)
+    ema = find_ema(trainer)
+    weights = "weights" if _non_finite(pl_module.parameters()) else ""
+    weights = weights or ("EMA weights" if ema is not None and _non_finite(ema.params) else "")
+    if weights:
+        raise NonFiniteLossError(
+            f"non-finite {weights} at step {trainer.global_step}; no {what} was written from them. The recipe "
+            "diverged: try a lower model.optimizer.lr, trainer.gradient_clip_val, or trainer.precision=32/bf16-mixed, "
+            "and resume from the last checkpoint of the run folder (ckpt_path=<run>/checkpoints/last.ckpt).")

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from difflab.callbacks.ema import find_ema
+from difflab.callbacks.nan_guard import check_finite_state
 from difflab.callbacks.metrics import SampleMetrics
 from difflab.metrics.inception import to_uint8
 from difflab.metrics.perceptual import LPIPSDiversity, lpips_network
@@ -92,6 +93,7 @@ class ReconstructionMetrics(SampleMetrics):
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, float]:
         """Reconstruct, score and log (originals over reconstructions as the grid); returns the logged values."""
+        check_finite_state(trainer, pl_module, "metrics")
         ema = find_ema(trainer) if self.use_ema else None
         preview: list[Tensor] = []
         with ema.swapped(pl_module) if ema is not None else nullcontext():

@@ -13,6 +13,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from difflab.callbacks.ema import find_ema
+from difflab.callbacks.nan_guard import check_finite_state
 
 
 def to_uint8_grid(images: Tensor, nrow: int | None = None) -> Tensor:
@@ -57,6 +58,7 @@ class SampleGrid(L.Callback):
         """Generate the grid on global rank 0 and write it under <run dir>/<dirname>/<tag>.png."""
         if not trainer.is_global_zero:
             return None
+        check_finite_state(trainer, pl_module, "sample grid")
         ema = find_ema(trainer) if self.use_ema else None
         cond = self._cond(trainer, pl_module)
         if ema is not None:

@@ -58,9 +58,12 @@ def user_errors() -> Iterator[None]:
         exit_with(message)
 
 
-def run_script(main: Callable[[], Any]) -> None:
-    """Run a root script's `main` (a `@hydra.main` function, or an argparse tool) under the error contract."""
+def run_script(main: Callable[[], Any], rewrite_argv: Callable[[list[str]], list[str]] | None = None) -> None:
+    """Run a root script's `main` (a `@hydra.main` function, or an argparse tool) under the error contract,
+    after `rewrite_argv` (e.g. `cli.train.group_aliases`: names Hydra cannot parse) when given."""
     try:
+        if rewrite_argv is not None:
+            sys.argv = rewrite_argv(sys.argv)
         main()
     except SystemExit as exc:
         hydra_app = hasattr(main, "__wrapped__")  # @hydra.main wraps the task function

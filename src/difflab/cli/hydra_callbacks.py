@@ -1,4 +1,5 @@
-"""Hydra callbacks: after an `evaluate.py -m` sweep, its runs as one comparison table in the sweep folder."""
+"""Hydra callbacks: train.py claims its run folder before Hydra writes into it; after an `evaluate.py -m` sweep,
+its runs as one comparison table in the sweep folder."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from difflab.cli.entry import user_errors
+from difflab.utils.run_folders import check_run_folder, make_unique_folder
 
 log = logging.getLogger(__name__)
 
@@ -26,3 +30,22 @@ class CompareOnMultirunEnd(Callback):
         records = collect_local(sweep_dir)
         _, paths, _ = write_comparison(records, sweep_dir, str(sweep_dir.resolve()), sweep_dir)
         log.info("quality-vs-steps table of %d runs: %s", len(records), paths["markdown"])
+
+
+class ClaimRunFolder(Callback):
+    """Hydra callback of train.py: creates the run (or sweep) folder before Hydra writes anything into it, and
+    refuses an existing run's folder unless the run resumes it (see `check_run_folder`)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from difflab.utils.cluster import is_rank_zero
+
+        if not is_rank_zero():  # DDP workers join the folder that rank 0 created
+            return
+        with user_errors():  # before Hydra's own error handling: one paragraph and exit status 2
+            folder = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+            check_run_folder(folder, OmegaConf.select(config, "ckpt_path", default=None))
+            make_unique_folder(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with user_errors():
+            make_unique_folder(config, "hydra.sweep.dir")

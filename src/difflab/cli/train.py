@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,22 +19,35 @@ from difflab.cli import checks
 from difflab.errors import ConfigError
 from difflab.lit.checkpoint import CheckpointNotFoundError
 from difflab.lit.latent import cached_train_set
+from difflab.samplers.aliases import resolve as resolve_sampler
+from difflab.utils.checkpoint_files import AtomicCheckpointIO, clean_temp_files, load_checkpoint_file
 from difflab.utils.cluster import is_rank_zero, resume_path
 from difflab.utils.config import config_choices, instantiate_group
+from difflab.utils.run_folders import check_run_folder
 
 log = logging.getLogger(__name__)
 
 
 def group_aliases(argv: list[str], conf_dir: str | Path) -> list[str]:
-    """Accept `model.autoencoder=pretrained` for the nested group override `model/autoencoder=pretrained`
-    (Hydra names nested groups with '/'; a dotted key naming an existing option of that group is rewritten)."""
+    """Rewrite names Hydra cannot take before it composes (train.py, sample.py and evaluate.py call this):
+
+    - `model.autoencoder=pretrained` -> the nested group override `model/autoencoder=pretrained` (Hydra names
+      nested groups with '/'; a dotted key naming an existing option of that group is rewritten);
+    - `sampler="DPM++ 2M Karras"` (a web UI name or its plain spelling dpmpp_2m_karras, `samplers/aliases.py`)
+      -> `sampler=dpmpp_2m sampler.grid=karras`; an unknown name is a ConfigError listing the known ones.
+    """
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
         group = Path(conf_dir, *key.split("."))
         if sep and "." in key and not key.startswith(("+", "~")) and (group / f"{value}.yaml").is_file():
             arg = f"{key.replace('.', '/')}={value}"
-        out.append(arg)
+        elif sep and key == "sampler" and "," not in value and not (group / f"{value}.yaml").is_file():
+            name, grid = resolve_sampler(value)
+            out.append(f"sampler={name}")
+            arg = f"sampler.grid={grid}" if grid else ""
+        if arg:
+            out.append(arg)
     return out
 
 
@@ -51,7 +63,7 @@ def train_first_stage(cfg: DictConfig) -> DictConfig:
     Resuming (`ckpt_path`) reuses the first stage of the interrupted run instead."""
     if cfg.get("ckpt_path") and Path(cfg.ckpt_path).is_file():
         cfg = copy.deepcopy(cfg)
-        saved = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False).get("config") or {}
+        saved = load_checkpoint_file(cfg.ckpt_path, key="ckpt_path", mmap=True).get("config") or {}
         cfg.model.autoencoder.ckpt = ((saved.get("model") or {}).get("autoencoder") or {}).get("ckpt")
         return cfg
     stage1 = copy.deepcopy(cfg)
@@ -72,16 +84,19 @@ def train_first_stage(cfg: DictConfig) -> DictConfig:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train from a composed config. Returns the run folder, checkpoint paths and final metrics."""
+    if is_rank_zero():  # before anything is written: a run folder belongs to one run
+        check_run_folder(cfg.paths.run_dir, cfg.get("ckpt_path"))
     checks.train_config(cfg)  # every value that can be checked before data, model and trainer are built
     if needs_first_stage(cfg):
         cfg = train_first_stage(cfg)
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if is_rank_zero():
+        for stale in clean_temp_files(run_dir):
+            log.info("removed %s, left by a checkpoint write that was interrupted", stale)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     resolved["choices"] = config_choices()
-    if is_rank_zero():  # under DDP every process runs this function; one writes
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
 
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
@@ -101,8 +116,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if metrics is not None and metrics.enabled:
         callbacks.append(ReconstructionMetrics(metrics) if hasattr(module, "reconstruct") else SampleMetrics(metrics))
     loggers = instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
+                                     plugins=[AtomicCheckpointIO()])
+    if is_rank_zero():  # under DDP every process runs this function; one writes
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    resumed_step = int(load_checkpoint_file(ckpt_path, key="ckpt_path", mmap=True)["global_step"]) if ckpt_path else 0
     for logger in loggers:
+        if ckpt_path and hasattr(logger, "resume_at_step"):
+            logger.resume_at_step(resumed_step)  # logs continue with each step once
         if hasattr(logger, "log_hyperparams"):
             logger.log_hyperparams(resolved)
 
@@ -111,7 +132,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if getattr(datamodule, "cond_stats", None) is not None:  # vector conditions: the z-scoring travels with the run
         (run_dir / "cond_stats.json").write_text(json.dumps(datamodule.cond_stats.to_dict(), indent=2))
     last = run_dir / "checkpoints" / "last.ckpt"
-    trainer.save_checkpoint(last)  # the final state, whatever the save interval
+    trainer.save_checkpoint(last)  # the final state, whatever the save interval (atomically, AtomicCheckpointIO)
     best = next((cb.best_model_path for cb in callbacks if getattr(cb, "monitor", None) and getattr(cb, "best_model_path", "")), "")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     log.info("run folder: %s\nlast checkpoint: %s\nbest checkpoint: %s", run_dir, last, best or "-")

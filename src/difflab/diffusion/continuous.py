@@ -19,22 +19,15 @@ x_T = sigma_max * z (EDM Algorithm 1, Song et al. Algorithm 2), the base class's
 
 from __future__ import annotations
 
-import math
 from abc import abstractmethod
 
 import torch
 from torch import Tensor
 
 from difflab.diffusion.precond import Scalings, edm_scalings, ve_scalings
-from difflab.diffusion.schedules import Scheduler
+from difflab.diffusion.schedules import COMMON_GRIDS, Scheduler, logsnr_sigmas
 
-
-def geometric_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
-    """Song et al. 2021 VE grid: n noise levels geometric from sigma_max to sigma_min, then 0 ([n + 1], float64)."""
-    if n < 1:
-        raise ValueError(f"need at least one step, got {n}")
-    log_sigmas = torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64)
-    return torch.cat([log_sigmas.exp(), log_sigmas.new_zeros(1)])
+geometric_sigmas = logsnr_sigmas  # Song et al. 2021's VE grid is the log-SNR-uniform grid
 
 
 def _float_dtype(device: torch.device) -> torch.dtype:
@@ -45,7 +38,7 @@ def _float_dtype(device: torch.device) -> torch.dtype:
 class ContinuousScheduler(Scheduler):
     """A scheduler over a continuous sigma range [sigma_min, sigma_max] with a fixed preconditioning row."""
 
-    grids: tuple[str, ...] = ("karras",)
+    grids: tuple[str, ...] = COMMON_GRIDS
 
     def __init__(self, sigma_min: float, sigma_max: float, rho: float = 7.0, grid: str = "karras") -> None:
         # Scheduler.__init__ is skipped on purpose: its prediction/grid options are those of discrete VP.
@@ -129,7 +122,7 @@ class VEScheduler(SDEScheduler):
 
     kind = "ve"
     prediction = "score"  # F learns -eps = sigma * score (NCSN), EDM Table 1 VE column
-    grids = ("geometric", "karras")
+    grids = ("geometric", *COMMON_GRIDS)
 
     def __init__(
         self,
@@ -164,9 +157,9 @@ class VEScheduler(SDEScheduler):
 
     def inference_sigmas(self, steps: int) -> Tensor:
         """Geometric grid sigma_max -> sigma_min (Song et al. reverse diffusion) or Karras, then 0 ([steps + 1])."""
-        if self.grid == "karras":
+        if self.grid in COMMON_GRIDS:
             return super().inference_sigmas(steps)
-        return geometric_sigmas(steps, self.sigma_min, self.sigma_max)
+        return logsnr_sigmas(steps, self.sigma_min, self.sigma_max)
 
     def __repr__(self) -> str:
         return (

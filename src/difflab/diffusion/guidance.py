@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from difflab.samplers.base import DenoiseFn
+from difflab.diffusion.denoiser import DenoiseFn
 
 
 def null_labels(cond: Tensor) -> Tensor:

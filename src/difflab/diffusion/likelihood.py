@@ -4,7 +4,7 @@ Papers: Song et al. 2021 (score SDE), Sec. 4.3 and Appendix D.2; Chen et al. 201
 instantaneous change of variables); Grathwohl et al. 2019 (FFJORD, Hutchinson estimator).
 
 Notation (sigma view, s = log sigma):
-    dx/ds       = x - D(x, sigma)                                   probability-flow ODE (see samplers/ode.py)
+    dx/ds       = x - D(x, sigma)                                   probability-flow ODE (EDM eq. 3 in log sigma)
     dl/ds       = div_x (x - D(x, sigma)) = d - tr(dD/dx)           instantaneous change of variables
     tr(J)       ~ eps^T J eps, eps Rademacher or Gaussian, fixed along a trajectory     Hutchinson
 Since d log p(x(s))/ds = -div(dx/ds), integrating the augmented state from sigma_min up to sigma_max gives
@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from difflab.samplers.base import DenoiseFn, Generator, randn_like, sigma_batch
-from difflab.samplers.ode import integrate_log_sigma
+from difflab.diffusion.denoiser import DenoiseFn, Generator, integrate_log_sigma, randn_like, sigma_batch
 
 TRACE_ESTIMATORS = ("rademacher", "gaussian", "exact")
 

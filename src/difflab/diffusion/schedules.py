@@ -18,6 +18,7 @@ sigma grid for a number of steps. It is plain data plus pure methods: no state c
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from typing import Literal
@@ -26,9 +27,15 @@ import torch
 from torch import Tensor
 
 from difflab.diffusion.precond import PREDICTIONS, Scalings, vp_scalings
+from difflab.errors import ConfigError
 
-Grid = Literal["leading", "trailing", "linspace", "karras"]
-GRIDS: tuple[str, ...] = ("leading", "trailing", "linspace", "karras")
+Grid = Literal["leading", "trailing", "linspace", "karras", "logsnr", "optimized"]
+COMMON_GRIDS: tuple[str, ...] = ("karras", "logsnr", "optimized")  # grids every scheduler offers
+GRIDS: tuple[str, ...] = ("leading", "trailing", "linspace", *COMMON_GRIDS)
+OPTIMIZED_NEEDS_MODEL = (
+    "grid=optimized depends on the model and the sampler: it is chosen by `difflab.samplers.grids.optimized_sigmas` "
+    "when sampling (generate), not by the scheduler alone"
+)
 
 
 def linear_betas(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
@@ -63,6 +70,16 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
     inv_rho_min, inv_rho_max = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     sigmas = (inv_rho_max + ramp * (inv_rho_min - inv_rho_max)) ** rho
     return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def logsnr_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
+    """n noise levels uniform in log-SNR = -2 log sigma (geometric in sigma) from sigma_max to sigma_min, then 0.
+
+    Song et al. 2021's VE grid and Lu et al. 2022's (DPM-Solver) "logSNR" spacing ([n + 1], float64)."""
+    if n < 1:
+        raise ValueError(f"need at least one step, got {n}")
+    log_sigmas = torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64)
+    return torch.cat([log_sigmas.exp(), log_sigmas.new_zeros(1)])
 
 
 def discrete_timesteps(num_train_timesteps: int, steps: int, spacing: str, steps_offset: int = 0) -> Tensor:
@@ -114,12 +131,26 @@ class Scheduler(ABC):
     ) -> Tensor:
         """Draw n training noise levels ([n], float64)."""
 
+    def with_grid(self, grid: str) -> Scheduler:
+        """A copy of this scheduler sampling on another grid (checked against the grids it offers)."""
+        offered = getattr(type(self), "grids", GRIDS)
+        if grid not in offered:
+            raise ConfigError.bad_value("sampler.grid", f"unknown sigma grid {grid!r} for {type(self).__name__}",
+                                        f"Choose one of {', '.join(offered)}.")
+        other = copy.copy(self)
+        other.grid = grid
+        return other
+
     def prior_std(self, sigma: float) -> float:
         """Std of the prior the sampler starts from at noise level sigma (the grid's first): x_T = prior_std * z."""
         return float(sigma)
 
     def inference_sigmas(self, steps: int) -> Tensor:
-        """The sampling grid: `steps` descending noise levels then 0 ([steps + 1], float64, CPU)."""
+        """The sampling grid of the grids every scheduler shares: `steps` descending levels then 0 ([steps + 1])."""
+        if self.grid == "logsnr":
+            return logsnr_sigmas(steps, self.sigma_min, self.sigma_max)
+        if self.grid == "optimized":
+            raise ValueError(OPTIMIZED_NEEDS_MODEL)
         return karras_sigmas(steps, self.sigma_min, self.sigma_max, self.rho)
 
 
@@ -209,7 +240,7 @@ class DiscreteVPScheduler(Scheduler):
 
     def inference_sigmas(self, steps: int) -> Tensor:
         """Sigmas of the spaced training timesteps (or a Karras grid), then 0 (DDIM's alpha_bar_0 := 1)."""
-        if self.grid == "karras":
+        if self.grid in COMMON_GRIDS:
             return super().inference_sigmas(steps)
         t = discrete_timesteps(self.num_train_timesteps, steps, self.grid, self.steps_offset)
         return torch.cat([self.sigmas[t], self.sigmas.new_zeros(1)])

@@ -25,13 +25,14 @@ import torch
 from torch import Tensor
 
 from difflab.diffusion.continuous import SDEScheduler
+from difflab.diffusion.schedules import COMMON_GRIDS
 from difflab.diffusion.precond import PREDICTIONS, Scalings, vp_scalings
 
 
 class LinearBetaSDE(SDEScheduler):
     """Shared time <-> sigma maps of the VP and sub-VP SDEs."""
 
-    grids = ("uniform", "karras")
+    grids = ("uniform", *COMMON_GRIDS)
     M = 1000  # c_noise = (M - 1) t
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, eps_t: float = 1e-5, t_min: float = 1e-3,
@@ -64,7 +65,7 @@ class LinearBetaSDE(SDEScheduler):
 
     def inference_sigmas(self, steps: int) -> Tensor:
         """Uniform in t from 1 to t_min (Song et al.) or Karras, then 0 ([steps + 1], float64)."""
-        if self.grid == "karras":
+        if self.grid in COMMON_GRIDS:
             return super().inference_sigmas(steps)
         t = torch.linspace(1.0, self.t_min, steps, dtype=torch.float64)
         return torch.cat([self.sigma_of_t(t), t.new_zeros(1)])

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from difflab.samplers.base import DenoiseFn
+from difflab.diffusion.denoiser import DenoiseFn
 
 
 def make_mixture_denoiser(mu: Tensor, s: Tensor, w: Tensor) -> DenoiseFn:
@@ -95,12 +95,18 @@ class GaussianMixture:
         xd = x.double()
         if not torch.isfinite(xd).all():
             return float("nan")
-        m1, c1 = xd.mean(0), torch.cov(xd.T).reshape(self.dim, self.dim)
-        m2, c2 = self.moments()
-        c2_half = _psd_sqrt(c2)
-        cross = _psd_sqrt(c2_half @ c1 @ c2_half)
-        w2_sq = float(((m1 - m2) ** 2).sum() + torch.trace(c1 + c2 - 2 * cross))
-        return math.sqrt(max(w2_sq, 0.0))
+        return w2_between_fits(xd, *self.moments())
+
+
+def w2_between_fits(x: Tensor, m2: Tensor, c2: Tensor) -> float:
+    """W2 between the Gaussian fit of samples x [n, d] and N(m2 [d], c2 [d, d]) (formula above; float64)."""
+    xd = x.double()
+    d = xd.shape[1]
+    m1, c1 = xd.mean(0), torch.cov(xd.T).reshape(d, d)
+    c2_half = _psd_sqrt(c2)
+    cross = _psd_sqrt(c2_half @ c1 @ c2_half)
+    w2_sq = float(((m1 - m2) ** 2).sum() + torch.trace(c1 + c2 - 2 * cross))
+    return math.sqrt(max(w2_sq, 0.0))
 
 
 def _psd_sqrt(a: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from difflab.errors import IncompatibleCheckpointError, MissingFileError
+from difflab.utils.checkpoint_files import check_stored_targets, load_checkpoint_file
 
 
 class CheckpointMismatchError(IncompatibleCheckpointError):
@@ -59,16 +60,16 @@ def check_state_dict_compatible(
     raise CheckpointMismatchError("\n".join(lines))
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """torch.load a checkpoint with a clear error when it is missing or not a difflab checkpoint."""
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", key: str = "ckpt") -> dict[str, Any]:
+    """Load a checkpoint as data, with a clear error when it is missing, broken or not a difflab checkpoint."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointNotFoundError(
-            f"checkpoint not found: {path} (config key `ckpt`). Runs write them to "
+            f"checkpoint not found: {path} (config key `{key}`). Runs write them to "
             "<run folder>/checkpoints/last.ckpt and best.ckpt."
         )
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not ckpt.get("config"):
+    ckpt = load_checkpoint_file(path, key=key, map_location=map_location)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not isinstance(ckpt.get("config"), dict):
         raise CheckpointNotFoundError(f"{path} is not a difflab checkpoint (no state_dict and run config in it)")
     return ckpt
 
@@ -91,6 +92,7 @@ def load_module(
 
     register_resolvers()
     ckpt = read_checkpoint(path)
+    check_stored_targets(ckpt["config"].get("model"), path, "model")
     cfg = OmegaConf.create(ckpt["config"])
     if scheduler_overrides:
         cfg.model.scheduler = OmegaConf.merge(cfg.model.scheduler, scheduler_overrides)
@@ -100,6 +102,11 @@ def load_module(
     if sampler is not None and hasattr(sampler, "fn"):
         module.sampler = sampler
     module.run_config = ckpt["config"]
+    chosen = [getattr(getattr(module, part, None), "grid", None) for part in ("scheduler", "sampler")]
+    if "optimized" in chosen:
+        from difflab.samplers.grids import checkpoint_grid_cache
+
+        module.grid_cache = checkpoint_grid_cache(path)
     module.train_images_seen = int(ckpt.get("train_images_seen", 0))
     module.checkpoint_global_step = int(ckpt.get("global_step", 0))
     if ckpt.get("cond_stats"):

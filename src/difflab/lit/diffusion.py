@@ -8,6 +8,7 @@ diffusion runs on its scaled latents: `image_shape` stays the shape of the data 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -57,6 +58,7 @@ class DiffusionModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.sampler = sampler or SamplerSpec()
+        self.grid_cache: Path | None = None  # where grid=optimized keeps its grids (set from the checkpoint on load)
         self.image_shape = tuple(int(v) for v in image_shape)
         self.cond_key = cond_key
         if not 0.0 <= cond_drop_prob < 1.0:
@@ -206,6 +208,7 @@ class DiffusionModule(L.LightningModule):
                 cond=cond,
                 first_index=first_index,
                 edit=self._latent_edit(edit, batch_size or n),
+                grid_cache=self.grid_cache,
             )
             x = self._decode_batches(x, batch_size or n)
         finally:

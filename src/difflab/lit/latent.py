@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from torch.utils.data import Dataset
 
 from difflab.metrics.suite import shard, world
 from difflab.nets.autoencoder import LatentAutoencoder
+from difflab.utils.checkpoint_files import atomic_save
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +131,7 @@ def load_or_build_cache(autoencoder: LatentAutoencoder, datamodule: Any, cache_d
     if not path.is_file() and rank == 0:
         log.info("encoding %d training images of %s into the latent cache %s", len(train), datamodule.name, path)
         blob = encode_split(autoencoder, datamodule, "train", meta["hflip"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"format": CACHE_FORMAT, "meta": meta, **blob}, tmp)
-        tmp.replace(path)
+        atomic_save({"format": CACHE_FORMAT, "meta": meta, **blob}, path)
     if size > 1:
         dist.barrier()
     saved = torch.load(path, map_location="cpu", weights_only=True)

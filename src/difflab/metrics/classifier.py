@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from difflab.utils.checkpoint_files import atomic_save
+
 log = logging.getLogger(__name__)
 
 MIN_STEPS = 300
@@ -135,10 +137,7 @@ def load_or_train_classifier(datamodule: Any, cache_dir: str | Path, *, epochs: 
         return model.to(device).eval(), float(blob[key]), path
     log.info("training the %s of %s (%d epochs) -> %s", what, datamodule.name, epochs, path)
     model, score = train_classifier(datamodule, epochs=epochs, seed=seed, device=device, target=target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save({"state_dict": model.state_dict(), key: score}, tmp)
-    tmp.replace(path)
+    atomic_save({"state_dict": model.state_dict(), key: score}, path)
     log.info("%s: %s %.4g on the real %s val split", what, key, score, datamodule.name)
     return model, score, path
 

@@ -20,6 +20,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from difflab.metrics.inception import FeatureExtractor
+from difflab.utils.checkpoint_files import atomic_save
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,8 @@ class ReferenceStats:
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file + rename) so a killed run never leaves a half-written cache."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({"format": CACHE_FORMAT, "meta": self.meta, "mu": torch.from_numpy(self.mu),
-                    "sigma": torch.from_numpy(self.sigma), "features": self.features}, tmp)
-        tmp.replace(path)
+        atomic_save({"format": CACHE_FORMAT, "meta": self.meta, "mu": torch.from_numpy(self.mu),
+                     "sigma": torch.from_numpy(self.sigma), "features": self.features}, path)
 
     @classmethod
     def load(cls, path: Path, expected_meta: dict[str, Any]) -> ReferenceStats:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from difflab.errors import MissingFileError
+from difflab.utils.checkpoint_files import check_stored_targets, load_checkpoint_file
 from difflab.nets.unet import AttentionBlock, Downsample, _norm
 
 __all__ = [
@@ -363,11 +364,12 @@ def load_kl_autoencoder(ckpt: str | None, scale_factor: float | None = None, lat
             "to train stage 1 inside the LDM run.")
     from hydra.utils import instantiate
 
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    net_cfg = ((blob.get("config") or {}).get("model") or {}).get("net")
-    if not net_cfg or "state_dict" not in blob:
+    blob = load_checkpoint_file(path, key="model.autoencoder.ckpt")
+    net_cfg = ((blob.get("config") or {}).get("model") or {}).get("net") if isinstance(blob, dict) else None
+    if not isinstance(net_cfg, dict) or "state_dict" not in blob:
         raise AutoencoderNotFoundError(f"'{path}' is not a difflab autoencoder checkpoint (no model.net config "
                                        "and state_dict in it); it must come from `python train.py model=vae`")
+    check_stored_targets(net_cfg, path, "model.net")
     net = instantiate(net_cfg)
     if not isinstance(net, KLAutoencoder):
         raise AutoencoderNotFoundError(f"'{path}' holds a {type(net).__name__}, not a KLAutoencoder "

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from difflab.samplers.base import (
+    ALWAYS,
     DenoiseFn,
     Generator,
     StepCallback,
@@ -23,10 +24,11 @@ from difflab.samplers.base import (
     randn_like,
     register,
     sigma_batch,
+    to_d,
 )
 
 
-@register("ddpm")
+@register("ddpm", order=1, noise=ALWAYS)
 @torch.no_grad()
 def sample_ddpm(
     denoise_fn: DenoiseFn,
@@ -63,7 +65,7 @@ def sample_ddpm(
     return x
 
 
-@register("ddim")
+@register("ddim", order=1, noise="eta")
 @torch.no_grad()
 def sample_ddim(
     denoise_fn: DenoiseFn,
@@ -81,7 +83,7 @@ def sample_ddim(
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoise_fn(x, sigma_batch(s, x), cond)
-        eps = (x - x0) / s.float()
+        eps = to_d(x, x0, s)  # the implied noise
         sigma_down, sigma_up = ancestral_step(s, s_next, eta)
         # DDIM eq. (12) / sqrt(alpha_bar_prev): x_prev = x0 + sqrt(s_next^2 - s_up^2) eps + s_up z
         x = x0 + sigma_down.float() * eps

@@ -4,90 +4,90 @@ A sampler is a pure function
 
     sample(denoise_fn, x_T, sigmas, *, cond=None, generator=None, callback=None, **knobs) -> x0
 
-where `denoise_fn(x, sigma [B], cond) -> x0_hat` (float32), `x_T` is the prior sample at
+where `denoise_fn(x, sigma [B], cond) -> x0_hat` (float32, `difflab.diffusion.denoiser`), `x_T` is the prior sample at
 sigmas[0] (already scaled), and `sigmas` is a descending float64 grid ending at 0. Step
 arithmetic uses float64 coefficients; no state survives between calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from difflab.diffusion.denoiser import DenoiseFn, Generator, StackedGenerator, randn_like, sigma_batch
 
-class DenoiseFn(Protocol):
-    """D(x, sigma, cond) -> x0_hat."""
-
-    def __call__(self, x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor: ...
-
+__all__ = ["ALWAYS", "SAMPLERS", "DenoiseFn", "Generator", "SamplerInfo", "StackedGenerator", "StepCallback",
+           "ancestral_step", "randn_like", "register", "sigma_batch", "to_d"]
 
 SamplerFn = Callable[..., Tensor]
 StepCallback = Callable[[dict[str, Any]], None]
+ALWAYS = "always"  # `noise=ALWAYS`: the sampler draws fresh noise whatever its knobs
+COMMON = ("cond", "generator", "callback")  # keyword arguments every sampler takes; the rest are its knobs
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    """A registered sampler: its function and what it declares about itself.
+
+    order   convergence order of its deterministic part (global error ~ step^order)
+    noise   None: deterministic; ALWAYS: always stochastic; else the knob whose non-zero value adds noise
+    """
+
+    name: str
+    fn: SamplerFn
+    order: int
+    noise: str | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self.fn(*args, **kwargs)
+
+    def options(self) -> dict[str, Any]:
+        """The sampler's knobs with their defaults."""
+        params = inspect.signature(self.fn).parameters
+        return {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in COMMON}
+
+    def is_deterministic(self, knobs: Mapping[str, Any]) -> bool:
+        """Whether these knobs map x_T to x0 without fresh noise."""
+        if self.noise is None:
+            return True
+        if self.noise == ALWAYS:
+            return False
+        return float(knobs.get(self.noise, self.options()[self.noise])) == 0.0
 
 
 class SamplerRegistry(dict):
-    """name -> sampler function; an unknown name is a KeyError that lists the known ones."""
+    """name -> SamplerInfo (callable like its function); an unknown name is a KeyError listing the known ones."""
 
-    def __missing__(self, name: str) -> SamplerFn:
+    def __missing__(self, name: str) -> SamplerInfo:
         raise KeyError(f"unknown sampler {name!r}; available samplers: {', '.join(sorted(self))}")
 
 
 SAMPLERS: SamplerRegistry = SamplerRegistry()
 
 
-def register(name: str) -> Callable[[SamplerFn], SamplerFn]:
-    """Decorator adding a sampler function to `SAMPLERS` under `name`."""
+def register(name: str, *, order: int, noise: str | None = None) -> Callable[[SamplerFn], SamplerFn]:
+    """Decorator adding a sampler function to `SAMPLERS` with its order and stochastic knob (see SamplerInfo)."""
 
     def add(fn: SamplerFn) -> SamplerFn:
         if name in SAMPLERS:
             raise ValueError(f"sampler {name!r} is registered twice")
-        SAMPLERS[name] = fn
+        info = SamplerInfo(name, fn, order, noise)
+        if noise not in (None, ALWAYS) and noise not in info.options():
+            raise ValueError(f"sampler {name!r} declares noise knob {noise!r}, which it does not take")
+        SAMPLERS[name] = info
         return fn
 
     return add
 
 
-class StackedGenerator:
-    """One torch.Generator per sample, so that image i depends on its own seed alone (EDM `generate.py`)."""
-
-    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
-        self.device = torch.device(device)
-        self.generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
-
-    def randn(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> Tensor:
-        """Draw [len(seeds), *shape[1:]] with row i from generator i."""
-        if shape[0] != len(self.generators):
-            raise ValueError(f"batch of {shape[0]} for {len(self.generators)} per-sample generators")
-        rows = [torch.randn(tuple(shape[1:]), generator=g, device=self.device, dtype=dtype) for g in self.generators]
-        return torch.stack(rows)
-
-    def rand(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> Tensor:
-        """Uniform [0, 1) draws, [len(seeds), *shape[1:]], row i from generator i."""
-        if shape[0] != len(self.generators):
-            raise ValueError(f"batch of {shape[0]} for {len(self.generators)} per-sample generators")
-        rows = [torch.rand(tuple(shape[1:]), generator=g, device=self.device, dtype=dtype) for g in self.generators]
-        return torch.stack(rows)
-
-
-Generator = torch.Generator | StackedGenerator | None
-
-
-def randn_like(x: Tensor, generator: Generator = None) -> Tensor:
-    """Standard normal noise shaped like x, from a torch.Generator, a StackedGenerator or the global RNG."""
-    if isinstance(generator, StackedGenerator):
-        return generator.randn(x.shape, dtype=x.dtype).to(x.device)
-    if generator is None:
-        return torch.randn_like(x)
-    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
-
-
-def sigma_batch(sigma: Tensor, x: Tensor) -> Tensor:
-    """A grid entry as a [B] noise-level tensor on x's device (float64 kept for exact c_noise)."""
-    dtype = torch.float32 if x.device.type == "mps" else torch.float64
-    return sigma.to(x.device, dtype).expand(x.shape[0])
+def to_d(x: Tensor, x0: Tensor, sigma: Tensor) -> Tensor:
+    """The probability-flow ODE direction dx/dsigma = (x - D(x, sigma)) / sigma (EDM eq. 3)."""
+    return (x - x0) / sigma.float()
 
 
 def ancestral_step(sigma: Tensor, sigma_next: Tensor, eta: float = 1.0) -> tuple[Tensor, Tensor]:

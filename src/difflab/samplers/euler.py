@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from difflab.samplers.ancestral import sample_ddim
-from difflab.samplers.base import DenoiseFn, Generator, StepCallback, randn_like, register, sigma_batch
+from difflab.samplers.base import DenoiseFn, Generator, StepCallback, randn_like, register, sigma_batch, to_d
 
 
 def _churn(x: Tensor, sigma: Tensor, n_steps: int, s_churn: float, s_tmin: float, s_tmax: float, s_noise: float,
@@ -31,7 +31,7 @@ def _churn(x: Tensor, sigma: Tensor, n_steps: int, s_churn: float, s_tmin: float
     return x_hat, sigma_hat
 
 
-@register("euler")
+@register("euler", order=1, noise="s_churn")
 @torch.no_grad()
 def sample_euler(
     denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, *, cond: object = None, generator: Generator = None,
@@ -43,14 +43,14 @@ def sample_euler(
     for i in range(n):
         x, sigma = _churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)
         x0 = denoise_fn(x, sigma_batch(sigma, x), cond)
-        d = (x - x0) / sigma.float()  # EDM eq. (3)
+        d = to_d(x, x0, sigma)  # EDM eq. (3)
         x = x + (sigmas[i + 1] - sigma).float() * d
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigmas[i + 1], "denoised": x0})
     return x
 
 
-@register("heun")
+@register("heun", order=2, noise="s_churn")
 @torch.no_grad()
 def sample_heun(
     denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, *, cond: object = None, generator: Generator = None,
@@ -63,18 +63,18 @@ def sample_heun(
         x_hat, sigma_hat = _churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)  # lines 4-6
         sigma_next = sigmas[i + 1]
         x0 = denoise_fn(x_hat, sigma_batch(sigma_hat, x_hat), cond)
-        d = (x_hat - x0) / sigma_hat.float()  # line 7
+        d = to_d(x_hat, x0, sigma_hat)  # line 7
         x = x_hat + (sigma_next - sigma_hat).float() * d  # line 8
         if sigma_next > 0:  # lines 9-11: second-order correction
             x0_next = denoise_fn(x, sigma_batch(sigma_next, x), cond)
-            d_next = (x - x0_next) / sigma_next.float()
+            d_next = to_d(x, x0_next, sigma_next)
             x = x_hat + (sigma_next - sigma_hat).float() * (0.5 * d + 0.5 * d_next)
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sigma_hat, "sigma_next": sigma_next, "denoised": x0})
     return x
 
 
-@register("euler_a")
+@register("euler_a", order=1, noise="eta")
 @torch.no_grad()
 def sample_euler_ancestral(
     denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, *, cond: object = None, generator: Generator = None,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,13 +12,18 @@ import torch
 from torch import Tensor
 
 from difflab.diffusion.schedules import Scheduler
+from difflab.errors import ConfigError
+from difflab.samplers.aliases import resolve
 from difflab.samplers.base import SAMPLERS, DenoiseFn, StackedGenerator, StepCallback
+from difflab.samplers.grids import cached_optimized_sigmas
 
 
 @dataclass
 class SamplerSpec:
     """A sampler by name with its step count and knobs, as composed from `conf/sampler/*.yaml`.
 
+    `name` is a registered sampler or a web UI name ("DPM++ 2M Karras", `aliases.py`), which may bring a grid.
+    `grid` (default: the scheduler's own) replaces the scheduler's grid for this sampler: karras, logsnr, ...
     `steps=None` means the scheduler's full training grid (DDPM's 1000 steps) where it has one.
     `clip_denoised` clamps x0_hat to the data range [-1, 1] at every step (DDPM's original code does).
     """
@@ -26,32 +31,43 @@ class SamplerSpec:
     name: str = "ddpm"
     steps: int | None = None
     clip_denoised: bool = False
+    grid: str | None = None
     knobs: dict[str, Any] = field(default_factory=dict)
 
-    def __init__(self, name: str = "ddpm", steps: int | None = None, clip_denoised: bool = False, **knobs: Any):
-        self.name, self.steps, self.clip_denoised, self.knobs = name, steps, clip_denoised, dict(knobs)
-        fn = SAMPLERS[name]  # KeyError naming the available samplers
-        params = inspect.signature(fn).parameters
-        unknown = [k for k in self.knobs if k not in params or k in ("cond", "generator", "callback")]
+    def __init__(self, name: str = "ddpm", steps: int | None = None, clip_denoised: bool = False,
+                 grid: str | None = None, **knobs: Any):
+        self.name, alias_grid = resolve(name)
+        self.steps, self.clip_denoised, self.knobs = steps, clip_denoised, dict(knobs)
+        self.grid = grid if grid is not None else alias_grid
+        options = SAMPLERS[self.name].options()
+        unknown = [k for k in self.knobs if k not in options]
         if unknown:
-            allowed = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in ("cond", "generator", "callback")]
-            raise TypeError(f"sampler {name!r} has no option(s) {unknown}; its options are {allowed}")
+            raise ConfigError.bad_value(f"sampler.{unknown[0]}", f"sampler {self.name!r} has no option(s) {unknown}",
+                                        f"Its options are {list(options)}.")
+
+    def scheduler_for(self, scheduler: Scheduler) -> Scheduler:
+        """The scheduler with this sampler's `grid` (itself when the sampler sets none)."""
+        return scheduler if self.grid is None else scheduler.with_grid(self.grid)
 
     @property
     def fn(self) -> Callable[..., Tensor]:
         """The registered sampler function."""
-        return SAMPLERS[self.name]
+        return SAMPLERS[self.name].fn
 
-    def sigmas(self, scheduler: Scheduler) -> Tensor:
-        """The descending noise-level grid for this sampler's step count ([steps + 1], float64)."""
+    def steps_for(self, scheduler: Scheduler) -> int:
+        """The step count: `steps`, else the scheduler's training grid length."""
         steps = self.steps if self.steps is not None else getattr(scheduler, "num_train_timesteps", None)
         if steps is None:
             raise ValueError(f"sampler {self.name!r} needs `sampler.steps` for scheduler {scheduler!r}")
-        return scheduler.inference_sigmas(int(steps))
+        return int(steps)
+
+    def sigmas(self, scheduler: Scheduler) -> Tensor:
+        """The descending noise-level grid for this sampler's step count ([steps + 1], float64)."""
+        return self.scheduler_for(scheduler).inference_sigmas(self.steps_for(scheduler))
 
     def nfe(self, scheduler: Scheduler) -> int:
         """Network evaluations per sample for the grid of this spec (one per step for DDPM/DDIM)."""
-        return len(self.sigmas(scheduler)) - 1
+        return self.steps_for(scheduler)
 
 
 class CountingDenoiser:
@@ -159,15 +175,24 @@ def generate(
     callback: StepCallback | None = None,
     first_index: int = 0,
     edit: Edit | None = None,
+    grid_cache: Path | None = None,
 ) -> tuple[Tensor, int]:
     """Sample n images of `shape` (C, H, W); returns (x0 [n, C, H, W] float32 on CPU, NFE per image).
 
     The images are numbers first_index .. first_index + n - 1 of the run: image i depends only on
     (seed, i), so batch size and device count (each rank taking its own range) do not change it.
-    `edit` starts from given noises or images instead (img2img, inpainting, interpolation).
+    `edit` starts from given noises or images instead (img2img, inpainting, interpolation). With the scheduler's
+    `grid=optimized` the grid is fitted to this denoiser and sampler first (`grids.py`), cached in `grid_cache`.
     """
     device = torch.device(device)
-    sigmas = spec.sigmas(scheduler) if edit is None else edit.grid(spec.sigmas(scheduler))
+    sched = spec.scheduler_for(scheduler)
+    if sched.grid == "optimized":
+        c = None if cond is None else cond[:64].to(device)
+        full = cached_optimized_sigmas(grid_cache, denoise_fn, sched, spec.name, spec.steps_for(scheduler), spec.knobs,
+                                       shape, n=64 if cond is None else len(c), cond=c, device=device)
+    else:
+        full = spec.sigmas(scheduler)
+    sigmas = full if edit is None else edit.grid(full)
     batch_size = batch_size or n
     counter = CountingDenoiser(denoise_fn, spec.clip_denoised)
     out = []
@@ -186,15 +211,9 @@ def generate(
     return torch.cat(out), nfe
 
 
-STOCHASTIC = {"ddpm": None, "euler_a": None, "euler_maruyama": None, "pc": None, "ddim": "eta", "heun": "s_churn"}
-
-
 def is_deterministic(spec: SamplerSpec) -> bool:
-    """Whether the sampler maps noise to image deterministically (DDIM eta=0, Euler, Heun without churn, DPM++, ODE)."""
-    if spec.name not in STOCHASTIC:
-        return True
-    knob = STOCHASTIC[spec.name]
-    return knob is not None and float(spec.knobs.get(knob, 0.0)) == 0.0
+    """Whether the sampler maps noise to image deterministically, as its registration declares (`SamplerInfo`)."""
+    return SAMPLERS[spec.name].is_deterministic(spec.knobs)
 
 
 def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:

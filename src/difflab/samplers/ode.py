@@ -13,28 +13,15 @@ with `method="rk45"` an image can depend on its batch-mates within `rtol`/`atol`
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
 from torch import Tensor
 
+from difflab.diffusion.denoiser import integrate_log_sigma
 from difflab.samplers.base import DenoiseFn, Generator, StepCallback, register, sigma_batch
 from difflab.samplers.euler import sample_heun
 
 METHODS = ("heun", "rk45")
-
-
-def integrate_log_sigma(rhs: Callable[[float, np.ndarray], np.ndarray], y0: np.ndarray, sigma_from: float,
-                       sigma_to: float, rtol: float, atol: float) -> np.ndarray:
-    """RK45 (scipy's solve_ivp) of dy/d(log sigma) = rhs(log sigma, y) between two positive noise levels."""
-    if sigma_from <= 0 or sigma_to <= 0:
-        raise ValueError(f"the ODE is integrated between positive noise levels, got {sigma_from} -> {sigma_to}")
-    sol = solve_ivp(rhs, (np.log(sigma_from), np.log(sigma_to)), y0, method="RK45", rtol=rtol, atol=atol)
-    if not sol.success:
-        raise RuntimeError(f"probability-flow ODE solver failed: {sol.message}")
-    return sol.y[:, -1]
 
 
 @torch.no_grad()
@@ -52,7 +39,7 @@ def probability_flow(denoise_fn: DenoiseFn, x: Tensor, sigma_from: float, sigma_
     return torch.from_numpy(y).reshape(shape).to(device, dtype)
 
 
-@register("ode")
+@register("ode", order=5)  # RK45 (Dormand-Prince 5(4)); method="heun" is order 2
 @torch.no_grad()
 def sample_ode(
     denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, *, cond: object = None, generator: Generator = None,

@@ -10,10 +10,13 @@ sub-VP trained models alike:
     reverse step      x_next = x + g2 * score + sqrt(g2) z,   g2 = sigma^2 - sigma_next^2   (reverse diffusion)
                       Euler-Maruyama uses g2 = 2 sigma (sigma - sigma_next), the derivative of sigma^2 at sigma
     Langevin          x = x + e * score + sqrt(2 e) z, e = 2 (snr ||z|| / ||score||)^2        Algorithm 5 (alpha = 1)
+                      with the norms replaced by their expectations: E||z||^2 = d and E||score||^2 = d / sigma^2
+                      (score = -eps_hat / sigma, E||eps_hat||^2 ~ d), so e = 2 (snr sigma)^2
 At sigma_next = 0 the last step returns the mean, D(x, sigma) (Song et al.'s final denoising step).
-Step sizes use per-sample norms (the reference code averages them over the batch), so an image does not
-depend on the other images in its batch. The snr rule assumes image-like dimensions, where ||z|| and
-||score|| concentrate; in a handful of dimensions the ratio fluctuates and the corrector can hop modes.
+Algorithm 5 takes the norms of each draw; the reference code averages them over the batch, so an image depends on
+its batch-mates. Per-sample norms avoid that but fluctuate in low dimension (16-d Gaussian data: 13.6% error in
+the std at 1000 steps, mode hopping in 2-D). The expected norms give the same step size in image-like dimensions,
+where the norms concentrate, and a step size that depends on sigma alone everywhere: no batch, no fluctuation.
 """
 
 from __future__ import annotations
@@ -21,8 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from difflab.samplers.base import DenoiseFn, Generator, StepCallback, randn_like, register, sigma_batch
-from difflab.utils.tensors import append_dims
+from difflab.samplers.base import ALWAYS, DenoiseFn, Generator, StepCallback, randn_like, register, sigma_batch
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 
@@ -34,12 +36,11 @@ def _score(denoise_fn: DenoiseFn, x: Tensor, sigma: Tensor, cond: object) -> tup
 
 def langevin_correct(denoise_fn: DenoiseFn, x: Tensor, sigma: Tensor, *, cond: object, generator: Generator,
                      snr: float, n_steps: int) -> Tensor:
-    """Song et al. 2021, Algorithm 5 (alpha = 1 in the sigma view), with per-sample step sizes."""
+    """Song et al. 2021, Algorithm 5 (alpha = 1 in the sigma view), step size from the expected norms (above)."""
+    eps = (2 * (snr * sigma) ** 2).float()  # e = 2 (snr E||z|| / E||score||)^2 = 2 (snr sigma)^2
     for _ in range(n_steps):
         score, _ = _score(denoise_fn, x, sigma, cond)
         z = randn_like(x, generator)
-        ratio = z.flatten(1).norm(dim=1) / score.flatten(1).norm(dim=1).clamp(min=1e-12)  # (B,)
-        eps = append_dims(2 * (snr * ratio) ** 2, x.ndim)
         x = x + eps * score + (2 * eps).sqrt() * z
     return x
 
@@ -53,7 +54,7 @@ def reverse_step(x: Tensor, score: Tensor, x0: Tensor, sigma: Tensor, sigma_next
     return x + g2.float() * score + g2.sqrt().float() * randn_like(x, generator)
 
 
-@register("euler_maruyama")
+@register("euler_maruyama", order=1, noise=ALWAYS)
 @torch.no_grad()
 def sample_euler_maruyama(
     denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, *, cond: object = None, generator: Generator = None,
@@ -64,7 +65,7 @@ def sample_euler_maruyama(
                      predictor="euler_maruyama", corrector_steps=0)
 
 
-@register("pc")
+@register("pc", order=1, noise=ALWAYS)
 @torch.no_grad()
 def sample_pc(
     denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, *, cond: object = None, generator: Generator = None,

@@ -27,15 +27,46 @@ def is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
+def _run_checkpoints(run_dir: Path) -> list[Path]:
+    """The run folder's own checkpoints (hpc_ckpt_*.ckpt, checkpoints/*.ckpt), newest first."""
+    found = [p for p in (*run_dir.glob("hpc_ckpt_*.ckpt"), *run_dir.glob("checkpoints/*.ckpt")) if p.is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def loadable_or_fallback(path: Path, run_dir: Path | None = None) -> Path:
+    """`path` when it loads; a broken `last.ckpt` (or a requeue's pick, `run_dir` given) falls back to the newest
+    loadable checkpoint of its run folder with one warning naming both files; else the CorruptFileError."""
+    from difflab.errors import CorruptFileError
+    from difflab.utils.checkpoint_files import load_checkpoint_file
+
+    try:
+        load_checkpoint_file(path, key="ckpt_path", mmap=True)
+        return path
+    except CorruptFileError as err:
+        if run_dir is None and path.name != "last.ckpt":
+            raise
+        folder = run_dir or (path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+        for other in (p for p in _run_checkpoints(folder) if p.resolve() != path.resolve()):
+            try:
+                load_checkpoint_file(other, key="ckpt_path", mmap=True)
+            except CorruptFileError:
+                continue
+            log.warning("cannot resume from %s (%s); resuming from %s instead, the newest loadable checkpoint of "
+                        "the run folder", path, str(err).split(": ", 1)[-1].split(", config key")[0], other)
+            return other
+        raise
+
+
 def resume_path(run_dir: Path, ckpt_path: str | None) -> str | None:
     """The checkpoint to resume from: `ckpt_path` when given, else the newest of the run folder's own
-    `hpc_ckpt_*.ckpt` (saved on SLURM's signal) and `checkpoints/last.ckpt` (a requeued job), else None."""
+    `hpc_ckpt_*.ckpt` (saved on SLURM's signal) and `checkpoints/last.ckpt` (a requeued job), else None.
+    A corrupt or empty last.ckpt falls back to the newest loadable checkpoint of its run folder."""
     if ckpt_path:
-        return str(ckpt_path)
+        return str(loadable_or_fallback(Path(ckpt_path)))
     found = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
     found = [p for p in found if p.is_file()]
     if not found:
         return None
-    newest = max(found, key=lambda p: p.stat().st_mtime)
+    newest = loadable_or_fallback(max(found, key=lambda p: p.stat().st_mtime), run_dir)
     log.info("resuming from this run folder's checkpoint %s", newest)
     return str(newest)

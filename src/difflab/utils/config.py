@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from difflab.utils.run_folders import run_stamp
+
 
 def auto_precision() -> str:
     """bf16-mixed on CUDA GPUs that support bf16, else 32-true."""
@@ -115,3 +117,5 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
     OmegaConf.register_new_resolver("len", length, replace=True)
     OmegaConf.register_new_resolver("feature_size", feature_size, replace=True)
+    # cached: resolved once per config (and Hydra copies the cache into each job of a sweep)
+    OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True, use_cache=True)
