@@ -125,7 +125,8 @@ def test_text_conditioned_ldm_trains_and_samples_from_a_prompt(train_cfg, tmp_pa
     assert out["global_step"] == 3 and (out["run_dir"] / "samples" / "final.png").is_file()
     ckpt = out["run_dir"] / "checkpoints" / "last.ckpt"
     scfg = compose_config("sample", [f"ckpt={ckpt}", "prompt='a (red:1.2) circle'", "negative_prompt=blue",
-                                     "guidance_scale=4", "n=2", "device=cpu", "sampler=ddim", "sampler.steps=3"], tmp_path)
+                                     "guidance_scale=4", "n=2", "device=cpu", "sampler=ddim", "sampler.steps=3"],
+                          tmp_path / "s")  # the run folder holds the training run: sample.py never writes into it
     result = sample(scfg)
     assert result["images"].shape == (2, 3, 16, 16) and torch.isfinite(result["images"]).all()
 

@@ -19,7 +19,9 @@ from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 
 from difflab.callbacks.sample_grid import save_grid
-from difflab.cli.sample import autocast_for, condition_inputs, load_model, negative_condition, pick_device, resolve_seed
+from difflab.cli import checks
+from difflab.cli.sample import autocast_for, condition_inputs, load_model, negative_condition, resolve_seed
+from difflab.errors import ConfigError
 from difflab.data.base import DataNotFoundError, collate_batch
 from difflab.data.image_folder import EXTENSIONS, ImageFileDataset, list_images
 from difflab.metrics.evaluation import metrics_record, sample_and_score, write_record
@@ -36,16 +38,23 @@ def _data_config(cfg: DictConfig, saved: dict[str, Any] | None) -> DictConfig:
         return cfg.data
     if saved and saved.get("data"):
         return OmegaConf.create(saved["data"])
-    raise ValueError("no data set for the reference statistics: pass data=<name> (config key `data`)")
+    raise ConfigError("Config key `data` is required: no data set for the reference statistics; pass data=<name> "
+                      "(e.g. data=digits, or data=image_folder data.root=<reference images>).")
 
 
-def score_folder(folder: Path, datamodule: Any, suite: MetricSuite, batch_size: int) -> dict[str, float]:
-    """Score the images of `folder` (sorted; resized to the data set's resolution when they differ)."""
+def folder_images(folder: Path) -> list[Path]:
+    """The image files of `images=<folder>`; a clear error when the folder is missing or holds none."""
     if not folder.exists():
         raise DataNotFoundError.for_path(folder, "images", "Pass images=<folder of generated PNG/JPEG files>.", "Images")
     files = list_images(folder, EXTENSIONS)
     if not files:
         raise DataNotFoundError.for_path(folder, "images", f"The folder holds no {'/'.join(EXTENSIONS)} files.", "Images")
+    return files
+
+
+def score_folder(folder: Path, datamodule: Any, suite: MetricSuite, batch_size: int) -> dict[str, float]:
+    """Score the images of `folder` (sorted; resized to the data set's resolution when they differ)."""
+    files = folder_images(folder)
     dataset = ImageFileDataset(folder, files, None, datamodule.resolution, datamodule.channels, center_crop=False)
     offset = 0
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_batch):
@@ -70,7 +79,7 @@ def read_prompts(path: str) -> list[str]:
     else:
         prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not prompts:
-        raise ValueError(f"no prompts in '{file}' (config key `prompts`)")
+        raise ConfigError.bad_value("prompts", f"'{file}' holds no prompts", "Give a file with one prompt per line.")
     return prompts
 
 
@@ -112,21 +121,38 @@ def _model_and_data(cfg: DictConfig, device: torch.device, prompts: list[str] | 
     return module, instantiate(_data_config(cfg, module.run_config if module is not None else None))
 
 
+def check_config(cfg: DictConfig, mcfg: MetricsConfig, prompts: list[str] | None) -> tuple[int, int, int, torch.device, Path]:
+    """evaluate.py's values checked before loading or sampling: (n, seed, batch_size, device, out_dir); the output
+    folder is created (writable, and without earlier results unless overwrite=true)."""
+    default_n = len(prompts) if prompts else mcfg.n_samples
+    given = cfg.get("n_samples") is not None
+    n = checks.integer(cfg.n_samples if given else default_n, "n_samples" if given else "metrics.n_samples",
+                       0 if mcfg.nll["enabled"] else 1)  # n_samples=0 with metrics=nll: the likelihood alone
+    given = cfg.get("seed") is not None
+    seed = resolve_seed(cfg.seed if given else mcfg.seed, "seed" if given else "metrics.seed")
+    given = cfg.get("batch_size") is not None
+    batch_size = checks.integer(cfg.batch_size if given else mcfg.batch_size, "batch_size" if given else "metrics.batch_size", 1)
+    if cfg.get("guidance_scale") is not None:
+        checks.real(cfg.guidance_scale, "guidance_scale")
+    checks.sampler_spec(cfg.get("sampler"))
+    device = checks.inference_device(cfg.device)
+    checks.inference_precision(cfg.precision, device)
+    out_dir = checks.fresh_output(cfg.out_dir, "out_dir", bool(cfg.get("overwrite", False)))
+    return n, seed, batch_size, device, out_dir
+
+
 def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (or a folder of images); returns the record written to metrics.json."""
     if (bool(cfg.get("ckpt")) or cfg.get("model") is not None) == bool(cfg.get("images")):
-        raise ValueError("pass exactly one of ckpt=<checkpoint> (or model=sd) or images=<folder>")
+        raise ConfigError("Pass exactly one of ckpt=<checkpoint> (or model=sd) and images=<folder of images> "
+                          "(config keys `ckpt`, `images`).")
+    if cfg.get("images"):
+        folder_images(Path(cfg.images))
     mcfg: MetricsConfig = instantiate(cfg.metrics, _convert_="all")
     prompts = read_prompts(cfg.prompts) if cfg.get("prompts") else None
     if prompts and cfg.get("data") is None:  # no reference images: CLIP score and samples/sec only
         mcfg.fid = mcfg.kid = mcfg.inception_score = mcfg.lpips_diversity = False
-    default_n = len(prompts) if prompts else mcfg.n_samples
-    n = int(cfg.n_samples if cfg.get("n_samples") is not None else default_n)
-    seed = resolve_seed(cfg.seed if cfg.get("seed") is not None else mcfg.seed)
-    batch_size = int(cfg.batch_size or mcfg.batch_size)
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(str(cfg.device))
+    n, seed, batch_size, device, out_dir = check_config(cfg, mcfg, prompts)
 
     module, datamodule = _model_and_data(cfg, device, prompts)
     suite = MetricSuite(mcfg, device, checks=module.condition.checks if module is not None else (),
@@ -136,7 +162,7 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
 
     if module is None:
         if mcfg.nll["enabled"]:
-            raise ValueError("metrics.nll needs a model: pass ckpt=<checkpoint> instead of images=<folder>")
+            raise ConfigError.bad_value("metrics", "metrics=nll needs a model", "Pass ckpt=<checkpoint> instead of images=<folder>.")
         values = score_folder(Path(cfg.images), datamodule, suite, mcfg.feature_batch_size)
         n, extra = int(values.pop("n_images")), {"images": str(Path(cfg.images).resolve())}
     else:

@@ -10,13 +10,14 @@ import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from difflab.callbacks.sample_grid import save_grid
+from difflab.cli import checks
 from difflab.conditions import INPUT_KEYS
+from difflab.errors import ConfigError
 from difflab.lit.checkpoint import load_module
 from difflab.samplers import Edit, StackedGenerator, is_deterministic, sample_seeds, slerp
 
@@ -28,16 +29,9 @@ AUTOCAST = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """torch.autocast for the network under `precision` (32 | bf16 | fp16); a no-op for 32."""
     if precision not in AUTOCAST:
-        raise ValueError(f"precision must be one of {list(AUTOCAST)}, got {precision!r}")
+        raise ConfigError.bad_value("precision", f"{precision!r} is not a precision", "Use precision=32, bf16 or fp16.")
     dtype = AUTOCAST[precision]
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-def pick_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 MODES = ("generate", "img2img", "inpaint", "interpolate")
@@ -84,15 +78,20 @@ def make_edit(cfg: DictConfig, module: Any, seed: int, n: int | None = None) -> 
     see `load_image`), interpolate between two noises; and what samples.json records about the inputs."""
     mode, n = str(cfg.get("mode", "generate")), int(cfg.n if n is None else n)
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise ConfigError.bad_value("mode", f"unknown mode {mode!r}", f"Use mode=<one of {', '.join(MODES)}>.")
     if mode == "generate":
         return None, {}
     channels, resolution = module.image_shape[0], module.image_shape[-1]
     if mode == "interpolate":
         if not is_deterministic(module.sampler):
-            raise ValueError(f"interpolation needs a deterministic sampler (ddim eta=0, euler, heun, dpmpp_2m, ode), "
-                             f"not {module.sampler.name} {module.sampler.knobs}")
-        a, b = (int(i) for i in cfg.interpolate_between)
+            raise ConfigError.bad_value("sampler", f"mode=interpolate needs a deterministic sampler, not "
+                                        f"{module.sampler.name} {module.sampler.knobs}",
+                                        "Use sampler=ddim (eta=0), euler, heun, dpmpp_2m or ode.")
+        pair = list(cfg.interpolate_between) if OmegaConf.is_list(cfg.interpolate_between) else []
+        if len(pair) != 2:
+            raise ConfigError.bad_value("interpolate_between", f"{cfg.interpolate_between!r} is not two image indices",
+                                        "Pass interpolate_between=[0,1].")
+        a, b = (checks.integer(i, "interpolate_between", 0) for i in pair)
         z = StackedGenerator(sample_seeds(seed, 1, a) + sample_seeds(seed, 1, b)).randn(
             (2, *module.latent_shape))  # latent models: noise in latent shape
         return Edit(noise=slerp(z[0], z[1], torch.linspace(0, 1, n))), {"interpolate_between": [a, b]}
@@ -102,7 +101,7 @@ def make_edit(cfg: DictConfig, module: Any, seed: int, n: int | None = None) -> 
               "preprocessing": data.preprocessing() if data is not None else
               {"resolution": resolution, "center_crop": True, "resize": "bicubic"}}
     if mode == "img2img":
-        return Edit(init=init, strength=float(cfg.strength)), record
+        return Edit(init=init, strength=checks.real(cfg.strength, "strength", 0.0, 1.0)), record
     mask = load_image(cfg.get("mask"), "mask", data, 1, resolution)  # white (1) = regenerate
     keep = (mask < 0).float().expand(n, channels, -1, -1)
     return Edit(init=init, strength=1.0, mask=keep), {**record, "strength": 1.0}
@@ -113,11 +112,11 @@ def condition_inputs(cfg: DictConfig) -> dict[str, Any]:
     return {key: cfg.get(key) for key in INPUT_KEYS}
 
 
-def resolve_seed(seed: Any) -> int:
-    """The run seed; -1 picks a random one in 0..4095 (the run seeds whose image seeds never meet), to be recorded."""
-    seed = int(seed)
+def resolve_seed(seed: Any, key: str = "seed") -> int:
+    """The run seed (an integer in [0, 2^63)); -1 picks a random one, to be recorded."""
+    seed = checks.seed(seed, key)
     if seed == -1:
-        seed = random.SystemRandom().randrange(4096)
+        seed = random.SystemRandom().randrange(1 << 63)
         log.info("seed=-1: using seed %d", seed)
     return seed
 
@@ -127,13 +126,32 @@ def load_model(cfg: DictConfig) -> Any:
     overrides = OmegaConf.to_container(cfg.scheduler) if cfg.get("scheduler") else {}
     scheduler_overrides = {k: v for k, v in overrides.items() if v is not None}
     if cfg.get("ckpt"):
-        return load_module(cfg.ckpt, sampler=cfg.get("sampler"), scheduler_overrides=scheduler_overrides,
-                           use_ema=cfg.use_ema)
+        return load_module(cfg.ckpt, sampler=checks.sampler_spec(cfg.get("sampler")),
+                           scheduler_overrides=scheduler_overrides, use_ema=cfg.use_ema)
     if cfg.get("model") is not None:
         from hydra.utils import instantiate
 
+        checks.sampler_spec(cfg.get("sampler"))
         return instantiate(cfg.model, sampler=cfg.get("sampler"), scheduler_overrides=scheduler_overrides)
-    raise ValueError("pass ckpt=<checkpoint> or model=sd pipeline.path=<Stable Diffusion folder>")
+    raise ConfigError("Config key `ckpt` is required: pass ckpt=<a checkpoint, e.g. runs/train/<run>/checkpoints/"
+                      "last.ckpt>, or model=sd pipeline.path=<Stable Diffusion folder>.")
+
+
+def check_config(cfg: DictConfig) -> tuple[torch.device, str]:
+    """sample.py's values checked before any loading or sampling: (device, precision); the output folder is created
+    (it must be writable and hold no earlier results unless overwrite=true)."""
+    checks.integer(cfg.n, "n", 1)
+    checks.integer(cfg.batch_size, "batch_size", 1)
+    for key in ("guidance_scale", "guidance_rescale"):
+        if cfg.get(key) is not None:
+            checks.real(cfg[key], key)
+    if str(cfg.get("mode", "generate")) == "img2img":
+        checks.real(cfg.strength, "strength", 0.0, 1.0)
+    checks.sampler_spec(cfg.get("sampler"))
+    device = checks.inference_device(cfg.device)
+    precision = checks.inference_precision(cfg.precision, device)
+    checks.fresh_output(cfg.out_dir, "out_dir", bool(cfg.get("overwrite", False)))
+    return device, precision
 
 
 def given_or(value: Any, default: Any) -> Any:
@@ -160,10 +178,9 @@ def write_conditions(rows: list[dict[str, Any]], path: Path, with_files: bool) -
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Sample `n` images from a checkpoint or pretrained pipeline; returns the output folder, NFE and image tensor."""
-    precision = str(cfg.precision)
     seed = resolve_seed(cfg.seed)
+    device, precision = check_config(cfg)
     module = load_model(cfg)
-    device = pick_device(str(cfg.device))
     module.to(device)
     condition = module.condition
     requests = condition.parse(condition_inputs(cfg), int(cfg.n))  # before sampling: inputs that mean nothing stop here
@@ -177,7 +194,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                       edit=edit, **extra)
 
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.save_images:
         (out_dir / "images").mkdir(exist_ok=True)
         for i, img in enumerate(images):

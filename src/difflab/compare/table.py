@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from difflab.errors import MissingFileError
+
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
@@ -76,7 +78,8 @@ def collect_local(runs_dir: str | Path) -> list[Record]:
     """
     root = Path(runs_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"runs folder not found: {root} (config key `runs_dir`)")
+        raise MissingFileError.for_path(root, "runs_dir", "Pass runs_dir=<the folder that holds your runs> (train.py "
+                                        "and evaluate.py write them under <root>/runs).", "Runs folder")
     records = []
     for path in sorted(root.rglob("metrics.json"), key=lambda p: p.as_posix()):
         try:

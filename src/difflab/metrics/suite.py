@@ -46,7 +46,7 @@ class MetricsConfig:
     every_n_steps: int = 5000          # training: sample and score every N steps (and at the end); 0 = end only
     n_samples: int = 2000              # generated images per evaluation (0 disables the callback)
     batch_size: int = 250              # sampling batch per rank
-    seed: int = 1                      # per-sample seeds (seed * 2^20 + i); distinct from the grid's seed 0
+    seed: int = 1                      # per-image seeds hash (seed, i); distinct from the grid's seed 0
     fid: bool = True
     kid: bool = True
     inception_score: bool = True
@@ -61,7 +61,7 @@ class MetricsConfig:
     isc_splits: int = 10
     feature_batch_size: int = 100      # images per Inception / LPIPS / CLIP forward
     cache_dir: str = "data/metric_stats"
-    download: bool = True              # try downloading missing weights (fails fast offline)
+    download: bool = True              # False: never download (downloads also need DIFFLAB_ALLOW_DOWNLOAD=1)
     weights: dict[str, Any] = field(default_factory=lambda: {
         "inception": None, "lpips_alexnet": None, "clip": "openai/clip-vit-base-patch16"})
     nll: dict[str, Any] = field(default_factory=dict)  # evaluate.py: bits/dim of real data (see NLL_DEFAULTS)

@@ -415,7 +415,7 @@ def pretrained_autoencoder(path: str, scale_factor: float | None = None, subfold
                            local_files_only: bool | None = None, latent_channels: int | None = None,
                            downsample_factor: int | None = None) -> DiffusersLatent:
     """A diffusers `AutoencoderKL` from a local folder (saved with `save_pretrained`) or a Hub name in the cache."""
-    from difflab.metrics.weights import offline
+    from difflab.metrics.weights import downloads_allowed
 
     try:
         from diffusers import AutoencoderKL
@@ -429,12 +429,12 @@ def pretrained_autoencoder(path: str, scale_factor: float | None = None, subfold
         raise AutoencoderNotFoundError(f"pretrained autoencoder folder not found: '{local}' (config key "
                                        "`model.autoencoder.path`); it must hold config.json and the weights")
     source = str(local) if local.is_dir() else str(path)
-    only_local = local.is_dir() or offline() if local_files_only is None else bool(local_files_only)
+    only_local = local.is_dir() or not downloads_allowed() if local_files_only is None else bool(local_files_only)
     try:
         vae = AutoencoderKL.from_pretrained(source, subfolder=subfolder, local_files_only=only_local)
     except (OSError, ValueError) as err:
         raise AutoencoderNotFoundError(
             f"cannot load the pretrained AutoencoderKL '{path}' (config key `model.autoencoder.path`): {err}. "
             f"On a machine with internet run `huggingface-cli download {path}` (or save it with save_pretrained) and "
-            "point the key at the folder; offline (DIFFLAB_OFFLINE/HF_HUB_OFFLINE) only the local cache is used.") from None
+            "point the key at the folder; only the local cache is used unless DIFFLAB_ALLOW_DOWNLOAD=1.") from None
     return check_declared(DiffusersLatent(vae, scale_factor), latent_channels, downsample_factor)
