@@ -16,6 +16,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 os.environ.setdefault("DIFFLAB_OFFLINE", "1")  # metric weights: never try the network in tests
+os.environ.pop("DIFFLAB_ALLOW_DOWNLOAD", None)
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

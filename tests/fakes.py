@@ -73,6 +73,7 @@ class TinyExtractor:
     """A fixed random conv feature map: uint8-like images -> (features [N, 16], logits [N, 10]), float32."""
 
     weights_hash = "tiny0000"
+    no_classifier = None  # its logits come from a random head: IS is computable
 
     def __init__(self) -> None:
         import torch

@@ -26,6 +26,7 @@ from difflab.compare import (
     to_csv,
     to_markdown,
 )
+from difflab.conditions import NoCondition
 from difflab.metrics.evaluation import metrics_record, write_record
 from difflab.samplers import SamplerSpec
 
@@ -41,7 +42,8 @@ def fake_module(model: str, scheduler: str, data: str, resolution: int, spec: Sa
     net = SimpleNamespace(parameters=lambda: [torch.empty(params)])
     return SimpleNamespace(run_config={"choices": {"model": model, "scheduler": scheduler, "data": data},
                                        "data": {"resolution": resolution}},
-                           sampler=spec, scheduler=SimpleNamespace(), net=net, train_images_seen=images_seen)
+                           sampler=spec, scheduler=SimpleNamespace(), net=net, train_images_seen=images_seen,
+                           condition=NoCondition())
 
 
 def write(runs: Path, rel: str, kind: str, values: dict[str, float], module: SimpleNamespace, n: int = 128) -> None:

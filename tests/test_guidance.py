@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import TINY_NET, compose_config
+from difflab.conditions import ClassLabel
 from difflab.diffusion import DiscreteVPScheduler
 from difflab.diffusion.guidance import _rescaled, guided
 from difflab.diffusion.toy import make_mixture_denoiser
@@ -16,6 +17,7 @@ S = torch.tensor([0.5, 0.5], dtype=torch.float64)
 UNCOND = make_mixture_denoiser(MU, S, torch.tensor([0.5, 0.5], dtype=torch.float64))
 CLASS = [make_mixture_denoiser(MU[k : k + 1], S[k : k + 1], torch.ones(1, dtype=torch.float64)) for k in range(2)]
 SCHED = DiscreteVPScheduler(grid="karras")
+NULL = ClassLabel(num_classes=2).null  # label -1
 
 
 class Counting:
@@ -41,13 +43,13 @@ def test_guided_denoiser_is_the_formula_in_one_batched_call() -> None:
     d_u, d_c = UNCOND(x, sigma), torch.stack([CLASS[int(k)](x[i : i + 1], sigma[:1])[0] for i, k in enumerate(labels)])
     for w in (0.0, 1.0, 2.5, 7.0):
         fn = Counting()
-        d = guided(fn, w)(x, sigma, labels)
+        d = guided(fn, w, null=NULL)(x, sigma, labels)
         torch.testing.assert_close(d, d_u + w * (d_c - d_u), atol=1e-5, rtol=1e-5)
         assert fn.batches == ([12] if w not in (0.0, 1.0) else [6])  # cond and null concatenated: one forward
 
 
 def _sample(w: float, n: int = 1500) -> torch.Tensor:
-    x, _ = generate(guided(Counting(), w), SCHED, SamplerSpec("heun", steps=30), n=n, shape=(2,), seed=0,
+    x, _ = generate(guided(Counting(), w, null=NULL), SCHED, SamplerSpec("heun", steps=30), n=n, shape=(2,), seed=0,
                     cond=torch.zeros(n, dtype=torch.long))
     return x.double()
 
@@ -72,13 +74,13 @@ def test_guidance_rescale_matches_the_conditional_eps_std() -> None:
     torch.testing.assert_close(eps_full.std(dim=(1, 2, 3)), eps_cond.std(dim=(1, 2, 3)), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(_rescaled(x, sigma, d, d_cond, 0.0), d)
     with pytest.raises(ValueError, match="guidance"):
-        guided(UNCOND, -1.0)
+        guided(UNCOND, -1.0, null=NULL)
 
 
 def test_conditional_model_drops_labels_in_training_only_and_samples_with_guidance(tmp_path) -> None:  # noqa: ANN001
     from hydra.utils import instantiate
 
-    cfg = compose_config("train", ["model=cond", *TINY_NET, "model.net.emb_channels=32", "model.cond_drop_prob=0.5"],
+    cfg = compose_config("train", ["model=cond", *TINY_NET, "model.net.emb_channels=32", "model.condition.drop_prob=0.5"],
                          tmp_path)
     module = instantiate(cfg.model)
     batch = {"image": torch.zeros(4000, 1, 16, 16), "label": torch.arange(4000) % 10}

@@ -205,19 +205,20 @@ def _tiny_clip():  # noqa: ANN202
 
 def test_clip_score_of_a_tiny_random_clip_equals_the_cosine_formula(tmp_path: Path) -> None:
     from difflab.metrics import Networks
-    from difflab.metrics.evaluation import class_conditions
+    from difflab.conditions import ClassLabel
 
     model, processor = _tiny_clip()
     suite = MetricSuite(_config(tmp_path, clip_score=True, fid=False, kid=False, inception_score=False,
-                                lpips_diversity=False, condition_accuracy=False), conditional=True,
+                                lpips_diversity=False, condition_accuracy=False), checks=ClassLabel(3).checks,
                         networks=Networks(clip=lambda: (model, processor)))
     assert suite.active == ["clip_score", "broken_rate"]
 
-    class Conditional:
-        cond_key = "label"
+    class Data:
+        class_names = ["zero", "one", "two"]
 
     images = torch.rand(6, 3, 24, 24) * 2 - 1
-    labels, prompts = class_conditions(Conditional(), ["zero", "one", "two"], torch.arange(6))
+    requests = ClassLabel(3).draw(6, Data())
+    labels, prompts = requests.labels, requests.texts
     assert labels.tolist() == [0, 1, 2, 0, 1, 2] and prompts[4] == "a photo of a one"
     suite.update(images, torch.arange(6), prompts)
     score = suite.compute()["clip_score"]
@@ -231,7 +232,7 @@ def test_clip_score_of_a_tiny_random_clip_equals_the_cosine_formula(tmp_path: Pa
         txt = getattr(txt, "pooler_output", txt)
     cos = torch.nn.functional.cosine_similarity(img, txt, dim=-1)
     assert score == pytest.approx(max(100 * cos.mean().item(), 0.0), abs=1e-3)
-    assert MetricSuite(_config(tmp_path), conditional=False, networks=tiny_networks()).clip is None
+    assert MetricSuite(_config(tmp_path), networks=tiny_networks()).clip is None
 
 
 def test_condition_accuracy_classifier_learns_digits_is_cached_and_scores_requested_labels(tmp_path: Path) -> None:

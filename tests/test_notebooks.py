@@ -46,7 +46,7 @@ def test_strip_removes_outputs_counts_and_run_metadata(tmp_path: Path) -> None:
     assert nb["cells"][1]["outputs"] == [] and nb["cells"][1]["execution_count"] is None
     assert nb["cells"][1]["metadata"] == {"tags": ["keep"]} and nb["cells"][0] == md
     assert notebooks.main(["check", str(path)]) == 0
-    with pytest.raises(ValueError, match="nb.txt: not a readable notebook"):
+    with pytest.raises(ValueError, match="nb.txt.: not notebook JSON"):
         (tmp_path / "nb.txt").write_text("{")
         notebooks.read(tmp_path / "nb.txt")
 

@@ -125,7 +125,8 @@ def test_text_conditioned_ldm_trains_and_samples_from_a_prompt(train_cfg, tmp_pa
     assert out["global_step"] == 3 and (out["run_dir"] / "samples" / "final.png").is_file()
     ckpt = out["run_dir"] / "checkpoints" / "last.ckpt"
     scfg = compose_config("sample", [f"ckpt={ckpt}", "prompt='a (red:1.2) circle'", "negative_prompt=blue",
-                                     "guidance_scale=4", "n=2", "device=cpu", "sampler=ddim", "sampler.steps=3"], tmp_path)
+                                     "guidance_scale=4", "n=2", "device=cpu", "sampler=ddim", "sampler.steps=3"],
+                          tmp_path / "s")  # the run folder holds the training run: sample.py never writes into it
     result = sample(scfg)
     assert result["images"].shape == (2, 3, 16, 16) and torch.isfinite(result["images"]).all()
 
@@ -133,6 +134,7 @@ def test_text_conditioned_ldm_trains_and_samples_from_a_prompt(train_cfg, tmp_pa
 def test_caption_dropout_replaces_captions_by_the_empty_prompt(tmp_path) -> None:
     from functools import partial
 
+    from difflab.conditions import TextPrompt
     from difflab.diffusion import DiffusionLoss, DiscreteVPScheduler
     from difflab.lit.text import TextDiffusionModule
     from difflab.nets import UNet
@@ -142,7 +144,8 @@ def test_caption_dropout_replaces_captions_by_the_empty_prompt(tmp_path) -> None
     net = UNet(in_channels=3, base_channels=8, channel_mult=(1,), num_res_blocks=1, attention_resolutions=(8,),
                resolution=8, num_heads=1, context_dim=32)
     module = TextDiffusionModule(net, DiscreteVPScheduler(), DiffusionLoss(), partial(torch.optim.AdamW, lr=1e-3),
-                                 image_shape=(3, 8, 8), text_encoder=encoder, cond_drop_prob=0.5)
+                                 image_shape=(3, 8, 8), text_encoder=encoder,
+                                 condition=TextPrompt(drop_prob=0.5))
     module.train()
     torch.manual_seed(0)
     captions = [f"caption {i}" for i in range(32)]

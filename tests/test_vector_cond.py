@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from conftest import TINY_NET, compose_config
-from difflab.diffusion.guidance import null_labels
+from difflab.conditions import ClassLabel, Vector
 from difflab.nets import VectorEmbedding
 
 
 def test_null_condition_is_nan_for_vectors_and_minus_one_for_labels() -> None:
-    assert torch.equal(null_labels(torch.tensor([3, 4])), torch.tensor([-1, -1]))
-    assert null_labels(torch.zeros(2, 8)).isnan().all()
+    assert torch.equal(ClassLabel(10).null(torch.tensor([3, 4])), torch.tensor([-1, -1]))
+    assert Vector().null(torch.zeros(2, 8)).isnan().all()
 
 
 def test_vector_embedding_features_null_rows_and_shapes() -> None:
@@ -42,7 +42,7 @@ def test_vector_model_drops_to_the_null_vector_in_training_only(tmp_path: Path) 
     from hydra.utils import instantiate
 
     cfg = compose_config("train", ["model=cond_vector", "data=shapes", "data.resolution=16", *TINY_NET,
-                                   "model.net.emb_channels=32", "model.cond_drop_prob=0.5"], tmp_path)
+                                   "model.net.emb_channels=32", "model.condition.drop_prob=0.5"], tmp_path)
     module = instantiate(cfg.model)
     batch = {"image": torch.zeros(2000, 3, 16, 16), "cond": torch.randn(2000, 8)}
     module.train()
@@ -107,7 +107,7 @@ def test_vector_train_sample_evaluate_compare(tmp_path: Path, shapes_cache: Path
     with pytest.raises(ValueError, match=r"missing \['background'\]"):
         sample.run(compose_config("sample", [f"ckpt={ckpt}", "n=1", "cond={cx: 0.4, cy: 0.6, size: 0.09, aspect: 1, "
                                              "r: 0.9, g: 0.6, b: 0.7}"], tmp_path / "s2"))
-    with pytest.raises(ValueError, match="pass cond="):
+    with pytest.raises(ValueError, match="Pass cond="):
         sample.run(compose_config("sample", [f"ckpt={ckpt}", "n=1"], tmp_path / "s3"))
     ev = evaluate.run(compose_config("evaluate", [f"ckpt={ckpt}", "n_samples=6", "logger=csv", "sampler=ddim",
                                                   "sampler.steps=2", "metrics=fast", *no_fid, "metrics.batch_size=4",
@@ -148,7 +148,7 @@ def test_vector_conditioning_beats_the_unconditional_baseline_on_shapes(tmp_path
         out = train.run(compose_config("train", [*model, *BASELINE], tmp_path / name))
         module = load_module(out["last_ckpt"])
         images, _ = module.generate(len(rows), sampler=SamplerSpec("euler", steps=10),
-                                    cond=rows if module.cond_key == "cond" else None)
+                                    cond=module.condition.to_net(rows))
         errors[name] = dm.cond_stats.zscore(measure_shapes(images)).sub(dm.cond_stats.zscore(dm.cond_stats.decode(rows))).abs().mean(0)
     cond, uncond = errors["cond"], errors["uncond"]
     assert cond.mean() < 0.85 * uncond.mean(), errors

@@ -12,6 +12,7 @@ from difflab.diffusion.thresholding import dynamic_threshold, threshold
 from difflab.errors import ConfigError
 from difflab.lit import DiffusionModule
 from difflab.metrics.evaluation import _sampler_record
+from difflab.nets.autoencoder import IdentityFirstStage
 from difflab.samplers import SamplerSpec
 from difflab.samplers.generate import CountingDenoiser
 
@@ -40,7 +41,7 @@ def test_bad_clipping_values_name_the_key() -> None:
 @pytest.mark.parametrize("mode", ["auto", True, False, "dynamic"])
 def test_auto_clips_pixel_models_only_and_the_record_says_what_ran(mode) -> None:  # noqa: ANN001
     spec = SamplerSpec("ddim", 50, clip_denoised=mode, eta=0.0)
-    pixel = SimpleNamespace(sampler=spec, autoencoder=None)
+    pixel = SimpleNamespace(sampler=spec, autoencoder=IdentityFirstStage(), condition=SimpleNamespace(guided=False))
     latent = SimpleNamespace(sampler=spec, autoencoder=object())
     expected = {"auto": ("dynamic", False)}.get(mode, (mode, mode))
     assert (DiffusionModule.sampling_spec(pixel).clip_denoised, DiffusionModule.sampling_spec(latent).clip_denoised) == expected

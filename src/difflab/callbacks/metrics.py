@@ -19,7 +19,7 @@ import torch
 from difflab.callbacks.ema import find_ema
 from difflab.callbacks.nan_guard import check_finite_state
 from difflab.callbacks.sample_grid import save_grid
-from difflab.metrics.evaluation import metrics_record, requested_vectors, sample_and_score, write_record
+from difflab.metrics.evaluation import metrics_record, sample_and_score, write_record
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,8 @@ class SampleMetrics(L.Callback):
 
     def _suite(self, pl_module: L.LightningModule) -> MetricSuite:
         if self.suite is None:
-            cond_key = getattr(pl_module, "cond_key", None)
-            self.suite = MetricSuite(self.config, pl_module.device, conditional=cond_key is not None,
-                                     networks=self.networks, class_labels=cond_key == "label", vector=cond_key == "cond")
+            self.suite = MetricSuite(self.config, pl_module.device, checks=pl_module.condition.checks,
+                                     networks=self.networks)
         return self.suite
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> dict[str, float]:
@@ -60,9 +59,8 @@ class SampleMetrics(L.Callback):
             # with every quality metric skipped (no weights), one batch is enough for samples/sec and NFE
             n = self.config.n_samples if suite.active else min(self.config.n_samples, self.config.batch_size)
             values = sample_and_score(pl_module, suite, n=n, seed=self.config.seed,
-                                      batch_size=self.config.batch_size,
-                                      class_names=getattr(trainer.datamodule, "class_names", None), sink=keep,
-                                      vectors=requested_vectors(pl_module, trainer.datamodule))
+                                      batch_size=self.config.batch_size, sink=keep,
+                                      requests=pl_module.condition.draw(n, trainer.datamodule))
         suite.reset()
         logged = {(f"perf/{k}" if k in PERF_KEYS else f"val/{k}"): v for k, v in values.items()
                   if not k.endswith("subset_size_used")}

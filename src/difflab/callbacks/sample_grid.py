@@ -42,17 +42,8 @@ class SampleGrid(L.Callback):
         self.last_path: Path | None = None
 
     def _cond(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Tensor | None:
-        """Class-conditional models get labels 0, 1, 2, ... cycling over the classes (one row per class);
-        vector-conditional ones the first validation vectors."""
-        if getattr(pl_module, "cond_key", None) == "cond":
-            from difflab.data.vectors import condition_rows
-
-            rows = condition_rows(trainer.datamodule)
-            return rows[torch.arange(self.n) % len(rows)]
-        if getattr(pl_module, "cond_key", None) != "label":
-            return None
-        num_classes = getattr(trainer.datamodule, "num_classes", None) or 10
-        return torch.arange(self.n) % num_classes
+        """The model's own draw of n conditions (class i mod K: one row per class; the first validation vectors)."""
+        return pl_module.condition.to_net(pl_module.condition.draw(self.n, trainer.datamodule).values)
 
     def sample_and_save(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> Path | None:
         """Generate the grid on global rank 0 and write it under <run dir>/<dirname>/<tag>.png."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from difflab.cli import checks
 from difflab.compare import build_table, collect_local, collect_wandb, log_wandb_table, to_csv, to_markdown, write_plots
 from difflab.utils.config import instantiate_group
 
@@ -46,8 +47,7 @@ def write_comparison(records: list[dict[str, Any]], out_dir: Path, source: str,
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Collect the records, write the table, CSV and plots to out_dir, log them; returns the paths and rows."""
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = checks.writable_folder(cfg.out_dir, "out_dir")
     if cfg.get("wandb_project"):
         entity = cfg.get("wandb_entity")
         records = collect_wandb(str(cfg.wandb_project), str(entity) if entity else None)

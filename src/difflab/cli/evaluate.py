@@ -19,10 +19,12 @@ from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 
 from difflab.callbacks.sample_grid import save_grid
-from difflab.cli.sample import autocast_for, load_model, pick_device, resolve_seed
+from difflab.cli import checks
+from difflab.cli.sample import autocast_for, condition_inputs, load_model, negative_condition, resolve_seed
+from difflab.errors import ConfigError
 from difflab.data.base import DataNotFoundError, collate_batch
 from difflab.data.image_folder import EXTENSIONS, ImageFileDataset, list_images
-from difflab.metrics.evaluation import metrics_record, requested_vectors, sample_and_score, write_record
+from difflab.metrics.evaluation import metrics_record, sample_and_score, write_record
 from difflab.metrics.likelihood import data_bits_per_dim
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
 from difflab.utils.config import instantiate_group
@@ -36,16 +38,23 @@ def _data_config(cfg: DictConfig, saved: dict[str, Any] | None) -> DictConfig:
         return cfg.data
     if saved and saved.get("data"):
         return OmegaConf.create(saved["data"])
-    raise ValueError("no data set for the reference statistics: pass data=<name> (config key `data`)")
+    raise ConfigError("Config key `data` is required: no data set for the reference statistics; pass data=<name> "
+                      "(e.g. data=digits, or data=image_folder data.root=<reference images>).")
 
 
-def score_folder(folder: Path, datamodule: Any, suite: MetricSuite, batch_size: int) -> dict[str, float]:
-    """Score the images of `folder` (sorted; resized to the data set's resolution when they differ)."""
+def folder_images(folder: Path) -> list[Path]:
+    """The image files of `images=<folder>`; a clear error when the folder is missing or holds none."""
     if not folder.exists():
         raise DataNotFoundError.for_path(folder, "images", "Pass images=<folder of generated PNG/JPEG files>.", "Images")
     files = list_images(folder, EXTENSIONS)
     if not files:
         raise DataNotFoundError.for_path(folder, "images", f"The folder holds no {'/'.join(EXTENSIONS)} files.", "Images")
+    return files
+
+
+def score_folder(folder: Path, datamodule: Any, suite: MetricSuite, batch_size: int) -> dict[str, float]:
+    """Score the images of `folder` (sorted; resized to the data set's resolution when they differ)."""
+    files = folder_images(folder)
     dataset = ImageFileDataset(folder, files, None, datamodule.resolution, datamodule.channels, center_crop=False)
     offset = 0
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_batch):
@@ -70,7 +79,7 @@ def read_prompts(path: str) -> list[str]:
     else:
         prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not prompts:
-        raise ValueError(f"no prompts in '{file}' (config key `prompts`)")
+        raise ConfigError.bad_value("prompts", f"'{file}' holds no prompts", "Give a file with one prompt per line.")
     return prompts
 
 
@@ -88,12 +97,11 @@ def _sample_checkpoint(cfg: DictConfig, module: Any, suite: MetricSuite, datamod
             for img, i in zip(images, index.tolist()):
                 save_image((img + 1) / 2, image_dir / f"{i:06d}.png")
 
-    negative = cfg.get("negative_prompt")
-    uncond = module.encode_prompts([negative]) if prompts and negative else None
+    requests = module.condition.draw(n, datamodule, prompts)
     with autocast_for(torch.device(module.device), str(cfg.precision)):
-        values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size,
-                                  class_names=getattr(datamodule, "class_names", None), sink=sink,
-                                  prompts=prompts, uncond=uncond, vectors=requested_vectors(module, datamodule))
+        uncond = negative_condition(module, cfg.get("negative_prompt"))
+        values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size, requests=requests,
+                                  sink=sink, uncond=uncond)
     if preview:
         save_grid(preview[0], out_dir / "grid.png")
     return values
@@ -105,42 +113,56 @@ def _model_and_data(cfg: DictConfig, device: torch.device, prompts: list[str] | 
     module = None
     if cfg.get("ckpt") or cfg.get("model") is not None:
         module = load_model(cfg).to(device)
+        module.condition.refuse_foreign(condition_inputs(cfg))  # e.g. prompts=<file> for a class-conditional model
         if cfg.get("guidance_scale") is not None:
             module.guidance_scale = float(cfg.guidance_scale)
-        if prompts and not hasattr(module, "encode_prompts"):
-            raise ValueError("prompts=<file> needs a text-conditioned model (model=sd, or a model=ldm_text checkpoint)")
     if prompts and cfg.get("data") is None:
         return module, None
     return module, instantiate(_data_config(cfg, module.run_config if module is not None else None))
 
 
+def check_config(cfg: DictConfig, mcfg: MetricsConfig, prompts: list[str] | None) -> tuple[int, int, int, torch.device, Path]:
+    """evaluate.py's values checked before loading or sampling: (n, seed, batch_size, device, out_dir); the output
+    folder is created (writable, and without earlier results unless overwrite=true)."""
+    default_n = len(prompts) if prompts else mcfg.n_samples
+    given = cfg.get("n_samples") is not None
+    n = checks.integer(cfg.n_samples if given else default_n, "n_samples" if given else "metrics.n_samples",
+                       0 if mcfg.nll["enabled"] else 1)  # n_samples=0 with metrics=nll: the likelihood alone
+    given = cfg.get("seed") is not None
+    seed = resolve_seed(cfg.seed if given else mcfg.seed, "seed" if given else "metrics.seed")
+    given = cfg.get("batch_size") is not None
+    batch_size = checks.integer(cfg.batch_size if given else mcfg.batch_size, "batch_size" if given else "metrics.batch_size", 1)
+    if cfg.get("guidance_scale") is not None:
+        checks.real(cfg.guidance_scale, "guidance_scale")
+    checks.sampler_spec(cfg.get("sampler"))
+    device = checks.inference_device(cfg.device)
+    checks.inference_precision(cfg.precision, device)
+    out_dir = checks.fresh_output(cfg.out_dir, "out_dir", bool(cfg.get("overwrite", False)))
+    return n, seed, batch_size, device, out_dir
+
+
 def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (or a folder of images); returns the record written to metrics.json."""
     if (bool(cfg.get("ckpt")) or cfg.get("model") is not None) == bool(cfg.get("images")):
-        raise ValueError("pass exactly one of ckpt=<checkpoint> (or model=sd) or images=<folder>")
+        raise ConfigError("Pass exactly one of ckpt=<checkpoint> (or model=sd) and images=<folder of images> "
+                          "(config keys `ckpt`, `images`).")
+    if cfg.get("images"):
+        folder_images(Path(cfg.images))
     mcfg: MetricsConfig = instantiate(cfg.metrics, _convert_="all")
     prompts = read_prompts(cfg.prompts) if cfg.get("prompts") else None
     if prompts and cfg.get("data") is None:  # no reference images: CLIP score and samples/sec only
         mcfg.fid = mcfg.kid = mcfg.inception_score = mcfg.lpips_diversity = mcfg.broken_rate = False
-    default_n = len(prompts) if prompts else mcfg.n_samples
-    n = int(cfg.n_samples if cfg.get("n_samples") is not None else default_n)
-    seed = resolve_seed(cfg.seed if cfg.get("seed") is not None else mcfg.seed)
-    batch_size = int(cfg.batch_size or mcfg.batch_size)
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(str(cfg.device))
+    n, seed, batch_size, device, out_dir = check_config(cfg, mcfg, prompts)
 
     module, datamodule = _model_and_data(cfg, device, prompts)
-    conditional = module is not None and module.cond_key is not None
-    suite = MetricSuite(mcfg, device, conditional=conditional, networks=networks, strict=True,
-                        class_labels=conditional and module.cond_key == "label",
-                        vector=conditional and module.cond_key == "cond")
+    suite = MetricSuite(mcfg, device, checks=module.condition.checks if module is not None else (),
+                        networks=networks, strict=True)
     if datamodule is not None:
         suite.prepare_reference(datamodule)
 
     if module is None:
         if mcfg.nll["enabled"]:
-            raise ValueError("metrics.nll needs a model: pass ckpt=<checkpoint> instead of images=<folder>")
+            raise ConfigError.bad_value("metrics", "metrics=nll needs a model", "Pass ckpt=<checkpoint> instead of images=<folder>.")
         values = score_folder(Path(cfg.images), datamodule, suite, mcfg.feature_batch_size)
         n, extra = int(values.pop("n_images")), {"images": str(Path(cfg.images).resolve())}
     else:
@@ -165,10 +187,10 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     path = write_record(record, out_dir / "metrics.json")
     for logger in instantiate_group(cfg.get("logger")):
         logger.log_hyperparams({k: v for k, v in record.items() if k != "values"})
-        logger.log_metrics({f"eval/{k}": v for k, v in record["values"].items()}, step=0)
+        logger.log_metrics({f"eval/{k}": v for k, v in record["values"].items() if v is not None}, step=0)
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
             logger.experiment.finish()
         elif hasattr(logger, "save"):
             logger.save()
-    log.info("wrote %s: %s", path, {k: round(v, 4) for k, v in record["values"].items()})
+    log.info("wrote %s: %s", path, {k: round(v, 4) for k, v in record["values"].items() if v is not None})
     return record

@@ -15,8 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from difflab.callbacks.metrics import SampleMetrics
 from difflab.callbacks.reconstruction import ReconstructionMetrics
+from difflab.cli import checks
+from difflab.errors import ConfigError
 from difflab.lit.checkpoint import CheckpointNotFoundError
 from difflab.lit.latent import cached_train_set
+from difflab.nets.autoencoder import LatentAutoencoder
 from difflab.samplers.aliases import resolve as resolve_sampler
 from difflab.utils.checkpoint_files import AtomicCheckpointIO, clean_temp_files, load_checkpoint_file
 from difflab.utils.cluster import is_rank_zero, resume_path
@@ -84,6 +87,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train from a composed config. Returns the run folder, checkpoint paths and final metrics."""
     if is_rank_zero():  # before anything is written: a run folder belongs to one run
         check_run_folder(cfg.paths.run_dir, cfg.get("ckpt_path"))
+    checks.train_config(cfg)  # every value that can be checked before data, model and trainer are built
     if needs_first_stage(cfg):
         cfg = train_first_stage(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -104,8 +108,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = instantiate(cfg.model)
     module.run_config = resolved
     if getattr(datamodule, "cache_latents", False):  # data.cache_latents=true: stage 2 trains from encoded latents
-        if getattr(module, "autoencoder", None) is None:
-            raise ValueError("Bad value for config key `data.cache_latents`: true needs a latent model (model=ldm)")
+        if not isinstance(getattr(module, "autoencoder", None), LatentAutoencoder):  # pixel models: the identity
+            raise ConfigError.bad_value("data.cache_latents", "true needs a latent model", "Use model=ldm, or leave it false.")
         cache_dir = Path(cfg.paths.data_dir) / "latent_cache"
         datamodule.train_set_override = partial(cached_train_set, datamodule, module.autoencoder, cache_dir)
     callbacks = instantiate_group(cfg.get("callbacks"))

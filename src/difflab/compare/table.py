@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from difflab.errors import MissingFileError
+
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
@@ -33,6 +35,7 @@ HEADERS = {
     "n_samples": "samples", "run_dir": "run",
 }
 MISSING = "–"
+NOT_COMPUTED = "n/c"  # a metric the run could not compute (the reason is in its protocol's `unavailable`)
 WANDB_PREFIXES = ("eval/", "val/", "perf/")
 OFFLINE_MODES = ("offline", "disabled", "dryrun")
 
@@ -75,7 +78,8 @@ def collect_local(runs_dir: str | Path) -> list[Record]:
     """
     root = Path(runs_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"runs folder not found: {root} (config key `runs_dir`)")
+        raise MissingFileError.for_path(root, "runs_dir", "Pass runs_dir=<the folder that holds your runs> (train.py "
+                                        "and evaluate.py write them under <root>/runs).", "Runs folder")
     records = []
     for path in sorted(root.rglob("metrics.json"), key=lambda p: p.as_posix()):
         try:
@@ -227,6 +231,9 @@ def table_row(record: Mapping[str, Any], sampler: str | None) -> Row:
         "data": _data_label(record.get("data")), "n_samples": _count(record.get("n_samples")),
         "kind": _text(record.get("kind")), "run_dir": _text(record.get("run_dir")),
     })
+    unavailable = (record.get("protocol") or {}).get("unavailable") or {}
+    if unavailable:  # e.g. {"is": "the Inception weights ... have no classifier head ..."}
+        row["unavailable"] = {k: str(v) for k, v in unavailable.items() if k in VALUE_COLUMNS}
     return row
 
 
@@ -266,8 +273,11 @@ FORMATS = {
 }
 
 
-def format_cell(column: str, value: Any) -> str:
-    """A value as shown in the Markdown table; MISSING ('–') for None."""
+def format_cell(column: str, value: Any, unavailable: Mapping[str, str] | None = None) -> str:
+    """A value as shown in the Markdown table; NOT_COMPUTED ('n/c') for a metric the run could not compute,
+    MISSING ('–') for other None values."""
+    if value is None and column in (unavailable or {}):
+        return NOT_COMPUTED
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return MISSING
     text = FORMATS[column](value) if column in FORMATS else str(value)
@@ -285,8 +295,10 @@ def to_markdown(rows: Sequence[Row], root: str | Path | None = None) -> str:
         if base is not None and row.get("run_dir"):
             run_dir = Path(row["run_dir"])
             shown["run_dir"] = run_dir.relative_to(base).as_posix() if run_dir.is_relative_to(base) else row["run_dir"]
-        lines.append("| " + " | ".join(format_cell(c, shown.get(c)) for c in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
+        lines.append("| " + " | ".join(format_cell(c, shown.get(c), row.get("unavailable")) for c in COLUMNS) + " |")
+    reasons = sorted({f"{HEADERS.get(k, k)}: {why}" for row in rows for k, why in (row.get("unavailable") or {}).items()})
+    notes = [f"\n{NOT_COMPUTED} = not computed. {why}" for why in reasons]
+    return "\n".join(lines) + "\n" + "".join(f"{n}\n" for n in notes)
 
 
 def to_csv(rows: Sequence[Row], path: str | Path) -> Path:

@@ -219,6 +219,8 @@ class GlobalBatchSampler(DistributedSampler):
 class ImageDataModule(L.LightningDataModule, ABC):
     """Base class: common kwargs, contract attributes, idempotent setup and the two loaders."""
 
+    center_crop = True  # image files: shorter side resized to `resolution`, then centre-cropped (else squashed)
+
     def __init__(
         self,
         *,
@@ -256,6 +258,17 @@ class ImageDataModule(L.LightningDataModule, ABC):
     def check_fixed(key: str, given: Any, expected: Any, dataset: str) -> None:
         """Validate a config value that a fixed data set determines (e.g. MNIST has 1 channel)."""
         check_config(given == expected, f"data.{key}", f"{given}; {dataset} has {key}={expected}")
+
+    def file_dataset(self, path: Path, channels: int | None = None) -> Dataset:
+        """One image file outside the data set (e.g. an img2img input) preprocessed as the training images are."""
+        from difflab.data.image_folder import ImageFileDataset
+
+        return ImageFileDataset(path.parent, [path.name], None, self.resolution, channels or self.channels,
+                                center_crop=self.center_crop)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """How `file_dataset` turns a file into a model input (recorded next to edited images)."""
+        return {"data": self.name, "resolution": self.resolution, "center_crop": self.center_crop, "resize": "bicubic"}
 
     @abstractmethod
     def build_splits(self) -> tuple[Dataset, Dataset]:

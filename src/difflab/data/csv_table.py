@@ -33,32 +33,40 @@ from difflab.data.base import (
 )
 from difflab.data.image_folder import ImageFileDataset, describe_error, to_mode
 from difflab.data.vectors import CondStats
+from difflab.errors import ConfigError
 
 HOW_TO_GET = ("Point data.csv at a CSV file whose header holds the image path column (data.path_column) and the "
               "value columns (data.columns), e.g. `filepath,x1,...,x8`.")
 
 
-def read_table(path: Path, path_column: str, columns: Sequence[str] | None) -> tuple[list[str], list[str], Tensor]:
-    """(value column names, image paths, raw values float64 [N, D]); errors name the file, row and column."""
+def read_table(path: Path, path_column: str | None, columns: Sequence[str] | None, key: str = "data.csv",
+               min_rows: int = 2, exact: bool = False) -> tuple[list[str], list[str], Tensor]:
+    """(value column names, image paths, raw values float64 [N, D]); errors name the file, row and column.
+
+    Without `path_column` the table holds values only (paths empty); with `exact`, a column other than the
+    path and value columns is an error (not ignored)."""
     if not path.is_file():
-        raise DataNotFoundError.for_path(path, "data.csv", HOW_TO_GET, "CSV file")
+        how = HOW_TO_GET if key == "data.csv" else f"`{key}` must name a CSV file."
+        raise DataNotFoundError.for_path(path, key, how, "CSV file")
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in reader.fieldnames or []]
         reader.fieldnames = header
         columns = list(columns) if columns else [h for h in header if h != path_column]
-        missing = [c for c in [path_column, *columns] if c not in header]
-        if missing:
-            raise ValueError(f"{path}: column(s) {missing} not in the header {header} "
-                             "(config keys `data.path_column`, `data.columns`)")
+        named = [c for c in [path_column, *columns] if c is not None]
+        missing, unknown = [c for c in named if c not in header], [h for h in header if h not in named]
+        if missing or (exact and unknown):
+            keys = "config keys `data.path_column`, `data.columns`" if key == "data.csv" else f"config key `{key}`"
+            extra = f"; column(s) {unknown} are not {named}" if exact and unknown else ""
+            raise ConfigError(f"{path}: column(s) {missing} not in the header {header}{extra} ({keys}).")
         check_config(len(columns) > 0, "data.columns", f"{path} has no value column besides '{path_column}'")
         files, rows = [], []
         for line, row in enumerate(reader, start=2):  # line 1 is the header
-            files.append(_cell(row, path_column, path, line))
+            files.append(_cell(row, path_column, path, line) if path_column else "")
             rows.append([_number(row, c, path, line) for c in columns])
-    if len(files) < 2:
-        raise CorruptDataError.for_file(path, f"{len(files)} data row(s); need at least 2", "Add rows to the CSV.")
-    return columns, files, torch.tensor(rows, dtype=torch.float64)
+    if len(rows) < min_rows:
+        raise CorruptDataError.for_file(path, f"{len(rows)} data row(s); need at least {min_rows}", "Add rows to the CSV.")
+    return columns, files, torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(columns))
 
 
 def _cell(row: dict[str, Any], column: str, path: Path, line: int) -> str:
@@ -85,12 +93,12 @@ class ROIImageDataset(ImageFileDataset):
     """Image files cropped to a region of interest and resized (squashed) to [C, R, R], with a condition vector each."""
 
     def __init__(self, root: Path, files: list[str], cond: Tensor, roi: Sequence[int] | None, resolution: int,
-                 channels: int, rows: list[int]) -> None:
+                 channels: int, rows: list[int] | None) -> None:
         super().__init__(root, files, None, resolution, channels, center_crop=False)
         self.cond, self.roi, self.rows = cond.to(torch.float32), None if roi is None else tuple(int(v) for v in roi), rows
 
     def describe(self, index: int) -> str:
-        return f"{super().describe(index)} (CSV row {self.rows[index]})"
+        return super().describe(index) + ("" if self.rows is None else f" (CSV row {self.rows[index]})")
 
     def crop_box(self, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
         """PIL's (left, upper, right, lower) of the ROI; a ValueError when it does not fit in an image of `size`."""
@@ -149,6 +157,15 @@ class CSVDataModule(ImageDataModule):
         self.normalize, self.val_fraction, self.verify = bool(normalize), float(val_fraction), bool(verify)
         self.cond_dim = cond_dim or (len(columns) if columns else None)
         self.cond_stats: CondStats | None = None
+
+    def file_dataset(self, path: Path, channels: int | None = None) -> Dataset:
+        """One image file cropped to `data.roi` and resized like the training images (e.g. an img2img input)."""
+        return ROIImageDataset(path.parent, [path.name], torch.zeros(1, 0), self.roi, self.resolution,
+                               channels or self.channels, None)
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {"data": self.name, "resolution": self.resolution, "roi": self.roi, "center_crop": False,
+                "resize": "bicubic"}
 
     def _check_files(self, files: list[str]) -> None:
         """Every listed image exists (a DataNotFoundError naming the rows and files otherwise)."""

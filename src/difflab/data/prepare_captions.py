@@ -25,6 +25,7 @@ from PIL import Image
 
 from difflab.data.image_folder import EXTENSIONS, describe_error, list_images, to_mode
 from difflab.data.image_text import read_index
+from difflab.errors import MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def candidate_pairs(source: Path) -> tuple[Path, list[tuple[str, str | None]]]:
         return source, rows
     if source.is_file():
         return source.parent, list(read_index(source))
-    raise FileNotFoundError(f"'{source}' is neither a caption folder nor a .jsonl/.csv index")
+    raise MissingFileError(f"Caption source not found: '{source}' is neither a caption folder (a.png + a.txt) nor a "
+                           ".jsonl/.csv index. Pass one of those as the first argument.")
 
 
 def check_image(path: Path, min_size: int) -> tuple[Image.Image | None, str | None]:
@@ -76,9 +78,9 @@ def prepare(source: Path, out: Path, clip: str, clip_min: float, min_size: int, 
     """Filter the pairs of `source` into the index `out`; returns the report (also written next to `out`)."""
     from difflab.metrics.perceptual import clip_model_loader
 
+    root, rows = candidate_pairs(source)  # a missing or empty source is reported before CLIP is loaded
     model, processor = clip_model_loader(clip)()
     model = model.eval().to(device)
-    root, rows = candidate_pairs(source)
     kept: list[dict[str, Any]] = []
     dropped: list[dict[str, str]] = []
     batch: list[tuple[str, str, Image.Image]] = []

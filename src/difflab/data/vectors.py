@@ -9,6 +9,7 @@ with the training split's statistics, ``(v - mean) / std`` (or raw when ``data.n
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from difflab.data.base import Batch, InMemoryImageDataset
+from difflab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +86,17 @@ class CondStats:
         names = {str(k) for k in values}
         missing, unknown = [c for c in self.columns if c not in names], sorted(names - set(self.columns))
         if missing or unknown:
-            raise ValueError(f"`{key}` must give exactly the columns {self.columns}; missing {missing}, unknown {unknown}. "
-                             f"Example: {key}='{{{', '.join(f'{c}: {m:.3g}' for c, m in zip(self.columns, self.mean))}}}'")
+            raise ConfigError.bad_value(key, f"it must give exactly the columns {self.columns}; missing {missing}, "
+                                        f"unknown {unknown}", f"Example: {key}='{{{', '.join(f'{c}: {m:.3g}' for c, m in zip(self.columns, self.mean))}}}'")
         out = []
         for c in self.columns:
             try:
-                out.append(float(values[c]))
+                value = float(values[c])
             except (TypeError, ValueError):
-                raise ValueError(f"`{key}.{c}` must be a number, got {values[c]!r}") from None
+                value = math.nan
+            if isinstance(values[c], bool) or not math.isfinite(value):
+                raise ConfigError.bad_value(f"{key}.{c}", f"must be a finite number (raw units), got {values[c]!r}")
+            out.append(value)
         return torch.tensor(out, dtype=torch.float32)
 
 

@@ -13,8 +13,9 @@ Guidance rescale (Lin et al. 2024, "Common diffusion noise schedules and sample 
 eq. 15-16, as in Stable Diffusion front ends): the guided eps is rescaled to the per-sample std of the
 conditional eps and mixed with weight `rescale` (phi).
 
-`null` is a function of the condition (the null class of labels) or a given unconditional condition,
-e.g. the embedding of a negative prompt ([1, ...] is broadcast to the batch).
+`null` is a function of the condition (the model's `condition.null`: the null class of labels, the NaN
+vector, the empty prompt's context; see `difflab.conditions`) or a given unconditional condition, e.g. the
+embedding of a negative prompt ([1, ...] is broadcast to the batch).
 """
 
 from __future__ import annotations
@@ -25,12 +26,6 @@ import torch
 from torch import Tensor
 
 from difflab.diffusion.denoiser import DenoiseFn
-
-
-def null_labels(cond: Tensor) -> Tensor:
-    """The null condition: -1 for integer class labels (ClassEmbedding's null class), NaN for float vectors
-    (VectorEmbedding's null vector). Used by training-time condition dropout and by `guided`."""
-    return torch.full_like(cond, float("nan") if cond.dtype.is_floating_point else -1)
 
 
 def given_null(uncond: Tensor) -> Callable[[Tensor], Tensor]:
@@ -47,7 +42,8 @@ def guided(
     denoise_fn: DenoiseFn,
     scale: float,
     rescale: float = 0.0,
-    null: Callable[[Tensor], Tensor] | Tensor = null_labels,
+    *,
+    null: Callable[[Tensor], Tensor] | Tensor,
 ) -> DenoiseFn:
     """A denoiser applying classifier-free guidance with scale w = `scale` (see the module docstring)."""
     if scale < 0 or not 0.0 <= rescale <= 1.0:

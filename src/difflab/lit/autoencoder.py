@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from difflab.conditions import NoCondition
 from difflab.lit.checkpoint import check_state_dict_compatible
 from difflab.lit.optim import LRSchedulerFactory, OptimizerFactory, trainable_optimizers
 from difflab.metrics.perceptual import LPIPS_MIN_SIZE, lpips_network
@@ -108,6 +109,7 @@ class AutoencoderModule(L.LightningModule):
         self.kl_weight, self.disc_weight, self.disc_start = float(kl_weight), float(disc_weight), int(disc_start)
         self.logvar = nn.Parameter(torch.tensor(float(logvar_init)))
         self.run_config: dict[str, Any] | None = None
+        self.condition = NoCondition()  # stage 1 is unconditional (the sample-grid callback asks every model)
         self.train_images_seen = 0
 
     @property

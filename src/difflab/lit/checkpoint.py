@@ -88,12 +88,14 @@ def load_module(
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from difflab.conditions import with_condition
     from difflab.utils.config import register_resolvers
 
     register_resolvers()
     ckpt = read_checkpoint(path)
     check_stored_targets(ckpt["config"].get("model"), path, "model")
     cfg = OmegaConf.create(ckpt["config"])
+    cfg.model = with_condition(OmegaConf.to_container(cfg.model))  # configs written before `model.condition`
     if scheduler_overrides:
         cfg.model.scheduler = OmegaConf.merge(cfg.model.scheduler, scheduler_overrides)
     if sampler is not None and not hasattr(sampler, "fn"):
@@ -109,10 +111,7 @@ def load_module(
         module.grid_cache = checkpoint_grid_cache(path)
     module.train_images_seen = int(ckpt.get("train_images_seen", 0))
     module.checkpoint_global_step = int(ckpt.get("global_step", 0))
-    if ckpt.get("cond_stats"):
-        from difflab.data.vectors import CondStats
-
-        module.cond_stats = CondStats.from_dict(ckpt["cond_stats"])
+    module.condition.load_state_dict(ckpt)
     state = ckpt["state_dict"]
     check_state_dict_compatible(state, module.state_dict(), ckpt["config"], ckpt["config"])
     module.load_state_dict(state)

@@ -1,9 +1,10 @@
 """The LightningModule of a diffusion model: glue between net, scheduler, loss and sampler.
 
 EMA, sample grids and metrics are callbacks; this module only trains, validates and samples.
-Pixel space by default; with a frozen `autoencoder` (latent diffusion, Rombach et al. 2022) the
-diffusion runs on its scaled latents: `image_shape` stays the shape of the data images,
-`latent_shape` is what the net sees, and `generate` decodes back to images.
+The diffusion runs on what the frozen first stage `autoencoder` encodes: the images themselves for pixel
+models (the identity, the default), the scaled latents of latent diffusion (Rombach et al. 2022).
+`image_shape` stays the shape of the data images, `latent_shape` is what the net sees, and `generate`
+decodes back to images. The model's `condition` (`difflab.conditions`) says what it is conditioned on.
 """
 
 from __future__ import annotations
@@ -15,22 +16,23 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from difflab.diffusion.guidance import guided, null_labels
+from difflab.conditions import Condition, NoCondition
+from difflab.diffusion.guidance import guided
 from difflab.diffusion.losses import DiffusionLoss
 from difflab.diffusion.precond import Denoiser
 from difflab.diffusion.schedules import Scheduler
 from difflab.lit.checkpoint import check_state_dict_compatible
 from difflab.lit.optim import LRSchedulerFactory, OptimizerFactory, trainable_optimizers
 from difflab.lit.latent import estimate_scale_factor
-from difflab.nets.autoencoder import LatentAutoencoder
+from difflab.nets.autoencoder import IdentityFirstStage, LatentAutoencoder
 from difflab.samplers.generate import Edit, SamplerSpec, generate
 from difflab.utils.cluster import run_seed
 
 
 
 class DiffusionModule(L.LightningModule):
-    """Trains D = precond(net, scheduler) with `loss`; samples with `sampler` (pixel space, or the latent
-    space of a frozen `autoencoder`)."""
+    """Trains D = precond(net, scheduler) with `loss`; samples with `sampler` (in pixel space, or in the latent
+    space of a frozen `autoencoder`), conditioned on its `condition`."""
 
     def __init__(
         self,
@@ -41,18 +43,17 @@ class DiffusionModule(L.LightningModule):
         image_shape: tuple[int, int, int] | list[int],
         lr_scheduler: LRSchedulerFactory | None = None,
         sampler: SamplerSpec | None = None,
-        cond_key: str | None = None,
-        cond_drop_prob: float = 0.0,
+        condition: Condition | None = None,
         guidance_scale: float = 1.0,
         guidance_rescale: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
-        autoencoder: LatentAutoencoder | None = None,
+        autoencoder: LatentAutoencoder | IdentityFirstStage | None = None,
         scale_factor_images: int = 1024,
     ) -> None:
         super().__init__()
         self.denoiser = Denoiser(net, scheduler)
-        self.autoencoder = autoencoder.requires_grad_(False) if autoencoder is not None else None  # frozen first stage
+        self.autoencoder = (autoencoder or IdentityFirstStage()).requires_grad_(False)  # frozen first stage
         self.scale_factor_images = int(scale_factor_images)  # training images used for 1/std(z) when not given
         self.loss_fn = loss
         self.optimizer_factory = optimizer
@@ -60,16 +61,12 @@ class DiffusionModule(L.LightningModule):
         self.sampler = sampler or SamplerSpec()
         self.grid_cache: Path | None = None  # where grid=optimized keeps its grids (set from the checkpoint on load)
         self.image_shape = tuple(int(v) for v in image_shape)
-        self.cond_key = cond_key
-        if not 0.0 <= cond_drop_prob < 1.0:
-            raise ValueError(f"model.cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
-        self.cond_drop_prob = float(cond_drop_prob)  # condition dropout to the null class (classifier-free guidance)
+        self.condition = condition or NoCondition()  # what the model is conditioned on, its dropout and null value
         self.guidance_scale, self.guidance_rescale = float(guidance_scale), float(guidance_rescale)
         self.channels_last = channels_last
         self.compile_net = compile
         self.run_config: dict[str, Any] | None = None  # the resolved config, set by the CLI, saved in checkpoints
         self.train_images_seen = 0  # over all ranks and micro-batches; saved in checkpoints
-        self.cond_stats: Any = None  # vector conditions: the data's CondStats (z-scoring), saved in checkpoints
 
     @property
     def net(self) -> nn.Module:
@@ -78,16 +75,16 @@ class DiffusionModule(L.LightningModule):
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        """Shape (C, H, W) of what the net denoises: the latents of `image_shape`, or the images themselves."""
-        return self.image_shape if self.autoencoder is None else self.autoencoder.latent_shape(self.image_shape)
+        """Shape (C, H, W) of what the net denoises: the latents of `image_shape` (the images themselves in pixel space)."""
+        return self.autoencoder.latent_shape(self.image_shape)
 
     def encode(self, x: Tensor, sample: bool = True) -> Tensor:
         """Images in [-1, 1] -> what diffusion runs on (scaled latents, a posterior sample or its mean; identity in pixel space)."""
-        return x if self.autoencoder is None else self.autoencoder.encode(x, sample=sample)
+        return self.autoencoder.encode(x, sample=sample)
 
     def decode(self, z: Tensor) -> Tensor:
         """The inverse of `encode`: scaled latents -> images in [-1, 1] (identity in pixel space)."""
-        return z if self.autoencoder is None else self.autoencoder.decode(z)
+        return self.autoencoder.decode(z)
 
     @property
     def scheduler(self) -> Scheduler:
@@ -103,20 +100,19 @@ class DiffusionModule(L.LightningModule):
             self._compiled = True
 
     def setup(self, stage: str) -> None:
-        """Take the vector-condition statistics of the data module (computed on its training split)."""
-        stats = getattr(getattr(self.trainer, "datamodule", None), "cond_stats", None)
-        if stats is not None:
-            self.cond_stats = stats
+        """The condition takes what it needs from the data module (vector statistics) and checks it fits."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            self.condition.setup(datamodule)
 
     def on_fit_start(self) -> None:
         """Latent models: 1 / std of the training latents (LDM App. G) when no scale factor is set; logged."""
-        if self.autoencoder is None:
-            return
         if not self.autoencoder.has_scale_factor:
             value = estimate_scale_factor(self.autoencoder, self.trainer.datamodule, self.scale_factor_images, self.device)
             self.autoencoder.set_scale_factor(value)
-        for logger in self.trainer.loggers:
-            logger.log_metrics({"latent/scale_factor": float(self.autoencoder.scale_factor)}, step=self.trainer.global_step)
+        values = self.autoencoder.log_values()
+        for logger in self.trainer.loggers if values else ():
+            logger.log_metrics(values, step=self.trainer.global_step)
 
     def _inputs(
         self, batch: dict[str, Tensor], drop: Tensor | None = None
@@ -128,12 +124,7 @@ class DiffusionModule(L.LightningModule):
             x0 = self.encode(batch["image"], sample=self.training)  # (B, C, H, W) in [-1, 1] or latents (B, c, H/f, W/f); val: the mean
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
-        cond = batch[self.cond_key] if self.cond_key is not None else None
-        if cond is not None and self.training and self.cond_drop_prob > 0:
-            drop = torch.rand(cond.shape[0], device=cond.device) if drop is None else drop  # (B,) uniform
-            drop = drop < self.cond_drop_prob
-            cond = torch.where(drop.reshape(-1, *([1] * (cond.ndim - 1))), null_labels(cond), cond)
-        return x0, cond
+        return x0, self.condition.from_batch(batch, self.training, drop)
 
     def _global_batch_generator(self, batch_idx: int, device: torch.device) -> torch.Generator:
         """The generator of this step's global batch, seeded by (run seed, step, batch index), the same on every rank."""
@@ -169,8 +160,8 @@ class DiffusionModule(L.LightningModule):
         return trainable_optimizers(self, self.optimizer_factory, self.lr_scheduler_factory)
 
     def sampling_spec(self, sampler: SamplerSpec | None = None) -> SamplerSpec:
-        """The sampler that `generate` runs: `clip_denoised="auto"` clips pixel models and leaves latent ones."""
-        return (sampler or self.sampler).resolve(pixel_space=self.autoencoder is None)
+        """The sampler that `generate` runs: `clip_denoised="auto"` thresholds pixel models and leaves latent ones."""
+        return (sampler or self.sampler).resolve(pixel_space=isinstance(self.autoencoder, IdentityFirstStage))
 
     @torch.no_grad()
     def generate(
@@ -195,7 +186,7 @@ class DiffusionModule(L.LightningModule):
         condition of the unconditional branch (e.g. a negative prompt's embedding)."""
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         rescale = self.guidance_rescale if guidance_rescale is None else float(guidance_rescale)
-        null = uncond if uncond is not None else null_labels
+        null = uncond if uncond is not None else self.condition.null
         denoise_fn = guided(self.denoiser, scale, rescale, null=null) if cond is not None else self.denoiser
         was_training = self.training
         self.eval()
@@ -221,13 +212,11 @@ class DiffusionModule(L.LightningModule):
 
     def _decode_batches(self, z: Tensor, batch_size: int) -> Tensor:
         """Decode CPU latents [n, c, h, w] on this module's device, `batch_size` at a time -> CPU images."""
-        if self.autoencoder is None:
-            return z
         return torch.cat([self.decode(z[i : i + batch_size].to(self.device)).cpu() for i in range(0, z.shape[0], batch_size)])
 
     def _latent_edit(self, edit: Edit | None, batch_size: int) -> Edit | None:
         """An image-space edit in the latent space: init images encoded (posterior mean), mask resized (nearest)."""
-        if edit is None or self.autoencoder is None or edit.init is None:
+        if edit is None or edit.init is None:
             return edit
         init = torch.cat([self.autoencoder.encode(edit.init[i : i + batch_size].to(self.device), sample=False).cpu()
                           for i in range(0, edit.init.shape[0], batch_size)])
@@ -241,8 +230,7 @@ class DiffusionModule(L.LightningModule):
         """Every checkpoint carries the resolved run config and the RNG states."""
         checkpoint["config"] = self.run_config
         checkpoint["train_images_seen"] = self.train_images_seen
-        if self.cond_stats is not None:
-            checkpoint["cond_stats"] = self.cond_stats.to_dict()
+        checkpoint.update(self.condition.state_dict())  # e.g. the vector statistics ("cond_stats")
         checkpoint["rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
@@ -253,10 +241,7 @@ class DiffusionModule(L.LightningModule):
             checkpoint.get("state_dict", {}), self.state_dict(), checkpoint.get("config"), self.run_config
         )
         self.train_images_seen = int(checkpoint.get("train_images_seen", 0))
-        if checkpoint.get("cond_stats"):
-            from difflab.data.vectors import CondStats
-
-            self.cond_stats = CondStats.from_dict(checkpoint["cond_stats"])
+        self.condition.load_state_dict(checkpoint)
         rng = checkpoint.get("rng") or {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])

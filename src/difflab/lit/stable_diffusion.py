@@ -19,6 +19,7 @@ import torch
 
 from difflab.diffusion.losses import DiffusionLoss
 from difflab.diffusion.schedules import DiscreteVPScheduler
+from difflab.conditions import TextPrompt
 from difflab.lit.text import TextDiffusionModule
 from difflab.nets.sd import SDUNet
 from difflab.nets.text import CLIPTextEncoder, PretrainedNotFoundError, resolve_pretrained
@@ -98,6 +99,7 @@ def load_stable_diffusion(
     module = TextDiffusionModule(
         SDUNet(unet), scheduler, DiffusionLoss(), partial(torch.optim.AdamW, lr=1e-5), image_shape=(3, size, size),
         sampler=sampler or SamplerSpec("dpmpp_2m", steps=30), guidance_scale=guidance_scale,
-        guidance_rescale=guidance_rescale, text_encoder=text, autoencoder=autoencoder, cond_drop_prob=0.0)
+        guidance_rescale=guidance_rescale, text_encoder=text, autoencoder=autoencoder,
+        condition=TextPrompt(drop_prob=0.0))
     module.run_config = {"model": {"path": str(path)}, "choices": {"model": "sd"}, "data": {"name": "prompts"}}
     return module.eval()

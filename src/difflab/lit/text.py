@@ -1,10 +1,10 @@
 """Text-conditioned diffusion: a `DiffusionModule` whose condition is the context of a frozen text encoder.
 
 Training (Rombach et al. 2022, LDM Sec. 3.3; Ho & Salimans 2022): captions are replaced by the empty
-prompt with probability `cond_drop_prob`, encoded by the frozen CLIP text encoder, and reach the net as
-`cond` = context [B, L, D] for its cross-attention. Sampling: `encode_prompts` gives the condition, and
-guidance's unconditional branch is the negative prompt's context (the empty prompt by default), as in
-Stable Diffusion.
+prompt with probability `model.condition.drop_prob`, encoded by the frozen CLIP text encoder, and reach the
+net as `cond` = context [B, L, D] for its cross-attention (`difflab.conditions.TextPrompt`). Sampling:
+`encode_prompts` gives the condition, and guidance's unconditional branch is the negative prompt's context
+(the empty prompt by default), as in Stable Diffusion.
 """
 
 from __future__ import annotations
@@ -15,40 +15,35 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from difflab.conditions import TextPrompt
+from difflab.errors import ConfigError
 from difflab.lit.diffusion import DiffusionModule
 from difflab.nets.text import CLIPTextEncoder
 from difflab.samplers.generate import Edit, SamplerSpec
 
 
 class TextDiffusionModule(DiffusionModule):
-    """`DiffusionModule` + frozen `text_encoder`; batches hold captions under `cond_key` (default "caption")."""
+    """`DiffusionModule` + frozen `text_encoder`; batches hold captions (`condition`: a `TextPrompt`)."""
 
-    def __init__(self, *args: Any, text_encoder: CLIPTextEncoder, cond_key: str = "caption",
-                 cond_drop_prob: float = 0.1, **kwargs: Any) -> None:
-        super().__init__(*args, cond_key=cond_key, cond_drop_prob=0.0, **kwargs)  # dropout happens on the captions
-        if not 0.0 <= cond_drop_prob < 1.0:
-            raise ValueError(f"model.cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
-        self.caption_drop_prob = float(cond_drop_prob)
+    def __init__(self, *args: Any, text_encoder: CLIPTextEncoder, condition: TextPrompt | None = None,
+                 **kwargs: Any) -> None:
+        condition = condition or TextPrompt()
+        if not isinstance(condition, TextPrompt):
+            raise ConfigError.bad_value("model.condition", f"a text-conditioned model needs a TextPrompt condition, "
+                                        f"got {type(condition).__name__}",
+                                        "Use model.condition._target_=difflab.conditions.TextPrompt.")
+        super().__init__(*args, condition=condition, **kwargs)
         self.text_encoder = text_encoder
+        condition.attach(text_encoder)
         context_dim = getattr(self.net, "context_dim", None)
         if context_dim is not None and context_dim != text_encoder.dim:
-            raise ValueError(f"model.net.context_dim={context_dim} but the text encoder's hidden size is "
-                             f"{text_encoder.dim}; set model.net.context_dim={text_encoder.dim}")
+            raise ConfigError.bad_value("model.net.context_dim", f"{context_dim}, but the text encoder's hidden size "
+                                        f"is {text_encoder.dim}", f"Set model.net.context_dim={text_encoder.dim}.")
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
         """Context [B, L, D] (float32, on this module's device) of prompts with `(word:1.4)` weighting."""
-        unique = list(dict.fromkeys(prompts))  # encode each distinct prompt once
-        table = self.text_encoder(unique)
-        index = torch.tensor([unique.index(p) for p in prompts], device=table.device)
-        return table[index].to(self.device)
-
-    def _inputs(self, batch: dict[str, Any], drop: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        captions = [str(c) for c in batch[self.cond_key]]
-        if self.training and self.caption_drop_prob > 0:  # classifier-free guidance: the empty prompt
-            uniform = torch.rand(len(captions)) if drop is None else drop.cpu()  # (B,), drawn per global batch in training
-            captions = ["" if d else c for c, d in zip(captions, uniform.lt(self.caption_drop_prob).tolist())]
-        return super()._inputs({**batch, self.cond_key: self.encode_prompts(captions)})
+        return self.condition.encode(prompts).to(self.device)
 
     @torch.no_grad()
     def generate(self, n: int, seed: int = 0, batch_size: int | None = None, sampler: SamplerSpec | None = None,
@@ -60,8 +55,6 @@ class TextDiffusionModule(DiffusionModule):
         unconditional model (the empty prompt, no guidance), e.g. for in-training sample grids."""
         if cond is None:
             cond, guidance_scale = self.encode_prompts([""]).expand(n, -1, -1), 1.0
-        if uncond is None:
-            uncond = self.encode_prompts([""])
         return super().generate(n, seed=seed, batch_size=batch_size, sampler=sampler, cond=cond,
                                 first_index=first_index, guidance_scale=guidance_scale,
                                 guidance_rescale=guidance_rescale, edit=edit, uncond=uncond)

@@ -29,7 +29,6 @@ from difflab.utils.checkpoint_files import atomic_save
 log = logging.getLogger(__name__)
 
 MIN_STEPS = 300
-TARGETS = ("label", "cond")
 
 
 class SmallClassifier(nn.Module):
@@ -56,44 +55,77 @@ class SmallClassifier(nn.Module):
         return self.net(x)
 
 
-def _model_for(datamodule: Any, target: str) -> SmallClassifier:
-    """The untrained network of `target`: num_classes logits, or cond_dim regressed z-scores."""
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    if target == "label":
+class LabelTarget:
+    """Target "label" (class-conditional models): a classifier scored by its accuracy."""
+
+    key, what, score_key = "label", "condition-accuracy classifier", "val_accuracy"
+
+    def model(self, datamodule: Any) -> SmallClassifier:
+        """The untrained network: num_classes logits."""
         if not datamodule.num_classes:
             raise ValueError(f"condition accuracy needs a labelled data set; {datamodule.name} has no classes")
         return SmallClassifier(datamodule.channels, int(datamodule.num_classes))
-    datamodule.setup("validate")
-    if getattr(datamodule, "cond_stats", None) is None:
-        raise ValueError(f"the condition MAE needs a data set with condition vectors; {datamodule.name} has none")
-    return SmallClassifier(datamodule.channels, datamodule.cond_stats.dim, coords=True)
+
+    def targets(self, datamodule: Any, y: Tensor) -> Tensor:
+        return y
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(out, y)
+
+    def score(self, out: Tensor, y: Tensor) -> float:
+        return float((out.argmax(1) == y).double().mean())
+
+    def cache_name(self, datamodule: Any) -> str:
+        return "classifier"
+
+
+class VectorTarget:
+    """Target "cond" (vector-conditional models): a regressor of the z-scored vector, scored by its MAE in std units."""
+
+    key, what, score_key = "cond", "condition regressor", "val_mae_std"
+
+    def model(self, datamodule: Any) -> SmallClassifier:
+        """The untrained network: cond_dim regressed z-scores, with coordinate channels."""
+        datamodule.setup("validate")
+        if getattr(datamodule, "cond_stats", None) is None:
+            raise ValueError(f"the condition MAE needs a data set with condition vectors; {datamodule.name} has none")
+        return SmallClassifier(datamodule.channels, datamodule.cond_stats.dim, coords=True)
+
+    def targets(self, datamodule: Any, y: Tensor) -> Tensor:
+        return datamodule.cond_stats.zscore(datamodule.cond_stats.decode(y))
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return F.smooth_l1_loss(out, y, beta=0.1)
+
+    def score(self, out: Tensor, y: Tensor) -> float:
+        return float((out - y).abs().double().mean())
+
+    def cache_name(self, datamodule: Any) -> str:
+        stats = json.dumps(datamodule.cond_stats.to_dict(), sort_keys=True)
+        return f"regressor-{hashlib.sha256(stats.encode()).hexdigest()[:10]}"
+
+
+TARGETS = {t.key: t for t in (LabelTarget(), VectorTarget())}  # by the batch key of the condition checked
+
+
+def _target(target: str) -> LabelTarget | VectorTarget:
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
+    return TARGETS[target]
 
 
 def _split_tensors(datamodule: Any, split: str, target: str = "label") -> tuple[Tensor, Tensor]:
     """All images and targets of a split, in memory (labels, or the vectors as z-scores of the training split)."""
     batches = [b for b, _ in datamodule.iter_batches(split, 0, len(datamodule.split_dataset(split)), 256)]
-    y = torch.cat([b[target] for b in batches])
-    if target == "cond":
-        y = datamodule.cond_stats.zscore(datamodule.cond_stats.decode(y))
+    y = _target(target).targets(datamodule, torch.cat([b[target] for b in batches]))
     return torch.cat([b["image"] for b in batches]), y
-
-
-def _loss(target: str, out: Tensor, y: Tensor) -> Tensor:
-    return F.cross_entropy(out, y) if target == "label" else F.smooth_l1_loss(out, y, beta=0.1)
-
-
-def _score(target: str, out: Tensor, y: Tensor) -> float:
-    """Accuracy (labels), or the mean absolute error in std units (vectors)."""
-    if target == "label":
-        return float((out.argmax(1) == y).double().mean())
-    return float((out - y).abs().double().mean())
 
 
 def train_classifier(datamodule: Any, *, epochs: int = 5, seed: int = 0, device: torch.device | str = "cpu",
                      batch_size: int = 128, target: str = "label") -> tuple[SmallClassifier, float]:
     """Train on the real train split; returns (network in eval mode, its val accuracy or val MAE in std units)."""
-    model = _model_for(datamodule, target).to(device)
+    kind = _target(target)
+    model = kind.model(datamodule).to(device)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     x, y = _split_tensors(datamodule, "train", target)
@@ -103,7 +135,7 @@ def train_classifier(datamodule: Any, *, epochs: int = 5, seed: int = 0, device:
     model.train()
     for _ in range(steps):
         idx = torch.randint(0, len(x), (batch_size,), generator=gen)
-        loss = _loss(target, model(x[idx].to(device)), y[idx].to(device))
+        loss = kind.loss(model(x[idx].to(device)), y[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -111,26 +143,24 @@ def train_classifier(datamodule: Any, *, epochs: int = 5, seed: int = 0, device:
     model.eval()
     xv, yv = _split_tensors(datamodule, "val", target)
     with torch.no_grad():
-        score = _score(target, model(xv.to(device)).cpu(), yv)
+        score = kind.score(model(xv.to(device)).cpu(), yv)
     return model, score
 
 
 def cache_path(datamodule: Any, cache_dir: str | Path, *, epochs: int, seed: int, target: str) -> Path:
     """<data>-<res>px-classifier-e<epochs>-s<seed>.pt, or ...-regressor-<hash of columns and statistics>-..."""
-    stem = f"{datamodule.name}-{datamodule.resolution}px"
-    if target == "cond":
-        stats = json.dumps(datamodule.cond_stats.to_dict(), sort_keys=True)
-        return Path(cache_dir) / f"{stem}-regressor-{hashlib.sha256(stats.encode()).hexdigest()[:10]}-e{epochs}-s{seed}.pt"
-    return Path(cache_dir) / f"{stem}-classifier-e{epochs}-s{seed}.pt"
+    name = _target(target).cache_name(datamodule)
+    return Path(cache_dir) / f"{datamodule.name}-{datamodule.resolution}px-{name}-e{epochs}-s{seed}.pt"
 
 
 def load_or_train_classifier(datamodule: Any, cache_dir: str | Path, *, epochs: int = 5, seed: int = 0,
                              device: torch.device | str = "cpu", target: str = "label") -> tuple[SmallClassifier, float, Path]:
     """The cached classifier (target "label") or regressor ("cond") of this data set, trained and cached on a
     miss; returns (model, val accuracy or val MAE in std units, path)."""
-    model = _model_for(datamodule, target)
+    kind = _target(target)
+    model = kind.model(datamodule)
     path = cache_path(datamodule, cache_dir, epochs=epochs, seed=seed, target=target)
-    key, what = ("val_accuracy", "condition-accuracy classifier") if target == "label" else ("val_mae_std", "condition regressor")
+    key, what = kind.score_key, kind.what
     if path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(blob["state_dict"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,28 +13,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from difflab.conditions import Requests
 from difflab.metrics.suite import MetricSuite, reduce_scalar, shard, world
 from difflab.utils.tensors import cuda_sync
 
 Sink = Callable[[Tensor, Tensor], None]  # (images [B, C, H, W] in [-1, 1], global indices [B])
-
-
-def class_conditions(module: Any, class_names: Sequence[str] | None, index: Tensor) -> tuple[Tensor | None, list[str] | None]:
-    """Labels (sample i gets class i mod K) and CLIP prompts "a photo of a {class name}" for class-conditional models."""
-    if getattr(module, "cond_key", None) != "label":
-        return None, None
-    names = list(class_names or [str(k) for k in range(10)])
-    labels = index % len(names)
-    return labels, [f"a photo of a {names[int(k)]}" for k in labels]
-
-
-def requested_vectors(module: Any, datamodule: Any) -> Tensor | None:
-    """Vector-conditional models: the real validation vectors (encoded), requested in turn (sample i gets row i mod N)."""
-    if getattr(module, "cond_key", None) != "cond":
-        return None
-    from difflab.data.vectors import condition_rows
-
-    return condition_rows(datamodule, "val")
 
 
 @torch.no_grad()
@@ -45,18 +28,15 @@ def sample_and_score(
     n: int,
     seed: int,
     batch_size: int,
-    class_names: Sequence[str] | None = None,
+    requests: Requests | None = None,
     sink: Sink | None = None,
-    prompts: Sequence[str] | None = None,
     uncond: Tensor | None = None,
-    vectors: Tensor | None = None,
 ) -> dict[str, float]:
     """Every rank samples its contiguous share of images 0..n-1 (per-sample seeds) and feeds the suite.
 
-    Class-conditional models get labels i mod K; vector-conditional ones row i mod N of `vectors` [N, D]
-    (see `requested_vectors`). Text-conditioned models (`module.encode_prompts`): image i gets
-    prompts[i mod len(prompts)], which is also its CLIP-score prompt; `uncond` (e.g. a negative prompt's
-    context) is guidance's unconditional branch.
+    Image i gets the condition `requests[i]` (by default the model's `condition.draw(n)`: class i mod K; see
+    `difflab.conditions`), and the suite checks it (class accuracy, vector MAE, CLIP score of its text);
+    `uncond` (e.g. a negative prompt's context) is guidance's unconditional branch.
 
     Returns the suite's values plus `samples_per_sec` (n / the slowest rank's sampling time,
     sampling only: the metric networks are not timed) and `nfe` (network evaluations per image).
@@ -66,23 +46,19 @@ def sample_and_score(
     part = shard(n, rank, size)
     device = torch.device(getattr(module, "device", "cpu"))
     elapsed, nfe = 0.0, 0
+    requests = module.condition.draw(n) if requests is None else requests
+    extra = {"uncond": uncond} if uncond is not None else {}
     for start in range(part.start, part.stop, batch_size):
         b = min(batch_size, part.stop - start)
         index = torch.arange(start, start + b)
-        vec = None if vectors is None else vectors[index % len(vectors)]  # (b, D)
-        extra = {"uncond": uncond} if uncond is not None else {}
-        if prompts:
-            texts = [prompts[i % len(prompts)] for i in index.tolist()]
-            cond, labels = module.encode_prompts(texts), None
-        else:
-            labels, texts = class_conditions(module, class_names, index)
-            cond = labels if vec is None else vec
+        asked = requests[index] if len(requests) else requests
+        cond = module.condition.to_net(asked.values)
         cuda_sync(device)
         t0 = time.perf_counter()
         images, nfe = module.generate(b, seed=seed, batch_size=b, cond=cond, first_index=start, **extra)
         cuda_sync(device)
         elapsed += time.perf_counter() - t0
-        suite.update(images, index, texts, labels=labels, cond=vec)
+        suite.update(images, index, asked.texts, labels=asked.labels, cond=asked.vectors)
         if sink is not None:
             sink(images, index)
     values = suite.compute()
@@ -128,11 +104,13 @@ def metrics_record(
         "data": {"name": choices.get("data") or data.get("name") or str(data.get("_target_", "?")).rsplit(".", 1)[-1],
                  "resolution": data.get("resolution")},
         "params": count_params(module.net) if hasattr(module, "net") else None,
+        "condition": module.condition.config() if hasattr(module, "condition") else None,
         "train_images_seen": int(getattr(module, "train_images_seen", 0)),
         "global_step": int(global_step),
         "n_samples": int(n_samples),
         "seed": int(seed),
-        "values": {k: float(v) for k, v in values.items()},
+        "values": {**{k: float(v) for k, v in values.items()},
+                   **{k: None for k in protocol.get("unavailable") or {}}},  # not computed: the reason is in the protocol
         "protocol": protocol,
         **(extra or {}),
     }
@@ -143,7 +121,7 @@ def _sampler_record(module: Any, spec: Any) -> dict[str, Any] | None:
     if spec is None:
         return None
     record = (module.sampling_spec() if hasattr(module, "sampling_spec") else spec).record()  # clipping resolved
-    if getattr(module, "cond_key", None) is not None:
+    if module.condition.guided:
         record["guidance_scale"] = float(getattr(module, "guidance_scale", 1.0))
     return record
 

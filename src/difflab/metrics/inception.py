@@ -40,11 +40,23 @@ def to_uint8_rgb(images: Tensor) -> Tensor:
 
 
 class FeatureExtractor(Protocol):
-    """uint8 [N, 3, H, W] -> (features [N, D] for FID/KID, logits [N, K] for IS); has `weights_hash`."""
+    """uint8 [N, 3, H, W] -> (features [N, D] for FID/KID, logits [N, K] for IS); has `weights_hash`, and
+    `no_classifier` (why its logits mean nothing, e.g. weights without a classifier head; None when they do)."""
 
     weights_hash: str
+    no_classifier: str | None
 
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+def classifier_missing(fc_weight: Tensor, path: object) -> str | None:
+    """Why IS cannot be computed with these weights (a zero-filled classifier head: every logit 0, IS exactly 1),
+    or None when the head is there."""
+    if bool(fc_weight.detach().abs().sum() > 0):
+        return None
+    return (f"the Inception weights '{path}' have no classifier head (the fc layer is zero-filled, so every logit "
+            "is 0 and IS would be exactly 1.00); FID and KID are unaffected. To compute IS, point "
+            "metrics.weights.inception at the full torch-fidelity file weights-inception-2015-12-05-6726825d.pth")
 
 
 class InceptionFeatures(nn.Module):
@@ -61,6 +73,7 @@ class InceptionFeatures(nn.Module):
             "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)
         )
         self._memory_format = torch.contiguous_format
+        self.no_classifier = classifier_missing(self.net.fc.weight, path)
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:

@@ -8,7 +8,7 @@ same protocol. `broken_rate` (see `difflab.metrics.broken`) needs no network and
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,7 +48,7 @@ class MetricsConfig:
     every_n_steps: int = 5000          # training: sample and score every N steps (and at the end); 0 = end only
     n_samples: int = 2000              # generated images per evaluation (0 disables the callback)
     batch_size: int = 250              # sampling batch per rank
-    seed: int = 1                      # per-sample seeds (seed * 2^20 + i); distinct from the grid's seed 0
+    seed: int = 1                      # per-image seeds hash (seed, i); distinct from the grid's seed 0
     fid: bool = True
     kid: bool = True
     inception_score: bool = True
@@ -65,7 +65,7 @@ class MetricsConfig:
     isc_splits: int = 10
     feature_batch_size: int = 100      # images per Inception / LPIPS / CLIP forward
     cache_dir: str = "data/metric_stats"
-    download: bool = True              # try downloading missing weights (fails fast offline)
+    download: bool = True              # False: never download (downloads also need DIFFLAB_ALLOW_DOWNLOAD=1)
     weights: dict[str, Any] = field(default_factory=lambda: {
         "inception": None, "lpips_alexnet": None, "clip": "openai/clip-vit-base-patch16"})
     nll: dict[str, Any] = field(default_factory=dict)  # evaluate.py: bits/dim of real data (see NLL_DEFAULTS)
@@ -123,13 +123,15 @@ class Networks:
 class MetricSuite:
     """Builds the configured metrics; `update` with samples, `compute` on every rank, `reset` between passes."""
 
-    def __init__(self, config: MetricsConfig, device: torch.device | str = "cpu", conditional: bool = False,
-                 networks: Networks | None = None, strict: bool = False, class_labels: bool | None = None,
-                 vector: bool = False) -> None:
+    def __init__(self, config: MetricsConfig, device: torch.device | str = "cpu", checks: Collection[str] = (),
+                 networks: Networks | None = None, strict: bool = False) -> None:
+        """`checks`: the condition metrics that apply to the model (its `condition.checks`: condition_accuracy,
+        cond_mae, clip_score); each still needs its switch in `config`."""
         self.config, self.device, self.strict = config, torch.device(device), strict
         nets = networks or Networks()
         c = config
         self.skipped: dict[str, str] = {}
+        self.unavailable: dict[str, str] = {}  # value key -> why it cannot be computed (recorded as null)
         self.weights_hash: dict[str, str] = {}
         self.features: FeatureStore | None = None
         self.lpips: LPIPSDiversity | None = None
@@ -140,22 +142,24 @@ class MetricSuite:
         self.mae: ConditionMAE | None = None
         self.regressor_val_mae_std: float | None = None
         self.broken: BrokenRate | None = None
-        # conditional models: class labels (condition accuracy), vectors (cond_mae) or text (CLIP score only)
-        class_labels = (conditional and not vector) if class_labels is None else class_labels
-        self._want_accuracy = bool(c.condition_accuracy and conditional and class_labels)
-        self._want_mae = bool(c.cond_mae and vector)
+        self._want_accuracy = bool(c.condition_accuracy and "condition_accuracy" in checks)
+        self._want_mae = bool(c.cond_mae and "cond_mae" in checks)
         wanted = [m for m in FIDELITY if getattr(c, m)]
         if wanted:
             extractor = self._build(wanted, nets.inception or (lambda: InceptionFeatures(c.weights["inception"], c.download)))
             if extractor is not None:
                 self.features = FeatureStore(extractor).to(self.device)
                 self.weights_hash["inception"] = extractor.weights_hash
+                no_classifier = getattr(extractor, "no_classifier", None)
+                if c.inception_score and no_classifier:
+                    self.unavailable["is"] = no_classifier
+                    log.warning("Inception Score not computed: %s.", no_classifier)
         if c.lpips_diversity:
             built = self._build(["lpips_diversity"], nets.lpips or (lambda: lpips_network(c.weights["lpips_alexnet"], c.download)))
             if built is not None:
                 self.lpips = LPIPSDiversity(built[0]).to(self.device)
                 self.weights_hash["lpips_alexnet"] = built[1]
-        if c.clip_score and conditional and not vector:
+        if c.clip_score and "clip_score" in checks:
             loader = self._build(["clip_score"], lambda: nets.clip or clip_model_loader(c.weights["clip"], c.download))
             if loader is not None:
                 self.clip = CLIPScoreMetric(loader).to(self.device)
@@ -176,6 +180,7 @@ class MetricSuite:
     def active(self) -> list[str]:
         """Names of the metrics that will be computed."""
         names = [m for m in FIDELITY if getattr(self.config, m) and self.features is not None]
+        names = [m for m in names if not (m == "inception_score" and "is" in self.unavailable)]
         names += [n for n, m in (("lpips_diversity", self.lpips), ("clip_score", self.clip)) if m is not None]
         return names + (["condition_accuracy"] if self._want_accuracy else []) + (
             ["cond_mae", "cond_mae_std"] if self._want_mae else []) + (["broken_rate"] if self.config.broken_rate else [])
@@ -275,7 +280,8 @@ class MetricSuite:
         if self.features is not None:
             features, logits = self.features.compute()
             out.update(fidelity_scores(features, logits, self.reference, fid=c.fid, kid=c.kid,
-                                       inception_score=c.inception_score, kid_subsets=c.kid_subsets,
+                                       inception_score=c.inception_score and "is" not in self.unavailable,
+                                       kid_subsets=c.kid_subsets,
                                        kid_subset_size=c.kid_subset_size, isc_splits=c.isc_splits))
         if self.lpips is not None:
             out["lpips_diversity"] = float(self.lpips.compute())
@@ -299,7 +305,7 @@ class MetricSuite:
         c = self.config
         ref = self.reference.meta if self.reference is not None else None
         return {
-            "metrics": self.active, "skipped": dict(self.skipped), "reference": ref,
+            "metrics": self.active, "skipped": dict(self.skipped), "unavailable": dict(self.unavailable), "reference": ref,
             "weights_hash": dict(self.weights_hash),
             "fid_protocol": "torch-fidelity: uint8 RGB, TF1 bilinear resize to 299, inception-2015-12-05 pool3 2048-d",
             "kid": {"subsets": c.kid_subsets, "subset_size": c.kid_subset_size, "kernel": "poly3"},

@@ -12,7 +12,8 @@ The contract every diffusion model relies on (`LatentAutoencoder`):
     decode(z_s) -> x [B, C, H, W] in [-1, 1]                      (clamped)
     latent_shape((C, H, W)) -> (c, H/f, W/f)
 
-Two implementations: `KLLatent` around difflab's own `KLAutoencoder` (trained with
+Pixel-space models have the identity first stage (`IdentityFirstStage`: no parameters, f = 1), so the
+diffusion module always has one. Two latent implementations: `KLLatent` around difflab's own `KLAutoencoder` (trained with
 `python train.py model=vae`, see `difflab.lit.autoencoder`), and `DiffusersLatent` around a
 pretrained diffusers `AutoencoderKL` (e.g. stabilityai/sd-vae-ft-mse), whose `scaling_factor`
 (and `shift_factor`) come from its config.
@@ -294,6 +295,36 @@ class LatentAutoencoder(nn.Module):
     def train(self, mode: bool = True) -> LatentAutoencoder:
         return super().train(False)  # frozen: always in eval mode
 
+    def log_values(self) -> dict[str, float]:
+        """What a training run logs about the first stage at fit start."""
+        return {"latent/scale_factor": float(self.scale_factor)}
+
+
+class IdentityFirstStage(nn.Module):
+    """Pixel space as a first stage: encode and decode are the identity (f = 1); no parameters, no buffers,
+    so a pixel model's state_dict keys are those of its denoiser alone."""
+
+    has_scale_factor = True
+
+    def encode(self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None) -> Tensor:
+        """Images in [-1, 1] are what diffusion runs on."""
+        return x
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The images themselves."""
+        return z
+
+    def scale(self, z: Tensor) -> Tensor:
+        return z
+
+    def latent_shape(self, image_shape: Sequence[int]) -> tuple[int, int, int]:
+        """(C, H, W) -> (C, H, W)."""
+        c, h, w = (int(v) for v in image_shape)
+        return (c, h, w)
+
+    def log_values(self) -> dict[str, float]:
+        return {}
+
 
 class KLLatent(LatentAutoencoder):
     """difflab's `KLAutoencoder` behind the latent interface (frozen)."""
@@ -384,7 +415,7 @@ def pretrained_autoencoder(path: str, scale_factor: float | None = None, subfold
                            local_files_only: bool | None = None, latent_channels: int | None = None,
                            downsample_factor: int | None = None) -> DiffusersLatent:
     """A diffusers `AutoencoderKL` from a local folder (saved with `save_pretrained`) or a Hub name in the cache."""
-    from difflab.metrics.weights import offline
+    from difflab.metrics.weights import downloads_allowed
 
     try:
         from diffusers import AutoencoderKL
@@ -398,12 +429,12 @@ def pretrained_autoencoder(path: str, scale_factor: float | None = None, subfold
         raise AutoencoderNotFoundError(f"pretrained autoencoder folder not found: '{local}' (config key "
                                        "`model.autoencoder.path`); it must hold config.json and the weights")
     source = str(local) if local.is_dir() else str(path)
-    only_local = local.is_dir() or offline() if local_files_only is None else bool(local_files_only)
+    only_local = local.is_dir() or not downloads_allowed() if local_files_only is None else bool(local_files_only)
     try:
         vae = AutoencoderKL.from_pretrained(source, subfolder=subfolder, local_files_only=only_local)
     except (OSError, ValueError) as err:
         raise AutoencoderNotFoundError(
             f"cannot load the pretrained AutoencoderKL '{path}' (config key `model.autoencoder.path`): {err}. "
             f"On a machine with internet run `huggingface-cli download {path}` (or save it with save_pretrained) and "
-            "point the key at the folder; offline (DIFFLAB_OFFLINE/HF_HUB_OFFLINE) only the local cache is used.") from None
+            "point the key at the folder; only the local cache is used unless DIFFLAB_ALLOW_DOWNLOAD=1.") from None
     return check_declared(DiffusersLatent(vae, scale_factor), latent_channels, downsample_factor)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from difflab.errors import MissingFileError
+from difflab.errors import MissingFileError, NetworkError
 from difflab.nets.prompts import parse_prompt_weights
 
 __all__ = ["CLIPTextEncoder", "PretrainedNotFoundError", "resolve_pretrained"]
@@ -34,8 +34,8 @@ class PretrainedNotFoundError(MissingFileError):
 
 def resolve_pretrained(name_or_path: str, key: str, what: str, example: str) -> Path:
     """A local folder for a pretrained model: the folder itself, or a Hugging Face Hub name found in the cache
-    (downloaded only when online and DIFFLAB_OFFLINE / HF_HUB_OFFLINE are unset)."""
-    from difflab.metrics.weights import offline
+    (downloaded only with DIFFLAB_ALLOW_DOWNLOAD=1)."""
+    from difflab.metrics.weights import ALLOW_DOWNLOAD, downloads_allowed
 
     if not name_or_path:
         raise PretrainedNotFoundError(f"{what}: config key `{key}` is empty; set it to a local folder or a Hub name "
@@ -54,13 +54,14 @@ def resolve_pretrained(name_or_path: str, key: str, what: str, example: str) -> 
     try:
         return Path(snapshot_download(str(name_or_path), local_files_only=True))
     except Exception:  # not in the cache
-        if not offline():
+        if downloads_allowed():
             try:
                 return Path(snapshot_download(str(name_or_path)))
-            except Exception as err:
-                log.debug("download of %s failed: %s", name_or_path, err)
-    raise PretrainedNotFoundError(f"{what} '{name_or_path}' is not in the Hugging Face cache and could not be "
-                                  f"downloaded (config key `{key}`). {how}.")
+            except Exception as err:  # huggingface_hub raises many types for a failed download
+                raise NetworkError(f"{what} '{name_or_path}' (config key `{key}`): the download failed ({err}). "
+                                   f"{how}.") from None
+    raise PretrainedNotFoundError(f"{what} '{name_or_path}' is not in the Hugging Face cache (config key `{key}`). "
+                                  f"{how}; or let difflab download it with {ALLOW_DOWNLOAD}=1.")
 
 
 class CLIPTextEncoder(nn.Module):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -111,18 +112,32 @@ class CountingDenoiser:
         return threshold(self.denoise_fn(x, sigma, cond), self.clip, self.percentile)
 
 
-SEED_STRIDE = 1 << 20  # images per run seed before two run seeds' image seeds could meet
+_GAMMA, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_U64 = (1 << 64) - 1
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function (Steele, Lea & Flood 2014) on uint64 arrays: a bijection of 64-bit words."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(_GAMMA)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
+        return z ^ (z >> np.uint64(31))
 
 
 def sample_seeds(seed: int, n: int, start: int = 0) -> list[int]:
-    """Per-image seeds: image i of a run seeded `seed` uses (seed * 2^20 + i) mod 2^32, whatever the batching.
+    """Per-image generator seeds: image i of a run seeded `seed` uses the top 32 bits of
+    SplitMix64(SplitMix64(seed) xor i), whatever the batching.
 
-    torch's CPU generator keeps only the low 32 bits of a seed, so the mapping stays inside 32 bits:
-    seeds are distinct within a run (up to 2^32 images) and across run seeds 0..4095 for up to 2^20 images each.
+    A hash, not an affine map: two distinct (seed, i) pairs share a generator seed only at the chance rate of
+    32-bit values (torch's CPU generator keeps the low 32 bits of a seed, so the seeds are 32-bit).
+    `seed` is any integer in [0, 2^64).
     """
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    return [(int(seed) * SEED_STRIDE + i) % (1 << 32) for i in range(start, start + n)]
+    if not 0 <= int(seed) <= _U64:
+        raise ValueError(f"seed must be in [0, 2^64), got {seed}")
+    key = _splitmix64(np.array([int(seed)], dtype=np.uint64))
+    index = np.arange(start, start + n, dtype=np.uint64)
+    return (_splitmix64(key ^ index) >> np.uint64(32)).astype(np.int64).tolist()
 
 
 @dataclass

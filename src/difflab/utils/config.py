@@ -34,6 +34,12 @@ def int_div(a: Any, b: Any) -> int:
     return a // b
 
 
+def feature_size(resolution: Any, level: Any) -> int:
+    """`${feature_size:${model.net.resolution},1}`: the UNet's feature-map size at `level` (0 = full resolution,
+    each level halves it), so attention follows data.resolution instead of naming a size that may not exist."""
+    return int(resolution) // 2 ** int(level)
+
+
 def length(value: Any) -> int | None:
     """`${len:${data.columns}}`: the length of a list, None for null."""
     return None if value is None else len(value)
@@ -110,5 +116,6 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("choice", config_choice, replace=True)
     OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
     OmegaConf.register_new_resolver("len", length, replace=True)
+    OmegaConf.register_new_resolver("feature_size", feature_size, replace=True)
     # cached: resolved once per config (and Hydra copies the cache into each job of a sweep)
     OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True, use_cache=True)

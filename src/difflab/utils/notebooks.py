@@ -13,17 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from difflab.errors import CorruptFileError, MissingFileError
+
 RUN_METADATA = ("execution", "collapsed", "scrolled", "ExecuteTime")  # cell metadata written by running a notebook
 
 
 def read(path: str | Path) -> dict[str, Any]:
     """A notebook as a dict; a clear error names a file that is not notebook JSON."""
+    if not Path(path).is_file():
+        raise MissingFileError(f"Notebook not found: '{path}'. Pass the paths of existing .ipynb files.")
     try:
         nb = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable notebook ({err})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptFileError.for_file(path, f"not notebook JSON ({err})", "Pass .ipynb notebook files.") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
-        raise ValueError(f"{path}: not a notebook (no `cells` list)")
+        raise CorruptFileError.for_file(path, "not a notebook (no `cells` list)", "Pass .ipynb notebook files.")
     return nb
 
 
@@ -76,4 +80,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from difflab.cli.entry import run_script
+
+    run_script(lambda: sys.exit(main()))

@@ -1,0 +1,196 @@
+"""Up-front checks of the entry points: every value a user gives is checked before the expensive work starts.
+
+Each check raises a `difflab.errors` class whose one paragraph names the config key (or folder) and the fix.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from difflab.errors import ConfigError, UnwritableOutputError
+
+HYDRA_OWN = (".hydra",)  # what Hydra itself writes into a run folder before the task starts (with <task>.log)
+
+
+def integer(value: Any, key: str, minimum: int | None = None, fix: str = "") -> int:
+    """`value` as an int >= minimum; a ConfigError naming `key` otherwise (`abc`, 2.5, 0 for minimum 1)."""
+    try:
+        number = int(value)
+        if number != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError.bad_value(key, f"{value!r} is not an integer", fix) from None
+    if minimum is not None and number < minimum:
+        raise ConfigError.bad_value(key, f"{number} must be >= {minimum}", fix or f"Pass {key}={max(minimum, 1)} or more.")
+    return number
+
+
+def real(value: Any, key: str, low: float | None = None, high: float | None = None) -> float:
+    """`value` as a finite float in [low, high]; a ConfigError naming `key` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError.bad_value(key, f"{value!r} is not a number", f"Pass a number, e.g. {key}=1.0.") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ConfigError.bad_value(key, f"{value!r} is not a finite number", f"Pass a finite number, e.g. {key}=1.0.")
+    if (low is not None and number < low) or (high is not None and number > high):
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ConfigError.bad_value(key, f"{number} is outside {bounds}", f"Pass a value in {bounds}.")
+    return number
+
+
+def seed(value: Any, key: str = "seed") -> int:
+    """A run seed: an integer in [0, 2^63), or -1 for a random one."""
+    number = integer(value, key, fix=f"Pass an integer {key} >= 0, or {key}=-1 for a random seed.")
+    if number < -1 or number >= 1 << 63:
+        raise ConfigError.bad_value(key, f"{number} is outside [0, 2^63)",
+                                    f"Pass an integer {key} >= 0, or {key}=-1 for a random seed.")
+    return number
+
+
+def sampler_spec(node: Any, key: str = "sampler") -> Any:
+    """The SamplerSpec of a `sampler` config node (None for null), built before any loading: an unknown sampler or
+    option is SamplerSpec's own ConfigError; a step count below 1 names `sampler.steps`."""
+    from difflab.samplers import SamplerSpec
+
+    if node is None:
+        return None
+    fields = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
+    if fields.get("steps") is not None:
+        fields["steps"] = integer(fields["steps"], f"{key}.steps", 1, f"Pass {key}.steps=20 (any count >= 1).")
+    return SamplerSpec(**fields)
+
+
+def writable_folder(path: str | Path, key: str) -> Path:
+    """Create the folder `path` (and parents) and prove that a file can be written in it; an
+    UnwritableOutputError naming the folder and `key` otherwise."""
+    folder = Path(path).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UnwritableOutputError(f"Cannot write into the output folder '{folder}' (config key `{key}`): "
+                                    f"{err.strerror or err}. Pass {key}=<a folder you can write to>.") from None
+    return folder
+
+
+def fresh_output(path: str | Path, key: str, overwrite: bool) -> Path:
+    """A writable output folder that holds no earlier results (Hydra's own `.hydra/` and log file aside),
+    unless `overwrite`; an UnwritableOutputError naming the folder, `key` and `overwrite=true` otherwise."""
+    folder = writable_folder(path, key)
+    earlier = sorted(p.name for p in folder.iterdir() if p.name not in HYDRA_OWN and not p.name.endswith(".log")
+                     and not p.name.startswith(".write-test-"))
+    if earlier and not overwrite:
+        shown = ", ".join(earlier[:4]) + (", ..." if len(earlier) > 4 else "")
+        raise UnwritableOutputError(f"The output folder '{folder}' (config key `{key}`) already holds files ({shown}); "
+                                    f"nothing is overwritten. Pass another {key}=<folder>, or overwrite=true to "
+                                    "replace them.")
+    return folder
+
+
+def inference_device(name: Any, key: str = "device") -> torch.device:
+    """`device` (auto | cpu | cuda | cuda:N | mps) as a torch.device that exists on this machine."""
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError.bad_value(key, f"{name!r} is not a device", f"Use {key}=auto, cpu, cuda or cuda:<index>.") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError.bad_value(key, f"{name} is not available on this machine "
+                                    f"({torch.cuda.device_count()} CUDA devices)", f"Use {key}=auto or {key}=cpu.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError.bad_value(key, "mps is not available on this machine", f"Use {key}=auto or {key}=cpu.")
+    return device
+
+
+def inference_precision(precision: Any, device: torch.device, key: str = "precision") -> str:
+    """`precision` (32 | bf16 | fp16) for sampling on `device`; fp16 autocast needs a CUDA device."""
+    from difflab.cli.sample import AUTOCAST
+
+    value = str(precision)
+    if value not in AUTOCAST:
+        raise ConfigError.bad_value(key, f"{value!r} is not a precision", f"Use {key}=32, bf16 or fp16.")
+    if value == "fp16" and device.type != "cuda":
+        raise ConfigError.bad_value(key, f"fp16 autocast needs a CUDA GPU and this run samples on {device.type}",
+                                    f"Use {key}=bf16 or {key}=32 on {device.type}.")
+    return value
+
+
+def training_device(cfg: DictConfig) -> str:
+    """The device type Lightning will train on ('cuda', 'mps' or 'cpu'); a ConfigError for an absent GPU."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    has_cuda = torch.cuda.is_available()
+    if accelerator in ("gpu", "cuda") and not has_cuda and not torch.backends.mps.is_available():
+        raise ConfigError.bad_value("trainer.accelerator", f"{accelerator} but this machine has no GPU",
+                                    "Use trainer=cpu (or trainer.accelerator=cpu / auto).")
+    if accelerator == "cpu" or not (has_cuda or torch.backends.mps.is_available()):
+        return "cpu"
+    return "cuda" if has_cuda else "mps"
+
+
+def training_precision(cfg: DictConfig) -> None:
+    """Refuse a `trainer.precision` the training device cannot run (Lightning would silently run another)."""
+    precision = str(cfg.trainer.get("precision"))
+    device = training_device(cfg)
+    if precision in ("16", "16-mixed") and device == "cpu":
+        raise ConfigError.bad_value("trainer.precision", f"{precision} (float16 autocast) needs a CUDA GPU; on the CPU "
+                                    "Lightning would silently train in bf16-mixed instead",
+                                    "Use trainer.precision=bf16-mixed or 32-true on the CPU.")
+    if precision.startswith("bf16") and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError.bad_value("trainer.precision", f"{precision} but this GPU has no bfloat16 support",
+                                    "Use trainer.precision=16-mixed or 32-true.")
+
+
+def downsampling(cfg: DictConfig) -> int:
+    """The total downsampling of the model between `data.resolution` and its smallest feature map:
+    the autoencoder's factor f (latent models) times 2^(levels - 1) of the network."""
+    model = cfg.get("model") or {}
+    ae = model.get("autoencoder")
+    factor = int(ae.get("downsample_factor", 1)) if isinstance(ae, (dict, DictConfig)) else 1
+    net = model.get("net")
+    if isinstance(net, (dict, DictConfig)) and net.get("channel_mult") is not None:
+        factor *= 2 ** (len(net.channel_mult) - 1)
+    return factor
+
+
+def data_resolution(cfg: DictConfig) -> None:
+    """`data.resolution` must be a whole multiple of the model's downsampling; the message gives nearby values."""
+    if cfg.get("data") is None or cfg.data.get("resolution") is None:
+        return
+    resolution = integer(cfg.data.resolution, "data.resolution", 1)
+    factor = downsampling(cfg)
+    if resolution % factor:
+        lower, upper = resolution - resolution % factor, resolution - resolution % factor + factor
+        nearby = f"data.resolution={lower} or {upper}" if lower > 0 else f"data.resolution={upper}"
+        raise ConfigError.bad_value("data.resolution", f"{resolution} is not a multiple of {factor}, the model's total "
+                                    "downsampling (autoencoder factor x 2^(levels of model.net.channel_mult - 1))",
+                                    f"Use {nearby}, or fewer levels in model.net.channel_mult.")
+
+
+def train_config(cfg: DictConfig) -> None:
+    """Everything `train.py` can check before building data, model and trainer."""
+    if not 0 <= integer(cfg.seed, "seed", 0, "Pass an integer seed in [0, 2^32).") < 1 << 32:
+        raise ConfigError.bad_value("seed", f"{cfg.seed} is outside [0, 2^32) (the training RNGs take 32-bit seeds)",
+                                    "Pass an integer seed in [0, 2^32).")
+    max_steps = integer(cfg.trainer.max_steps, "trainer.max_steps", -1)
+    if max_steps == 0:
+        raise ConfigError.bad_value("trainer.max_steps", "0 trains nothing", "Pass trainer.max_steps=1 or more.")
+    if cfg.get("data") is not None and cfg.data.get("batch_size") is not None:
+        integer(cfg.data.batch_size, "data.batch_size", 1)
+    data_resolution(cfg)
+    training_precision(cfg)
+    if cfg.get("sampler") is not None:
+        sampler_spec(cfg.sampler)
+    optimizer = (cfg.get("model") or {}).get("optimizer")
+    if isinstance(optimizer, (dict, DictConfig)) and optimizer.get("lr") is not None:
+        real(optimizer.lr, "model.optimizer.lr", 0.0)
+    writable_folder(cfg.paths.run_dir, "paths.run_dir")
+

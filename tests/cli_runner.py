@@ -1,0 +1,111 @@
+"""Run the real entry points many times at the cost of one Python start-up (for the bad-input corpus).
+
+`python tests/cli_runner.py` imports torch, Lightning, Hydra and difflab's CLI modules once, then reads one JSON
+request per line on stdin: {"argv": ["sample.py", "n=0", ...] or ["-m", "difflab.utils.notebooks", ...],
+"cwd": ..., "env": {...}}. For each it forks a child that runs the script (runpy, as `python <script>` or
+`python -m <module>` would) with its stdout/stderr going to files, and answers one JSON line
+{"rc": exit status, "stdout": ..., "stderr": ...}. The parent never runs torch work, so forking is safe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def preload() -> None:
+    """Import what every case needs, so that each child starts warm."""
+    import hydra  # noqa: F401
+    import lightning  # noqa: F401
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+
+    import difflab.cli.compare  # noqa: F401
+    import difflab.cli.evaluate  # noqa: F401
+    import difflab.cli.sample  # noqa: F401
+    import difflab.cli.train  # noqa: F401
+    import difflab.lit  # noqa: F401
+    import difflab.nets  # noqa: F401
+
+
+def child(argv: list[str], cwd: str, env: dict[str, str], out: int, err: int) -> None:
+    """Become the script: redirect fds 1/2, set argv/cwd/env, run it, exit with its status (never returns)."""
+    code = 1
+    try:
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        os.chdir(cwd)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if argv[0] == "-m":
+            sys.argv = [argv[1], *argv[2:]]
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        else:
+            script = str(REPO / argv[0])
+            sys.argv = [script, *argv[1:]]
+            runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException:  # noqa: BLE001 - report like the interpreter does
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def run_one(request: dict, timeout: float) -> dict:
+    """Fork, run the request in the child, wait (killing it after `timeout` s), return rc and output."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        pid = os.fork()
+        if pid == 0:
+            child(request["argv"], request["cwd"], request.get("env", {}), out.fileno(), err.fileno())
+        deadline = time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                status = -1
+                break
+            time.sleep(0.02)
+        rc = os.waitstatus_to_exitcode(status) if status != -1 else 124
+        out.seek(0)
+        err.seek(0)
+        return {"rc": rc, "stdout": out.read().decode(errors="replace"), "stderr": err.read().decode(errors="replace")}
+
+
+def serve() -> None:
+    """Answer one JSON request per stdin line with one JSON result line on stdout."""
+    preload()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        result = run_one(request, float(request.get("timeout", 120)))
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    serve()
