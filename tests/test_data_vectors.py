@@ -59,7 +59,7 @@ def test_csv_bad_inputs_name_the_row_or_file(tmp_path: Path) -> None:
                                             resolution=8, val_fraction=0.34, **kw)  # noqa: E731
     with pytest.raises(DataNotFoundError, match="data.csv"):
         CSVDataModule(str(tmp_path / "nope.csv")).setup()
-    with pytest.raises(ValueError, match=r"\['x9'\] are not in the header"):
+    with pytest.raises(ValueError, match=r"\['x9'\] not in the header"):
         CSVDataModule(str(table), columns=["x1", "x9"]).setup()
     with pytest.raises(CorruptDataError, match="row 4: column 'x2' holds 'abc'"):
         make(ok[:2] + ["img2.png,2,abc"] + ok[3:]).setup()
