@@ -115,7 +115,7 @@ def test_sampler_arithmetic_stays_float32_under_autocast(train_cfg) -> None:  # 
     dtypes: list[torch.dtype] = []
 
     def run(callback=None):  # noqa: ANN001, ANN202
-        return generate(module.denoiser, module.scheduler, module.sampler, n=2, shape=module.image_shape, seed=0,
+        return generate(module.denoiser, module.scheduler, module.sampling_spec(), n=2, shape=module.image_shape, seed=0,
                         callback=callback)[0]
 
     full = run()
