@@ -31,7 +31,10 @@ DETERMINISTIC = ("train/loss", "lr-AdamW", "epoch")
 
 
 def _env(root: Path) -> dict[str, str]:
-    return {**os.environ, "WANDB_MODE": "offline", "DIFFLAB_ROOT": str(root), "OMP_NUM_THREADS": "1",
+    """Each train.py starts its own W&B service, as a separate launch would: an inherited WANDB_SERVICE (the pytest
+    process's, once an earlier test logged to W&B) would outlive each SIGKILL and hold the run id "in use"."""
+    inherited = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**inherited, "WANDB_MODE": "offline", "DIFFLAB_ROOT": str(root), "OMP_NUM_THREADS": "1",
             "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
 
 

@@ -78,7 +78,8 @@ def test_fid_and_kid_equal_torch_fidelitys_own_computation_and_the_cache_changes
     assert len(list(tmp_path.glob("*.pt"))) == 1
     features, logits = suite.features.compute()
     again = fidelity_scores(features, logits, cached.reference, kid_subsets=20, kid_subset_size=30, isc_splits=2)
-    assert again == ours
+    shared = {"fid", "kid", "kid_std"}  # the suite adds broken_rate and drops the meaningless IS of these weights
+    assert {k: again[k] for k in shared} == {k: ours[k] for k in shared}
     itself = fidelity_scores(cached.reference.features, logits, cached.reference, kid=False, inception_score=False)
     assert itself["fid"] == pytest.approx(0.0, abs=1e-3 * ours["fid"])  # the reference set against itself
 
