@@ -20,10 +20,16 @@ from difflab.lit.checkpoint import load_module
 SIGMAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 50.0)
 
 
-@torch.no_grad()
 def errors(ckpt: str, n: int, seed: int) -> tuple[str, dict[float, float], dict[float, float]]:
+    """(scheduler, {sigma: model error}, {sigma: mean-predictor error}) of a checkpoint's EMA weights."""
     module = load_module(ckpt)
     data = instantiate(OmegaConf.create(module.run_config["data"]))
+    return module_errors(module, data, n, seed)
+
+
+@torch.no_grad()
+def module_errors(module, data, n: int, seed: int) -> tuple[str, dict[float, float], dict[float, float]]:
+    """The same for a DiffusionModule in memory and its data module."""
     x0 = torch.cat([x for x, _ in data.iter_images("val", 0, n, 64)])
     mean = x0.mean(0, keepdim=True)
     gen = torch.Generator().manual_seed(seed)
