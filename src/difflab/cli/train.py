@@ -141,3 +141,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
             logger.experiment.finish()
     return {"run_dir": run_dir, "last_ckpt": last, "best_ckpt": best, "metrics": metrics, "global_step": trainer.global_step}
+
+
+def main() -> None:
+    """`difflab-train [overrides]` (`python train.py`): train from `conf/train.yaml`."""
+    from difflab.cli.entry import hydra_main
+
+    hydra_main("train", run, __name__)
