@@ -71,6 +71,15 @@ def sweep_name() -> str | None:
     return Path(str(HydraConfig.get().sweep.dir)).name
 
 
+def sweeper_direction() -> str | None:
+    """In a multirun, the sweeper's `direction` (minimize | maximize; minimize when it has none); None in a single run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if sweep_name() is None:
+        return None
+    return str(HydraConfig.get().sweeper.get("direction", "minimize"))
+
+
 def instantiate_group(group: Any) -> list[Any]:
     """Instantiate every entry of a dict-of-targets config group (callbacks, loggers); null entries are skipped."""
     from hydra.utils import instantiate
