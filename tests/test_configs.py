@@ -63,7 +63,7 @@ RUNNABLE = (
     + [("scheduler", o) for o in options("scheduler")]
     + [("sampler", o) for o in options("sampler")]
     + [("data", o) for o in options("data")]
-    + [("logger", o) for o in options("logger")]
+    + [("logger", o) for o in options("logger") if o != "tensorboard"]  # tensorboard: the resume test below
     + [("trainer", o) for o in options("trainer") if o not in ("gpu", "ddp")]
     + [("experiment", o) for o in options("experiment")]
 )
