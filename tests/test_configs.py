@@ -132,7 +132,8 @@ def test_hparams_search_sweeps_and_each_trial_returns_its_final_metric(option, t
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install hydra-optuna-sweeper (dev extra)")
     sweep = tmp_path / "sweep"
     argv = [sys.executable, "train.py", f"hparams_search={option}", "debug=fast", "logger=csv", "metrics=none",
-            "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}", f"paths.root_dir={tmp_path}", *TINY_NET]
+            "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}", f"paths.root_dir={tmp_path}", *TINY_NET,
+            f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db"]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -147,6 +148,10 @@ def test_hparams_search_sweeps_and_each_trial_returns_its_final_metric(option, t
             assert OmegaConf.select(config, key) == pytest.approx(float(given[key]))
     assert len(finals) == 2
     assert best.best_value == pytest.approx(min(finals.values()), rel=1e-6)
+    import optuna  # the study is also in its database storage (optuna 2.10 needs SQLAlchemy < 2 for it)
+
+    study = optuna.load_study(study_name="difflab", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(finals.values()), rel=1e-6)
 
 
 def test_tensorboard_logs_each_step_once_across_a_resume(train_cfg):
