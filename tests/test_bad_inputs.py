@@ -141,6 +141,11 @@ CASES = [
     ("train_batch_size_zero", ["train.py", *QUICK, "data.batch_size=0"], ["`data.batch_size`"]),
     ("train_bad_seed", ["train.py", *QUICK, "seed=-7"], ["`seed`"]),
     ("train_resume_missing_ckpt", ["train.py", *QUICK, "ckpt_path={root}/gone.ckpt"], ["gone.ckpt", "`ckpt_path`"]),
+    ("train_unknown_hparams_search", ["train.py", "hparams_search=nope"], ["hparams_search/nope", "optuna"]),
+    ("train_optimized_metric_without_metric_pass", ["train.py", *QUICK, "optimized_metric=val/fid"],
+     ["`optimized_metric`", "metrics=none"]),
+    ("train_optimized_metric_never_validated", ["train.py", *QUICK, "optimized_metric=val/loss", "trainer.max_steps=3",
+                                                "trainer.val_check_interval=5"], ["`optimized_metric`", "val_check_interval"]),
     # python -m tools
     ("notebooks_missing_file", ["-m", "difflab.utils.notebooks", "check", "{root}/nope.ipynb"], ["nope.ipynb"]),
     ("notebooks_not_json", ["-m", "difflab.utils.notebooks", "check", "{root}/broken.ipynb"], ["broken.ipynb"]),

@@ -193,4 +193,30 @@ def train_config(cfg: DictConfig) -> None:
     if isinstance(optimizer, (dict, DictConfig)) and optimizer.get("lr") is not None:
         real(optimizer.lr, "model.optimizer.lr", 0.0)
     writable_folder(cfg.paths.run_dir, "paths.run_dir")
+    optimized_metric(cfg)
+
+
+def optimized_metric(cfg: DictConfig) -> str | None:
+    """`optimized_metric` (what train.py returns to a sweeper): a metric name this run will log at its end."""
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if not isinstance(name, str) or "/" not in name:
+        raise ConfigError.bad_value("optimized_metric", f"{name!r} is not a logged metric's name",
+                                    "Name one such as val/loss, or val/fid with a metric pass (metrics=fast|default).")
+    trainer = cfg.trainer
+    if name == "val/loss":
+        every, steps = trainer.get("val_check_interval"), trainer.get("max_steps", -1)
+        if trainer.get("limit_val_batches") == 0:
+            raise ConfigError.bad_value("optimized_metric", "val/loss is never computed with trainer.limit_val_batches=0",
+                                        "Validate on some batches, or optimize another metric.")
+        if isinstance(every, int) and isinstance(steps, int) and 0 < steps < every:
+            raise ConfigError.bad_value("optimized_metric", f"val/loss is computed every trainer.val_check_interval={every} "
+                                        f"steps, so never in trainer.max_steps={steps}",
+                                        f"Pass trainer.val_check_interval={steps} (or a divisor of it).")
+    elif name.startswith("val/") and not (cfg.get("metrics") and cfg.metrics.get("enabled", True)
+                                          and cfg.metrics.get("n_samples", 0)):
+        raise ConfigError.bad_value("optimized_metric", f"{name} comes from the metric pass, which this run turns off "
+                                    "(metrics=none)", "Pass metrics=fast or metrics=default, or optimize val/loss.")
+    return name
 

@@ -62,3 +62,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             logger.experiment.finish()
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return {"rows": rows, "paths": paths, "out_dir": out_dir}
+
+
+def main() -> None:
+    """`difflab-compare [runs_dir=...]` (`python compare.py`): tabulate every run's metrics.json."""
+    from difflab.cli.entry import hydra_main
+
+    hydra_main("compare", run, __name__, aliases=False)

@@ -194,3 +194,10 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
             logger.save()
     log.info("wrote %s: %s", path, {k: round(v, 4) for k, v in record["values"].items() if v is not None})
     return record
+
+
+def main() -> None:
+    """`difflab-evaluate ckpt=... [overrides]` (`python evaluate.py`): score a checkpoint or a folder of images."""
+    from difflab.cli.entry import hydra_main
+
+    hydra_main("evaluate", run, __name__)
