@@ -140,6 +140,13 @@ CASES = [
     ("train_negative_lr", ["train.py", *QUICK, "model.optimizer.lr=-1"], ["`model.optimizer.lr`"]),
     ("train_batch_size_zero", ["train.py", *QUICK, "data.batch_size=0"], ["`data.batch_size`"]),
     ("train_bad_seed", ["train.py", *QUICK, "seed=-7"], ["`seed`"]),
+    ("train_flow_unknown_t_distribution", ["train.py", *QUICK, "model=flow", "scheduler.t_distribution=nope"],
+     ["`scheduler.t_distribution`", "logit_normal"]),
+    ("train_flow_negative_logit_std", ["train.py", *QUICK, "model=flow", "scheduler.logit_std=-0.5"],
+     ["`scheduler.logit_std`"]),
+    ("train_flow_t_max_one", ["train.py", *QUICK, "model=flow", "scheduler.t_max=1.0"], ["`scheduler.t_min`", "t_max"]),
+    ("train_flow_timestep_grid", ["train.py", *QUICK, "model=flow", "sampler.grid=trailing"], ["`sampler.grid`", "uniform"]),
+    ("train_scheduler_unknown_option", ["train.py", *QUICK, "scheduler=flow", "+scheduler.shfit=3"], ["`scheduler`", "shfit"]),
     ("train_resume_missing_ckpt", ["train.py", *QUICK, "ckpt_path={root}/gone.ckpt"], ["gone.ckpt", "`ckpt_path`"]),
     # python -m tools
     ("notebooks_missing_file", ["-m", "difflab.utils.notebooks", "check", "{root}/nope.ipynb"], ["nope.ipynb"]),
