@@ -88,6 +88,7 @@ CASES = [
     ("sample_unknown_sampler", ["sample.py", "ckpt={ckpt}", "sampler=dpm_9000"], ["dpm_9000", "sampler"]),
     ("sample_unknown_sampler_knob", ["sample.py", "ckpt={ckpt}", "sampler=ddim", "+sampler.etaa=0.5"],
      ["`sampler.etaa`", "sampler.eta"]),
+    ("sample_shift_for_a_ddpm", ["sample.py", "ckpt={ckpt}", "scheduler.shift=3"], ["`scheduler.shift`", "DiscreteVPScheduler"]),
     ("sample_typo_in_key", ["sample.py", "ckpt={ckpt}", "nn=4"], ["nn"]),
     ("sample_unwritable_out_dir", ["sample.py", "ckpt={ckpt}", "out_dir={root}/a_file/out"], ["a_file/out", "`out_dir`"]),
     ("sample_out_dir_not_empty", ["sample.py", "ckpt={ckpt}", "out_dir={root}/used_out"],
@@ -147,6 +148,10 @@ CASES = [
     ("train_flow_t_max_one", ["train.py", *QUICK, "model=flow", "scheduler.t_max=1.0"], ["`scheduler.t_min`", "t_max"]),
     ("train_flow_timestep_grid", ["train.py", *QUICK, "model=flow", "sampler.grid=trailing"], ["`sampler.grid`", "uniform"]),
     ("train_scheduler_unknown_option", ["train.py", *QUICK, "scheduler=flow", "+scheduler.shfit=3"], ["`scheduler`", "shfit"]),
+    ("train_also_sample_unknown_sampler", ["train.py", *QUICK, "+metrics.also_sample.x={{name: dpm_9000}}"],
+     ["`metrics.also_sample.x`", "dpm_9000"]),
+    ("train_also_sample_not_a_sampler", ["train.py", *QUICK, "+metrics.also_sample.x=5"], ["`metrics.also_sample.x`"]),
+    ("train_unknown_variant", ["train.py", *QUICK, "variant=ddpm_9000"], ["ddpm_9000"]),
     ("train_resume_missing_ckpt", ["train.py", *QUICK, "ckpt_path={root}/gone.ckpt"], ["gone.ckpt", "`ckpt_path`"]),
     # python -m tools
     ("notebooks_missing_file", ["-m", "difflab.utils.notebooks", "check", "{root}/nope.ipynb"], ["nope.ipynb"]),

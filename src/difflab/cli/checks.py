@@ -211,6 +211,18 @@ def train_config(cfg: DictConfig) -> None:
     sched = scheduler(cfg.scheduler) if cfg.get("scheduler") is not None else None
     if spec is not None and sched is not None:
         spec.scheduler_for(sched)  # a `sampler.grid` this scheduler does not offer
+    also = (cfg.get("metrics") or {}).get("also_sample") or {}
+    for label, node in also.items():
+        if not isinstance(node, (dict, DictConfig)) or "name" not in node:
+            raise ConfigError.bad_value(f"metrics.also_sample.{label}", f"{node!r} is not a sampler", "Give sampler "
+                                        f"fields, e.g. metrics.also_sample.{label}={{name: ddim, steps: 50}}.")
+        key = f"metrics.also_sample.{label}"
+        try:
+            extra = sampler_spec(node, key)
+        except ConfigError as err:  # SamplerSpec names `sampler...`: here the sampler lives under another key
+            raise ConfigError(str(err).replace("`sampler", f"`{key}", 1)) from None
+        if sched is not None:
+            extra.scheduler_for(sched)
     optimizer = (cfg.get("model") or {}).get("optimizer")
     if isinstance(optimizer, (dict, DictConfig)) and optimizer.get("lr") is not None:
         real(optimizer.lr, "model.optimizer.lr", 0.0)
