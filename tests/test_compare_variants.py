@@ -89,3 +89,22 @@ def test_wandb_table_rows_carry_their_sample_grid(sweep: Path):
     images = {row[0]: row[-1] for row in table.data}
     assert all(isinstance(images[v], wandb.Image) for v in VARIANTS - {"ldm autoencoder"})
     assert images["ldm autoencoder"] is None
+
+
+def test_the_sweep_end_logs_the_comparison_as_one_wandb_run(sweep: Path, monkeypatch: pytest.MonkeyPatch):
+    """With `logger=wandb` in the sweep's config, CompareOnMultirunEnd sends the table (sample column), plots and
+    gallery to one W&B run in the logger's project and mode (the W&B client itself is faked here)."""
+    import difflab.utils.loggers as loggers
+    from difflab.cli.hydra_callbacks import CompareOnMultirunEnd
+
+    made: list[dict] = []
+    logged: list[dict] = []
+    run = SimpleNamespace(log=logged.append, finish=lambda: made[-1].update(finished=True))
+    monkeypatch.setattr(loggers, "wandb_logger", lambda **kw: made.append(kw) or SimpleNamespace(experiment=run))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}},
+                               "logger": {"wandb": {"project": "variants", "mode": "offline", "save_dir": "${oops}"}}})
+    CompareOnMultirunEnd().on_multirun_end(config)
+    (kw,) = made
+    assert (kw["project"], kw["mode"], kw["job_type"], kw["group"]) == ("variants", "offline", "compare", sweep.name)
+    assert kw.get("finished") and set(logged[0]) == {"comparison", "fid_vs_nfe", "fid_vs_samples_per_sec", "gallery"}
+    assert logged[0]["comparison"].columns[-1] == "samples" and len(logged[0]["comparison"].data) == len(VARIANTS)
