@@ -104,6 +104,9 @@ def test_variant_presets_pick_their_sampler_and_the_command_line_wins(train_cfg)
     cfg = train_cfg("model=ddpm", "sampler=ddim", "sampler.steps=50", "sampler.eta=0.0")
     assert (cfg.sampler.name, cfg.sampler.steps, cfg.sampler.eta) == ("ddim", 50, 0.0)
     assert train_cfg("scheduler=ddpm_cosine").model.scheduler.betas == "cosine"
+    flow = train_cfg("model=flow", debug=None)
+    assert (flow.sampler.name, flow.sampler.steps, flow.model.scheduler._target_) == ("euler", 50, "difflab.diffusion.FlowScheduler")
+    assert flow.model.net == train_cfg().model.net  # the DDPM network, trained on the velocity
 
 
 def test_mnist_config_reads_the_real_test_set_when_present(train_cfg):
