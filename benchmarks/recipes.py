@@ -34,6 +34,8 @@ from difflab.samplers import SamplerSpec
 
 RECIPES: dict[str, list[str]] = {
     "base": [],
+    "eps": ["scheduler.prediction=eps"],
+    "eps_minsnr": ["scheduler.prediction=eps", "model.loss.weighting=min_snr"],
     "v": ["scheduler.prediction=v"],
     "x0": ["scheduler.prediction=x0"],
     "minsnr": ["model.loss.weighting=min_snr"],

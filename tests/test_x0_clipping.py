@@ -1,4 +1,4 @@
-"""x0 clipping modes: static, Imagen's dynamic thresholding, and `auto` (pixel models threshold, latent ones do not)."""
+"""x0 clipping modes: static, Imagen's dynamic thresholding, and `auto` (pixel models clamp, latent ones do not)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_auto_clips_pixel_models_only_and_the_record_says_what_ran(mode) -> None
     spec = SamplerSpec("ddim", 50, clip_denoised=mode, eta=0.0)
     pixel = SimpleNamespace(sampler=spec, autoencoder=IdentityFirstStage(), condition=SimpleNamespace(guided=False))
     latent = SimpleNamespace(sampler=spec, autoencoder=object())
-    expected = {"auto": ("dynamic", False)}.get(mode, (mode, mode))
+    expected = {"auto": (True, False)}.get(mode, (mode, mode))
     assert (DiffusionModule.sampling_spec(pixel).clip_denoised, DiffusionModule.sampling_spec(latent).clip_denoised) == expected
     pixel.sampling_spec = lambda: DiffusionModule.sampling_spec(pixel)
     record = _sampler_record(pixel, spec)
