@@ -141,6 +141,13 @@ CASES = [
     ("train_batch_size_zero", ["train.py", *QUICK, "data.batch_size=0"], ["`data.batch_size`"]),
     ("train_bad_seed", ["train.py", *QUICK, "seed=-7"], ["`seed`"]),
     ("train_resume_missing_ckpt", ["train.py", *QUICK, "ckpt_path={root}/gone.ckpt"], ["gone.ckpt", "`ckpt_path`"]),
+    # export.py
+    ("export_without_ckpt", ["export.py", "out={root}/export_a"], ["`ckpt`"]),
+    ("export_missing_ckpt", ["export.py", "ckpt={root}/nope.ckpt", "out={root}/export_b"], ["nope.ckpt", "`ckpt`"]),
+    ("export_unknown_format", ["export.py", "ckpt={ckpt}", "format=onnx", "out={root}/export_c"], ["`format`", "onnx"]),
+    ("export_out_not_empty", ["export.py", "ckpt={ckpt}", "out={root}/used_out"], ["used_out", "`out`", "overwrite=true"]),
+    ("export_net_without_diffusers_equivalent", ["export.py", "ckpt={ckpt}", "out={root}/export_d"],
+     ["`model.net.norm_groups`", "[8, 16, 24]"]),  # the tiny net's channel counts that 32 groups do not divide
     # python -m tools
     ("notebooks_missing_file", ["-m", "difflab.utils.notebooks", "check", "{root}/nope.ipynb"], ["nope.ipynb"]),
     ("notebooks_not_json", ["-m", "difflab.utils.notebooks", "check", "{root}/broken.ipynb"], ["broken.ipynb"]),

@@ -96,8 +96,10 @@ def load_module(
     check_stored_targets(ckpt["config"].get("model"), path, "model")
     cfg = OmegaConf.create(ckpt["config"])
     cfg.model = with_condition(OmegaConf.to_container(cfg.model))  # configs written before `model.condition`
-    if scheduler_overrides:
+    if scheduler_overrides and "scheduler" in cfg.model:
         cfg.model.scheduler = OmegaConf.merge(cfg.model.scheduler, scheduler_overrides)
+    elif scheduler_overrides:  # a loader (model=diffusers) that builds its scheduler from a pipeline folder
+        cfg.model.scheduler_overrides = scheduler_overrides
     if sampler is not None and not hasattr(sampler, "fn"):
         cfg.model.sampler = sampler
     module = instantiate(cfg.model)
