@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from difflab.conditions import Condition, NoCondition
+from difflab.errors import ConfigError
 from difflab.diffusion.guidance import guided
 from difflab.diffusion.losses import DiffusionLoss
 from difflab.diffusion.precond import Denoiser
@@ -104,6 +105,11 @@ class DiffusionModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:
             self.condition.setup(datamodule)
+            shape = (getattr(datamodule, "channels", None), getattr(datamodule, "resolution", None))
+            if None not in shape and shape != (self.image_shape[0], self.image_shape[-1]):
+                raise ConfigError.bad_value("data.resolution", f"the data has {shape[0]} channels at {shape[1]} pixels, "
+                                            f"but the model makes images {self.image_shape}", "Set data.resolution and "
+                                            "data.channels to the model's (e.g. a pretrained pipeline's) image size.")
 
     def on_fit_start(self) -> None:
         """Latent models: 1 / std of the training latents (LDM App. G) when no scale factor is set; logged."""

@@ -146,7 +146,7 @@ def load_diffusers_pipeline(
     condition_drop_prob: float = 0.1,
     dtype: str = "float32",
 ) -> DiffusionModule:
-    """A diffusers DDPM/DDIM (or LDM) pipeline folder of a `UNet2DModel` as a `DiffusionModule`, in eval mode on CPU.
+    """A diffusers DDPM/DDIM (or LDM) pipeline folder of a `UNet2DModel` as a `DiffusionModule`, on CPU.
 
     `optimizer` / `lr_scheduler` / `loss` are used when it is fine-tuned (train.py); `condition_drop_prob` is the
     label dropout of a class-conditional UNet's fine-tuning."""
@@ -155,7 +155,7 @@ def load_diffusers_pipeline(
     except ImportError as err:
         raise PretrainedNotFoundError("model=diffusers needs diffusers: pip install diffusers") from err
 
-    root = pipeline_folder(path, PARTS, "diffusers UNet2DModel pipeline", EXAMPLE, HOW)
+    root = pipeline_folder(path, PARTS, "UNet2DModel pipeline", EXAMPLE, HOW)
     index = _read_json(root / "model_index.json", "pipeline index (model_index.json)")
     unet_class = _read_json(root / "unet" / "config.json", "UNet config").get("_class_name")
     if unet_class != "UNet2DModel":
@@ -182,4 +182,4 @@ def load_diffusers_pipeline(
         guidance_scale=guidance_scale if guidance_scale is not None else float(meta.get("guidance_scale", 1.0)),
         autoencoder=first)
     module.run_config = {"model": {"path": str(path)}, "choices": {"model": "diffusers"}, "data": {}}
-    return module.eval()
+    return module.train()  # for fine-tuning (from_pretrained gives eval mode); sampling switches to eval itself
