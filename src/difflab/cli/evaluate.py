@@ -28,6 +28,7 @@ from difflab.metrics.evaluation import metrics_record, sample_and_score, write_r
 from difflab.metrics.likelihood import data_bits_per_dim
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
 from difflab.utils.config import instantiate_group
+from difflab.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,13 @@ def score_folder(folder: Path, datamodule: Any, suite: MetricSuite, batch_size: 
     """Score the images of `folder` (sorted; resized to the data set's resolution when they differ)."""
     files = folder_images(folder)
     dataset = ImageFileDataset(folder, files, None, datamodule.resolution, datamodule.channels, center_crop=False)
-    offset = 0
+    offset, progress = 0, Progress("features", len(files), "images")
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_batch):
         images = batch["image"]
         suite.update(images, torch.arange(offset, offset + images.shape[0]))
         offset += images.shape[0]
+        progress.update(images.shape[0])
+    progress.close()
     values = suite.compute()
     values["n_images"] = float(offset)
     return values

@@ -20,6 +20,7 @@ from difflab.conditions import INPUT_KEYS
 from difflab.errors import ConfigError
 from difflab.lit.checkpoint import load_module
 from difflab.samplers import Edit, StackedGenerator, is_deterministic, sample_seeds, slerp
+from difflab.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +190,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with autocast_for(device, precision):
         cond, uncond = condition.to_net(requests.values), negative_condition(module, cfg.get("negative_prompt"))
         extra = {"uncond": uncond} if uncond is not None else {}
+        progress = Progress("sampling", n, "images")
         images, nfe = module.generate(n, seed=seed, batch_size=int(cfg.batch_size), cond=cond,
                                       guidance_scale=cfg.get("guidance_scale"), guidance_rescale=cfg.get("guidance_rescale"),
-                                      edit=edit, **extra)
+                                      edit=edit, progress=progress, **extra)
+        progress.close()
 
     out_dir = Path(cfg.out_dir)
     if cfg.save_images:

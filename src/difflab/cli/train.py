@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -113,6 +114,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cache_dir = Path(cfg.paths.data_dir) / "latent_cache"
         datamodule.train_set_override = partial(cached_train_set, datamodule, module.autoencoder, cache_dir)
     callbacks = instantiate_group(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false: no progress display
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
     metrics = instantiate(cfg.metrics, _convert_="all") if cfg.get("metrics") else None
     if metrics is not None and metrics.enabled:
         callbacks.append(ReconstructionMetrics(metrics) if hasattr(module, "reconstruct") else SampleMetrics(metrics))

@@ -28,6 +28,7 @@ from difflab.lit.latent import estimate_scale_factor
 from difflab.nets.autoencoder import IdentityFirstStage, LatentAutoencoder
 from difflab.samplers.generate import Edit, SamplerSpec, generate
 from difflab.utils.cluster import run_seed
+from difflab.utils.progress import Progress
 
 
 
@@ -182,6 +183,7 @@ class DiffusionModule(L.LightningModule):
         guidance_rescale: float | None = None,
         edit: Edit | None = None,
         uncond: Tensor | None = None,
+        progress: Progress | None = None,
     ) -> tuple[Tensor, int]:
         """Sample images first_index .. first_index + n - 1 of the run seeded `seed`, in [-1, 1] (float32, CPU),
         with the current weights; returns (images, NFE per image). Latent models sample latents and decode them
@@ -189,7 +191,7 @@ class DiffusionModule(L.LightningModule):
 
         Conditional models apply classifier-free guidance with `guidance_scale` (default: the model's
         `guidance_scale`; 1 = plain conditional, see `difflab.diffusion.guidance`); `uncond` replaces the null
-        condition of the unconditional branch (e.g. a negative prompt's embedding)."""
+        condition of the unconditional branch (e.g. a negative prompt's embedding). `progress` counts the images."""
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         rescale = self.guidance_rescale if guidance_rescale is None else float(guidance_rescale)
         null = uncond if uncond is not None else self.condition.null
@@ -210,6 +212,7 @@ class DiffusionModule(L.LightningModule):
                 first_index=first_index,
                 edit=self._latent_edit(edit, batch_size or n),
                 grid_cache=self.grid_cache,
+                progress=progress,
             )
             x = self._decode_batches(x, batch_size or n)
         finally:
