@@ -26,6 +26,7 @@ from difflab.utils.checkpoint_files import AtomicCheckpointIO, clean_temp_files,
 from difflab.utils.cluster import is_rank_zero, resume_path
 from difflab.utils.config import config_choices, instantiate_group
 from difflab.utils.run_folders import check_run_folder
+from difflab.utils.wandb_artifacts import log_checkpoints, wandb_loggers
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     best = next((cb.best_model_path for cb in callbacks if getattr(cb, "monitor", None) and getattr(cb, "best_model_path", "")), "")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     log.info("run folder: %s\nlast checkpoint: %s\nbest checkpoint: %s", run_dir, last, best or "-")
+    for logger in wandb_loggers(loggers) if is_rank_zero() else ():
+        if getattr(logger, "log_model_artifacts", False):  # logger.wandb.log_model
+            log_checkpoints(logger, last, best, {"global_step": trainer.global_step, **metrics})
     for logger in loggers:
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
             logger.experiment.finish()
