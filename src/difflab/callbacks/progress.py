@@ -34,8 +34,8 @@ def total_steps(trainer: L.Trainer) -> int:
 
 
 class TrainProgress(ProgressBar):
-    """Training progress over the whole run, on rank 0; `interval` seconds between plain log lines at most and
-    `every` (a fraction of the run) at least."""
+    """Training progress over the whole run, on rank 0; off a terminal a plain log line for every `every` of the
+    run and whenever `interval` seconds have passed since the last one."""
 
     def __init__(self, interval: float = 30.0, every: float = 0.1) -> None:
         super().__init__()

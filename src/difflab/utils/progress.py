@@ -1,8 +1,8 @@
 """Progress of long work (training steps, sampled images, reference features): count / total, rate, ETA.
 
 On a terminal one line is rewritten in place on stderr; elsewhere (SLURM logs, pipes, files) the same facts are
-plain log lines, at most one per `interval` seconds but at least one per `every` fraction of the work, plus the
-last one. The rate is measured over the work done since this display started (a resumed run's earlier steps do
+plain log lines: one each time another `every` fraction of the work is done or `interval` seconds have passed
+since the last line, and the last one. The rate is measured over the work done since this display started (a resumed run's earlier steps do
 not count), and ETA = (total - done) / rate:
 
     sampling 32/64 images (50%) | 12.3 images/s | NFE 20 | ETA 0:00:03
