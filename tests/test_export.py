@@ -193,3 +193,22 @@ def test_continuous_schedules_and_difflab_autoencoders_are_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="`model.autoencoder`.*pads \\(0, 1, 0, 1\\)"):
         diffusers_vae(Fake())
+
+
+def test_latent_model_on_a_pretrained_autoencoder_exports_as_an_ldm_pipeline_and_loads_back(tmp_path):
+    from difflab.lit.checkpoint import load_module
+    from difflab.lit.pipelines import load_diffusers_pipeline
+    from test_ldm import tiny_diffusers_vae
+
+    vae = tiny_diffusers_vae(tmp_path / "vae", scaling_factor=0.5)
+    ckpt = make_checkpoint(tmp_path, "model=ldm", "model/autoencoder=pretrained", f"model.autoencoder.path={vae}",
+                           "model.autoencoder.downsample_factor=2", "data.channels=3")
+    folder = export(tmp_path, ckpt, "card.n=0")
+    pipe = diffusers.LDMPipeline.from_pretrained(folder, local_files_only=True)
+    assert isinstance(pipe.vqvae, diffusers.AutoencoderKL) and pipe.vqvae.config.scaling_factor == 0.5
+    module, back = load_module(ckpt), load_diffusers_pipeline(str(folder))
+    z, t = torch.randn(2, 4, 8, 8), torch.tensor([10.0, 900.0])
+    with torch.no_grad():
+        assert (pipe.unet(z, t).sample - module.net(z, t)).abs().max() < 1e-4
+        assert torch.allclose(back.decode(z), module.decode(z), atol=1e-5)
+    assert back.image_shape == (3, 16, 16) and back.latent_shape == (4, 8, 8)
