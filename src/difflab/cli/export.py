@@ -9,7 +9,6 @@ pipeline.path=<folder>`. Beside the diffusers files: `difflab.json` (condition, 
 from __future__ import annotations
 
 import logging
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from omegaconf import DictConfig
 
 from difflab.callbacks.sample_grid import save_grid
 from difflab.cli import checks
-from difflab.cli.entry import run_script, user_errors
 from difflab.conditions import INPUT_KEYS
 from difflab.errors import ConfigError
 
@@ -78,15 +76,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def main() -> None:
-    """The `difflab-export` console script: export.py's Hydra app on difflab's config folder."""
-    import hydra
+    """`difflab-export ckpt=... out=<folder>` (`python export.py`): a checkpoint as a diffusers pipeline folder."""
+    from difflab.cli.entry import hydra_main
 
-    from difflab.cli.train import group_aliases
-    from difflab.utils.config import conf_dir
-
-    @hydra.main(config_path=str(conf_dir()), config_name="export", version_base="1.3")
-    def app(cfg: DictConfig) -> None:
-        with user_errors():
-            run(cfg)
-
-    run_script(app, partial(group_aliases, conf_dir=conf_dir()))
+    hydra_main("export", run, __name__)

@@ -232,3 +232,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     log_to_wandb(cfg, record, images, condition.rows(requests))
     log.info("wrote %d images and %s (NFE %d per image)", len(images), grid, nfe)
     return {"out_dir": out_dir, "nfe": nfe, "images": images, "grid": grid}
+
+
+def main() -> None:
+    """`difflab-sample ckpt=... [overrides]` (`python sample.py`): sample from a checkpoint."""
+    from difflab.cli.entry import hydra_main
+
+    hydra_main("sample", run, __name__)
