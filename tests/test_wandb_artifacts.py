@@ -16,28 +16,43 @@ from difflab.utils.wandb_history import read_records, run_logs
 pytest.importorskip("wandb")
 
 
-def read_run(save_dir: Path) -> dict[str, Any]:
-    """Group, config, artifacts and history keys of the W&B run whose id is in <save_dir>/wandb_id.txt."""
+def records(save_dir: Path, run_id: str, timeout: float = 60.0) -> list[Any]:
+    """The records of the run's transaction logs, once the last one ends with the run's exit record (W&B's service
+    writes the file behind the client: `finish()` can return before the tail is on disk)."""
+    import time
+
     from wandb.proto import wandb_internal_pb2 as pb
 
+    deadline = time.monotonic() + timeout
+    while True:
+        out = []
+        for path in run_logs(save_dir / "wandb", run_id):
+            for raw in read_records(path):
+                record = pb.Record()
+                record.ParseFromString(raw)
+                out.append(record)
+        if (out and out[-1].WhichOneof("record_type") == "exit") or time.monotonic() > deadline:
+            return out
+        time.sleep(0.5)
+
+
+def read_run(save_dir: Path) -> dict[str, Any]:
+    """Group, config, artifacts and history keys of the W&B run whose id is in <save_dir>/wandb_id.txt."""
     run_id = (save_dir / "wandb_id.txt").read_text().strip()
     out: dict[str, Any] = {"id": run_id, "config": {}, "artifacts": [], "history": set()}
-    for path in run_logs(save_dir / "wandb", run_id):
-        for raw in read_records(path):
-            record = pb.Record()
-            record.ParseFromString(raw)
-            kind = record.WhichOneof("record_type")
-            if kind == "run":
-                out["group"] = record.run.run_group
-                out["config"].update({i.key: json.loads(i.value_json) for i in record.run.config.update})
-            elif kind == "config":
-                out["config"].update({i.key: json.loads(i.value_json) for i in record.config.update})
-            elif kind == "artifact":
-                a = record.artifact
-                out["artifacts"].append({"name": a.name, "type": a.type, "aliases": set(a.aliases),
-                                         "files": [e.path for e in a.manifest.contents]})
-            elif kind == "history":
-                out["history"].update(i.key or "/".join(i.nested_key) for i in record.history.item)
+    for record in records(save_dir, run_id):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out["group"] = record.run.run_group
+            out["config"].update({i.key: json.loads(i.value_json) for i in record.run.config.update})
+        elif kind == "config":
+            out["config"].update({i.key: json.loads(i.value_json) for i in record.config.update})
+        elif kind == "artifact":
+            a = record.artifact
+            out["artifacts"].append({"name": a.name, "type": a.type, "aliases": set(a.aliases),
+                                     "files": [e.path for e in a.manifest.contents]})
+        elif kind == "history":
+            out["history"].update(i.key or "/".join(i.nested_key) for i in record.history.item)
     return out
 
 
