@@ -71,6 +71,8 @@ def files(cli: Runner) -> dict[str, str]:
     Image.new("RGB", (8, 8)).save(root / "picture.png")
     (root / "table.csv").write_text("filepath,a,b\npicture.png,1,2\npicture.png,3,4\n")
     (root / "broken.ipynb").write_text("{ not json")
+    for part in ("unet", "scheduler"):  # the layout of a DDPM pipeline folder (without its files)
+        (root / "ddpm_folder" / part).mkdir(parents=True)
     return {"ckpt": str(root / "tiny_run" / "checkpoints" / "last.ckpt"), "root": str(root)}
 
 
@@ -158,6 +160,23 @@ CASES = [
      ["`optimized_metric`", "metrics=none"]),
     ("train_optimized_metric_never_validated", ["train.py", *QUICK, "optimized_metric=val/loss", "trainer.max_steps=3",
                                                 "trainer.val_check_interval=5"], ["`optimized_metric`", "val_check_interval"]),
+    # export.py
+    ("export_without_ckpt", ["export.py", "out={root}/export_a"], ["`ckpt`"]),
+    ("export_missing_ckpt", ["export.py", "ckpt={root}/nope.ckpt", "out={root}/export_b"], ["nope.ckpt", "`ckpt`"]),
+    ("export_unknown_format", ["export.py", "ckpt={ckpt}", "format=onnx", "out={root}/export_c"], ["`format`", "onnx"]),
+    ("export_out_not_empty", ["export.py", "ckpt={ckpt}", "out={root}/used_out"], ["used_out", "`out`", "overwrite=true"]),
+    ("export_net_without_diffusers_equivalent", ["export.py", "ckpt={ckpt}", "out={root}/export_d"],
+     ["`model.net.norm_groups`", "[8, 16, 24]"]),  # the tiny net's channel counts that 32 groups do not divide
+    # model=diffusers (a diffusers UNet2DModel pipeline folder)
+    ("sample_diffusers_without_path", ["sample.py", "model=diffusers"], ["`pipeline.path`"]),
+    ("sample_diffusers_not_a_pipeline", ["sample.py", "model=diffusers", "pipeline.path={root}/no_images"],
+     ["no_images", "`pipeline.path`", "model_index.json", "save_pretrained"]),
+    ("sample_diffusers_missing_folder", ["sample.py", "model=diffusers", "pipeline.path={root}/nope_pipeline"],
+     ["nope_pipeline", "`pipeline.path`"]),
+    ("sample_sd_given_a_ddpm_folder", ["sample.py", "model=sd", "pipeline.path={root}/ddpm_folder"],
+     ["ddpm_folder", "model=diffusers"]),
+    ("train_wandb_log_model_not_a_bool", ["train.py", *QUICK, "logger=wandb", "logger.wandb.log_model=maybe"],
+     ["`logger.wandb.log_model`", "maybe"]),
     # python -m tools
     ("notebooks_missing_file", ["-m", "difflab.utils.notebooks", "check", "{root}/nope.ipynb"], ["nope.ipynb"]),
     ("notebooks_not_json", ["-m", "difflab.utils.notebooks", "check", "{root}/broken.ipynb"], ["broken.ipynb"]),

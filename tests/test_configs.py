@@ -55,8 +55,9 @@ def experiment_data(cfg) -> str:
 
 
 # Run elsewhere: model=sd samples a pretrained pipeline (tests/test_sd.py); model=ldm_text needs a text encoder
-# and a captioned data set (tests/test_text.py trains it).
-ELSEWHERE = {("model", "sd"), ("model", "ldm_text")}
+# and a captioned data set (tests/test_text.py trains it); model=diffusers loads a pipeline folder
+# (tests/test_diffusers_import.py samples, evaluates and fine-tunes it).
+ELSEWHERE = {("model", "sd"), ("model", "ldm_text"), ("model", "diffusers")}
 
 RUNNABLE = (
     [("model", o) for o in options("model") if ("model", o) not in ELSEWHERE]

@@ -20,6 +20,7 @@ from difflab.conditions import INPUT_KEYS
 from difflab.errors import ConfigError
 from difflab.lit.checkpoint import load_module
 from difflab.samplers import Edit, StackedGenerator, is_deterministic, sample_seeds, slerp
+from difflab.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,17 @@ def write_conditions(rows: list[dict[str, Any]], path: Path, with_files: bool) -
     return path
 
 
+def log_to_wandb(cfg: DictConfig, record: dict[str, Any], images: torch.Tensor, rows: list[dict[str, Any]]) -> None:
+    """With `logger=wandb`: the record as the run's config and a Table of the images (linked to the training run)."""
+    from difflab.utils.config import instantiate_group
+    from difflab.utils.wandb_artifacts import log_sample_table, wandb_loggers
+
+    for logger in wandb_loggers(instantiate_group(cfg.get("logger"))):
+        logger.log_hyperparams(record)
+        log_sample_table(logger, images, rows[: len(images)] or None)
+        logger.experiment.finish()
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Sample `n` images from a checkpoint or pretrained pipeline; returns the output folder, NFE and image tensor."""
     seed = resolve_seed(cfg.seed)
@@ -189,9 +201,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with autocast_for(device, precision):
         cond, uncond = condition.to_net(requests.values), negative_condition(module, cfg.get("negative_prompt"))
         extra = {"uncond": uncond} if uncond is not None else {}
+        progress = Progress("sampling", n, "images")
         images, nfe = module.generate(n, seed=seed, batch_size=int(cfg.batch_size), cond=cond,
                                       guidance_scale=cfg.get("guidance_scale"), guidance_rescale=cfg.get("guidance_rescale"),
-                                      edit=edit, **extra)
+                                      edit=edit, progress=progress, **extra)
+        progress.close()
 
     out_dir = Path(cfg.out_dir)
     if cfg.save_images:
@@ -215,6 +229,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "mode": str(cfg.get("mode", "generate")), **edit_record,
     }
     (out_dir / "samples.json").write_text(json.dumps(record, indent=2))
+    log_to_wandb(cfg, record, images, condition.rows(requests))
     log.info("wrote %d images and %s (NFE %d per image)", len(images), grid, nfe)
     return {"out_dir": out_dir, "nfe": nfe, "images": images, "grid": grid}
 

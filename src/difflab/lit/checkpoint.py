@@ -96,7 +96,7 @@ def load_module(
     check_stored_targets(ckpt["config"].get("model"), path, "model")
     cfg = OmegaConf.create(ckpt["config"])
     cfg.model = with_condition(OmegaConf.to_container(cfg.model))  # configs written before `model.condition`
-    if scheduler_overrides:
+    if scheduler_overrides and "scheduler" in cfg.model:
         unknown = sorted(set(scheduler_overrides) - set(cfg.model.scheduler))
         if unknown:  # e.g. scheduler.shift (flow only) for a DDPM checkpoint
             from difflab.errors import ConfigError
@@ -106,6 +106,8 @@ def load_module(
             raise ConfigError.bad_value(f"scheduler.{unknown[0]}", f"the checkpoint's scheduler {target} has no "
                                         f"option {unknown[0]!r}", f"Its options: {options}.")
         cfg.model.scheduler = OmegaConf.merge(cfg.model.scheduler, scheduler_overrides)
+    elif scheduler_overrides:  # a loader (model=diffusers) that builds its scheduler from a pipeline folder
+        cfg.model.scheduler_overrides = scheduler_overrides
     if sampler is not None and not hasattr(sampler, "fn"):
         cfg.model.sampler = sampler
     module = instantiate(cfg.model)

@@ -23,6 +23,7 @@ from difflab.metrics.fidelity import FeatureStore, ReferenceStats, fidelity_scor
 from difflab.metrics.inception import FeatureExtractor, InceptionFeatures
 from difflab.metrics.perceptual import CLIPScoreMetric, LPIPSDiversity, clip_model_loader, lpips_network
 from difflab.metrics.weights import MetricWeightsError
+from difflab.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +234,11 @@ class MetricSuite:
         log.info("computing reference Inception statistics of %s/%s (%d images) -> %s", datamodule.name, split, n, path)
         store = FeatureStore(self.features.extractor).to(self.device)
         part = shard(n, rank, size)
+        progress = Progress("reference statistics", len(part), "images", enabled=rank == 0)
         for images, index in datamodule.iter_images(split, part.start, part.stop, self.config.feature_batch_size):
             store.update(images, index)
+            progress.update(images.shape[0])
+        progress.close()
         features, _ = store.compute()
         self.reference = ReferenceStats.from_features(features, meta)
         if rank == 0:
