@@ -128,7 +128,7 @@ def test_exported_folder_loads_offline_and_computes_the_same_network(exported):
     assert isinstance(pipe.unet, diffusers.UNet2DModel) and isinstance(pipe.scheduler, diffusers.DDPMScheduler)
     module = load_module(ckpt)
     assert torch.allclose(pipe.scheduler.betas.double(), module.scheduler.betas, atol=1e-7)
-    assert pipe.scheduler.config.prediction_type == "epsilon" and pipe.scheduler.config.num_train_timesteps == 1000
+    assert pipe.scheduler.config.prediction_type == "v_prediction" and pipe.scheduler.config.num_train_timesteps == 1000
     x, t = torch.randn(3, 1, 16, 16), torch.tensor([0.0, 417.0, 999.0])
     with torch.no_grad():
         assert (unet(x, t).sample - module.net(x, t)).abs().max() < 1e-4
