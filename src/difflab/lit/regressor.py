@@ -12,6 +12,7 @@ applied: ROI crop, resize) to raw values. The same model serves `predict.py`, `s
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from difflab.errors import ConfigError
 from difflab.lit.checkpoint import check_state_dict_compatible, load_weights, read_checkpoint, require_model
 from difflab.lit.optim import LRSchedulerFactory, OptimizerFactory, trainable_optimizers
 from difflab.metrics.regression import VectorErrors
+
+log = logging.getLogger(__name__)
 
 
 def data_stats(datamodule: Any) -> CondStats:
@@ -140,6 +143,10 @@ class RegressorModule(L.LightningModule):
             return
         self.last_val = self.val_errors.flat()
         self.log_dict({f"val/{k}": v for k, v in self.last_val.items()})  # equal on every rank
+        if self.trainer.is_global_zero:
+            log.info("step %d validation: MAE %.4g (raw), %.3f (std units), R2 %.3f; R2 per column %s",
+                     self.global_step, self.last_val["mae"], self.last_val["mae_std"], self.last_val["r2"],
+                     {c: round(self.last_val[f"r2/{c}"], 3) for c in self.columns})
 
     def configure_optimizers(self) -> Any:
         """The optimizer and per-step LR schedule exactly as configured."""
