@@ -138,6 +138,8 @@ CASES = [
      ["preds.csv", "`out`", "overwrite=true"]),
     ("predict_unwritable_out", ["predict.py", "ckpt={regressor}", "images={root}/no_images", "out={root}/a_file/p.csv"],
      ["a_file", "`out`"]),
+    ("predict_unknown_preprocess", ["predict.py", "ckpt={regressor}", "images={root}/no_images", "preprocess=roi"],
+     ["`preprocess`", "roi"]),
     ("predict_batch_size_zero", ["predict.py", "ckpt={regressor}", "images={root}/no_images", "batch_size=0"],
      ["`batch_size`"]),
     # evaluate.py

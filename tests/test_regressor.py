@@ -1,7 +1,7 @@
 """The condition regressor as a model: train.py model=regressor, predict.py on folders and CSVs (with the data
 module's own ROI preprocessing), the cond_mae metric on a regressor checkpoint, and sample.py sweeps read back.
 
-One regressor (80 steps on 16x16 shapes) and one tiny vector-conditioned model are trained once for the module.
+One regressor (60 steps on 16x16 shapes) and one tiny vector-conditioned model are trained once for the module.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from conftest import TINY_NET, compose_config
 from difflab.data import ShapesDataModule
 from difflab.metrics.regression import VectorErrors
 
-SHAPES = ["data=shapes", "data.resolution=16", "data.num_samples=400"]
+SHAPES = ["data=shapes", "data.resolution=16", "data.num_samples=300"]
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false"]
 
 
@@ -27,8 +27,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from difflab.cli import train
 
     root = tmp_path_factory.mktemp("regressor")
-    reg = train.run(compose_config("train", ["model=regressor", *SHAPES, "data.batch_size=32", "trainer.max_steps=80",
-                                             "trainer.val_check_interval=80", *QUIET], root / "reg"))
+    reg = train.run(compose_config("train", ["model=regressor", *SHAPES, "data.batch_size=32", "trainer.max_steps=60",
+                                             "trainer.val_check_interval=60", *QUIET], root / "reg"))
     vec = train.run(compose_config("train", ["model=cond_vector", *SHAPES, "data.num_samples=64", "debug=fast",
                                              "metrics=none", *TINY_NET, "model.net.emb_channels=32", *QUIET],
                                    root / "vec"))
@@ -36,7 +36,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def shapes() -> ShapesDataModule:
-    dm = ShapesDataModule(resolution=16, num_samples=400)
+    dm = ShapesDataModule(resolution=16, num_samples=300)
     dm.setup()
     return dm
 
@@ -83,8 +83,8 @@ def test_regressor_logs_per_column_errors_and_beats_the_mean_baseline(runs: dict
     baseline = score(torch.tensor(dm.cond_stats.mean).expand_as(raw))  # the trivial regressor: the training mean
     oracle = score(measure_shapes(images))  # the exact measurement from the pixels
     assert ours["r2"] == pytest.approx(float(logged["val/r2"]), abs=1e-4)  # what the run logged is the val split's
-    assert baseline["r2"] <= 0.0 and ours["r2"] > 0.5 and oracle["r2"] > 0.9
-    assert ours["mae_std"] < 0.6 * baseline["mae_std"]
+    assert baseline["r2"] <= 0.0 and 0.3 < ours["r2"] < oracle["r2"]  # the exact measurement is the ceiling
+    assert ours["mae_std"] < 0.8 * baseline["mae_std"]
     assert model.last_val["r2"] == pytest.approx(ours["r2"], abs=1e-4)  # saved in the checkpoint
 
 
@@ -135,6 +135,12 @@ def test_predict_crops_to_the_roi_of_a_csv_regressor(tmp_path: Path) -> None:
     assert all(float(image.mean()) > -1 for name, image in seen.items() if name != "img0.png")  # grey, no border
     expected = model.predict(torch.stack([seen[name] for name in result["names"]]))
     torch.testing.assert_close(result["values"], expected, rtol=1e-4, atol=1e-5)
+    generated = tmp_path / "generated"  # 8x8 files, as sample.py writes them: already cropped, taken as they are
+    generated.mkdir()
+    save_image((seen["img3.png"] + 1) / 2, generated / "000000.png")
+    again = predict.run(compose_config("predict", [f"ckpt={out['last_ckpt']}", f"images={generated}",
+                                                   f"out={tmp_path / 'generated.csv'}"], tmp_path))
+    torch.testing.assert_close(again["values"][0], expected[result["names"].index("img3.png")], rtol=1e-4, atol=1e-5)
 
 
 def test_cond_mae_uses_a_regressor_checkpoint(runs: dict[str, Path], tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ caller asks it instead of testing the kind:
 - `null`: the null condition of guidance's unconditional branch;
 - `draw(n, datamodule)`: the conditions of images 0..n-1 for in-training grids and metrics
   (class i mod K; validation vector i mod N; prompt i mod len);
-- `parse(inputs, n)`: the command line (`class_label=`, `cond=`, `prompt=`/`negative_prompt=`), with
-  a clear error for an input that means nothing for this model;
+- `parse(inputs, n)`: the command line (`class_label=`, `cond=`, `cond_csv=`, `sweep=`, `prompt=`/
+  `negative_prompt=`), with a clear error for an input that means nothing for this model;
 - `record(requests)`, `rows(requests)`: what samples.json writes about it, and one row per image (the
   `conditions.csv` next to the images);
 - `state_dict` / `load_state_dict`: its state (the z-score statistics of vectors), saved in checkpoints.

@@ -3,7 +3,8 @@
 The regressor (`python train.py model=regressor data=...`) reads every image of a folder (searched recursively)
 or every file named in a CSV (its path column: `path_column`, else the regressor's `data.path_column`, `file` or
 `filepath`; paths relative to the CSV's folder or `image_root`), preprocessed by the regressor's own data module
-exactly as its training images were (ROI crop, resize), and `out` gets one row per image: `file` and one column
+exactly as its training images were (ROI crop, resize; `preprocess=auto` takes files of resolution x resolution
+pixels, such as sample.py's images, as already in the model's space), and `out` gets one row per image: `file` and one column
 per value, in raw units. When the CSV also holds those value columns (a data set's table, or the
 `conditions.csv` of `sample.py`), the log reports MAE and R2 of the readings against them.
 `difflab-predict` (the console script) is the same command.
@@ -91,12 +92,30 @@ def image_inputs(cfg: DictConfig, module: RegressorModule) -> tuple[list[str], l
     return names, [source / n for n in names], {}
 
 
-def read_images(files: list[Path], datamodule: Any, module: RegressorModule) -> torch.Tensor:
-    """Images [N, C, R, R] in [-1, 1], preprocessed as the regressor's training images (`sample.load_image`)."""
+PREPROCESS = ("auto", "true", "false")
+
+
+def is_model_sized(file: Path, resolution: int) -> bool:
+    """Whether an image file is resolution x resolution (the size generated images have); False when unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as img:
+            return img.size == (resolution, resolution)
+    except Exception:  # the loader reports it with the file's name
+        return False
+
+
+def read_images(files: list[Path], datamodule: Any, module: RegressorModule, preprocess: str) -> torch.Tensor:
+    """Images [N, C, R, R] in [-1, 1]: through the regressor's data module as its training images were (ROI crop,
+    resize; `sample.load_image`), or as they are when already in the model's space (`preprocess=false`, or `auto`
+    for files of R x R pixels, the size sample.py writes)."""
     from difflab.cli.sample import load_image
 
     channels, resolution = module.image_shape[0], module.image_shape[-1]
-    return torch.cat([load_image(str(f), "images", datamodule, channels, resolution) for f in files])
+    as_is = [preprocess == "false" or (preprocess == "auto" and is_model_sized(f, resolution)) for f in files]
+    return torch.cat([load_image(str(f), "images", None if keep else datamodule, channels, resolution)
+                      for f, keep in zip(files, as_is)])
 
 
 def given_errors(module: RegressorModule, predicted: torch.Tensor, columns: dict[str, list[str]]) -> dict[str, float]:
@@ -135,6 +154,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("images"):
         raise ConfigError("Config key `images` is required: pass images=<a folder of images, or a .csv of image paths>.")
     batch_size = checks.integer(cfg.batch_size, "batch_size", 1)
+    preprocess = str(cfg.get("preprocess", "auto")).lower()
+    if preprocess not in PREPROCESS:
+        raise ConfigError.bad_value("preprocess", f"{cfg.preprocess!r} is not one of {', '.join(PREPROCESS)}",
+                                    "Use auto (files of the model's size as they are), true or false.")
     device = checks.inference_device(cfg.device)
     out = output_file(cfg.out, "out", bool(cfg.get("overwrite", False)))
     module = load_regressor(cfg.ckpt, key="ckpt", device=device, use_ema=bool(cfg.use_ema))
@@ -142,7 +165,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if out.resolve() in {Path(str(cfg.images)).expanduser().resolve()}:
         raise UnwritableOutputError(f"`out` names the input CSV '{out}': pass out=<another file>.")
     data = run_data(module, required=True)
-    values = torch.cat([module.predict(read_images(files[i : i + batch_size], data, module).to(device))
+    values = torch.cat([module.predict(read_images(files[i : i + batch_size], data, module, preprocess).to(device))
                         for i in range(0, len(files), batch_size)])
     write_predictions(out, names, module.columns, values)
     errors = given_errors(module, values, columns)
