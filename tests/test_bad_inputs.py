@@ -192,13 +192,33 @@ CASES = [
     ("train_also_sample_not_a_sampler", ["train.py", *QUICK, "+metrics.also_sample.x=5"], ["`metrics.also_sample.x`"]),
     ("train_unknown_variant", ["train.py", *QUICK, "variant=ddpm_9000"], ["ddpm_9000"]),
     ("train_resume_missing_ckpt", ["train.py", *QUICK, "ckpt_path={root}/gone.ckpt"], ["gone.ckpt", "`ckpt_path`"]),
-    for part in ("unet", "scheduler"):  # the layout of a DDPM pipeline folder (without its files)
-        (root / "ddpm_folder" / part).mkdir(parents=True)
-    (root / "no_paths.csv").write_text("a,b\n1,2\n")
-    (root / "gone_image.csv").write_text("filepath\npicture.png\nnope.png\n")
-    (root / "preds.csv").write_text("an earlier result\n")
-    return {"ckpt": str(root / "tiny_run" / "checkpoints" / "last.ckpt"), "root": str(root),
-            "regressor": str(root / "tiny_regressor" / "checkpoints" / "last.ckpt")}
+    ("train_unknown_hparams_search", ["train.py", "hparams_search=nope"], ["hparams_search/nope", "optuna"]),
+    ("train_optimized_metric_without_metric_pass", ["train.py", *QUICK, "optimized_metric=val/fid"],
+     ["`optimized_metric`", "metrics=none"]),
+    ("train_optimized_metric_never_validated", ["train.py", *QUICK, "optimized_metric=val/loss", "trainer.max_steps=3",
+                                                "trainer.val_check_interval=5"], ["`optimized_metric`", "val_check_interval"]),
+    # export.py
+    ("export_without_ckpt", ["export.py", "out={root}/export_a"], ["`ckpt`"]),
+    ("export_missing_ckpt", ["export.py", "ckpt={root}/nope.ckpt", "out={root}/export_b"], ["nope.ckpt", "`ckpt`"]),
+    ("export_unknown_format", ["export.py", "ckpt={ckpt}", "format=onnx", "out={root}/export_c"], ["`format`", "onnx"]),
+    ("export_out_not_empty", ["export.py", "ckpt={ckpt}", "out={root}/used_out"], ["used_out", "`out`", "overwrite=true"]),
+    ("export_net_without_diffusers_equivalent", ["export.py", "ckpt={ckpt}", "out={root}/export_d"],
+     ["`model.net.norm_groups`", "[8, 16, 24]"]),  # the tiny net's channel counts that 32 groups do not divide
+    # model=diffusers (a diffusers UNet2DModel pipeline folder)
+    ("sample_diffusers_without_path", ["sample.py", "model=diffusers"], ["`pipeline.path`"]),
+    ("sample_diffusers_not_a_pipeline", ["sample.py", "model=diffusers", "pipeline.path={root}/no_images"],
+     ["no_images", "`pipeline.path`", "model_index.json", "save_pretrained"]),
+    ("sample_diffusers_missing_folder", ["sample.py", "model=diffusers", "pipeline.path={root}/nope_pipeline"],
+     ["nope_pipeline", "`pipeline.path`"]),
+    ("sample_sd_given_a_ddpm_folder", ["sample.py", "model=sd", "pipeline.path={root}/ddpm_folder"],
+     ["ddpm_folder", "model=diffusers"]),
+    ("train_wandb_log_model_not_a_bool", ["train.py", *QUICK, "logger=wandb", "logger.wandb.log_model=maybe"],
+     ["`logger.wandb.log_model`", "maybe"]),
+    ("train_regressor_without_vectors", ["train.py", "model=regressor", "debug=fast", "logger=csv"],
+     ["`model.net.outputs`", "data=shapes"]),
+    ("train_regressor_with_sample_metrics", ["train.py", "model=regressor", "data=shapes", "data.resolution=8",
+                                             "data.num_samples=64", "debug=fast", "logger=csv", "metrics=fast"],
+     ["`metrics`", "metrics=none"]),
     # python -m tools
     ("notebooks_missing_file", ["-m", "difflab.utils.notebooks", "check", "{root}/nope.ipynb"], ["nope.ipynb"]),
     ("notebooks_not_json", ["-m", "difflab.utils.notebooks", "check", "{root}/broken.ipynb"], ["broken.ipynb"]),
