@@ -75,14 +75,24 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
 
 
 def stored_model_class(ckpt: dict[str, Any], path: str | Path, key: str = "ckpt") -> type:
-    """The class that a checkpoint's stored `model._target_` names, after the trusted-target check (nothing is built)."""
-    from hydra.utils import get_class
+    """The class that a checkpoint's stored `model._target_` names, after the trusted-target check (nothing is built).
+
+    A target that is a loader function (model=diffusers: `load_diffusers_pipeline`) stands for the class its return
+    annotation names."""
+    from hydra.utils import get_object
 
     model = ckpt["config"].get("model") or {}
     check_stored_targets(model, path, "model")
     target = model.get("_target_")
     try:
-        return get_class(str(target))
+        found = get_object(str(target))
+        cls = found
+        if not isinstance(found, type):  # `from __future__ import annotations`: the name, read in its module
+            returned = found.__annotations__["return"]
+            cls = found.__globals__[returned] if isinstance(returned, str) else returned
+        if not isinstance(cls, type):
+            raise TypeError(cls)
+        return cls
     except Exception:
         raise IncompatibleCheckpointError(f"The checkpoint '{path}' (config key `{key}`) names the model `{target}`, "
                                           "which this difflab does not have.") from None
