@@ -63,6 +63,9 @@ def files(cli: Runner) -> dict[str, str]:
     root = cli.root
     rc, err = cli("train.py", *QUICK, "paths.run_dir=" + str(root / "tiny_run"), timeout=300)
     assert rc == 0, err[-3000:]
+    rc, err = cli("train.py", "model=regressor", "data=shapes", "data.resolution=8", "data.num_samples=64", "debug=fast",
+                  "logger=csv", "paths.run_dir=" + str(root / "tiny_regressor"), timeout=300)
+    assert rc == 0, err[-3000:]
     (root / "a_file").write_text("not a folder\n")
     (root / "no_images").mkdir()
     (root / "no_images" / "notes.txt").write_text("no images here\n")
@@ -73,7 +76,11 @@ def files(cli: Runner) -> dict[str, str]:
     (root / "broken.ipynb").write_text("{ not json")
     for part in ("unet", "scheduler"):  # the layout of a DDPM pipeline folder (without its files)
         (root / "ddpm_folder" / part).mkdir(parents=True)
-    return {"ckpt": str(root / "tiny_run" / "checkpoints" / "last.ckpt"), "root": str(root)}
+    (root / "no_paths.csv").write_text("a,b\n1,2\n")
+    (root / "gone_image.csv").write_text("filepath\npicture.png\nnope.png\n")
+    (root / "preds.csv").write_text("an earlier result\n")
+    return {"ckpt": str(root / "tiny_run" / "checkpoints" / "last.ckpt"), "root": str(root),
+            "regressor": str(root / "tiny_regressor" / "checkpoints" / "last.ckpt")}
 
 
 # (name, argv with {ckpt} / {root} placeholders, strings the message must contain)
@@ -108,6 +115,36 @@ CASES = [
     ("sample_guidance_not_a_number", ["sample.py", "ckpt={ckpt}", "guidance_scale=high"], ["`guidance_scale`"]),
     ("sample_negative_seed", ["sample.py", "ckpt={ckpt}", "seed=-5"], ["`seed`"]),
     ("sample_seed_not_a_number", ["sample.py", "ckpt={ckpt}", "seed=abc"], ["`seed`"]),
+    ("sample_sweep_without_vectors", ["sample.py", "ckpt={ckpt}", "sweep={{x3: [0, 1, 9]}}"], ["`sweep`", "unconditional"]),
+    ("sample_regressor_without_vectors", ["sample.py", "ckpt={ckpt}", "regressor={regressor}"],
+     ["`regressor`", "unconditional"]),
+    ("sample_a_regressor_checkpoint", ["sample.py", "ckpt={regressor}", "n=2"], ["`ckpt`", "model=regressor",
+                                                                                "generates images"]),
+    # predict.py
+    ("predict_without_ckpt", ["predict.py", "images={root}/no_images"], ["`ckpt`"]),
+    ("predict_diffusion_checkpoint", ["predict.py", "ckpt={ckpt}", "images={root}/no_images"],
+     ["`ckpt`", "model=ddpm", "not a condition regressor", "model=regressor"]),
+    ("predict_missing_ckpt", ["predict.py", "ckpt={root}/nope.ckpt", "images={root}/no_images"], ["nope.ckpt", "`ckpt`"]),
+    ("predict_without_images", ["predict.py", "ckpt={regressor}"], ["`images`"]),
+    ("predict_missing_folder", ["predict.py", "ckpt={regressor}", "images={root}/nope"], ["nope", "`images`"]),
+    ("predict_folder_without_images", ["predict.py", "ckpt={regressor}", "images={root}/no_images"],
+     ["no_images", "`images`"]),
+    ("predict_images_not_a_folder_or_csv", ["predict.py", "ckpt={regressor}", "images={root}/a_file"],
+     ["a_file", "`images`"]),
+    ("predict_csv_without_path_column", ["predict.py", "ckpt={regressor}", "images={root}/no_paths.csv"],
+     ["no_paths.csv", "`path_column`"]),
+    ("predict_csv_missing_image", ["predict.py", "ckpt={regressor}", "images={root}/gone_image.csv"],
+     ["nope.png", "row 3", "`images`"]),
+    ("predict_path_column_for_a_folder", ["predict.py", "ckpt={regressor}", "images={root}/no_images",
+                                          "path_column=file"], ["`path_column`"]),
+    ("predict_out_exists", ["predict.py", "ckpt={regressor}", "images={root}/gone_image.csv", "out={root}/preds.csv"],
+     ["preds.csv", "`out`", "overwrite=true"]),
+    ("predict_unwritable_out", ["predict.py", "ckpt={regressor}", "images={root}/no_images", "out={root}/a_file/p.csv"],
+     ["a_file", "`out`"]),
+    ("predict_unknown_preprocess", ["predict.py", "ckpt={regressor}", "images={root}/no_images", "preprocess=roi"],
+     ["`preprocess`", "roi"]),
+    ("predict_batch_size_zero", ["predict.py", "ckpt={regressor}", "images={root}/no_images", "batch_size=0"],
+     ["`batch_size`"]),
     # evaluate.py
     ("evaluate_nothing_to_score", ["evaluate.py"], ["`ckpt`", "`images`"]),
     ("evaluate_ckpt_and_images", ["evaluate.py", "ckpt={ckpt}", "images={root}/no_images"], ["`ckpt`", "`images`"]),
@@ -177,6 +214,11 @@ CASES = [
      ["ddpm_folder", "model=diffusers"]),
     ("train_wandb_log_model_not_a_bool", ["train.py", *QUICK, "logger=wandb", "logger.wandb.log_model=maybe"],
      ["`logger.wandb.log_model`", "maybe"]),
+    ("train_regressor_without_vectors", ["train.py", "model=regressor", "debug=fast", "logger=csv"],
+     ["`model.net.outputs`", "data=shapes"]),
+    ("train_regressor_with_sample_metrics", ["train.py", "model=regressor", "data=shapes", "data.resolution=8",
+                                             "data.num_samples=64", "debug=fast", "logger=csv", "metrics=fast"],
+     ["`metrics`", "metrics=none"]),
     # python -m tools
     ("notebooks_missing_file", ["-m", "difflab.utils.notebooks", "check", "{root}/nope.ipynb"], ["nope.ipynb"]),
     ("notebooks_not_json", ["-m", "difflab.utils.notebooks", "check", "{root}/broken.ipynb"], ["broken.ipynb"]),

@@ -121,6 +121,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
     metrics = instantiate(cfg.metrics, _convert_="all") if cfg.get("metrics") else None
     if metrics is not None and metrics.enabled:
+        if not hasattr(module, "generate"):  # e.g. model=regressor: scored by its own validation
+            raise ConfigError.bad_value("metrics", f"metrics.n_samples={metrics.n_samples} samples images, and "
+                                        f"{type(module).__name__} generates none (its validation logs its scores)",
+                                        "Pass metrics=none (model=regressor's default).")
         callbacks.append(ReconstructionMetrics(metrics) if hasattr(module, "reconstruct") else SampleMetrics(metrics))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
