@@ -147,8 +147,10 @@ def run_rk45(grid: str, z: Tensor, tol: float, steps: int) -> tuple[Tensor, int]
     return x, model.calls
 
 
-def vp_eps_model(alphas_cumprod: Tensor) -> Callable[[Tensor, Any], Tensor]:
-    """The exact denoiser as eps(x_t, t) of VP x_t; fractional t interpolates log sigma (as diffusers' _sigma_to_t)."""
+def vp_eps_model(alphas_cumprod: Tensor, denoiser: Callable[..., Tensor] = mixture_denoiser
+                 ) -> Callable[[Tensor, Any], Tensor]:
+    """A denoiser D(x, sigma) (default: the mixture's exact one) as eps(x_t, t) of VP x_t, for diffusers' loops;
+    fractional t interpolates log sigma (as diffusers' _sigma_to_t)."""
     a = alphas_cumprod.double()
     log_sig = ((1 - a) / a).sqrt().log()  # (T,)
 
@@ -158,7 +160,7 @@ def vp_eps_model(alphas_cumprod: Tensor) -> Callable[[Tensor, Any], Tensor]:
         hi, w = min(lo + 1, len(log_sig) - 1), t - lo
         sigma = math.exp((1 - w) * float(log_sig[lo]) + w * float(log_sig[hi]))
         x = x_t.double() * math.sqrt(1 + sigma**2)  # sigma view: x = x_t / sqrt(alpha_bar)
-        x0 = mixture_denoiser(x, torch.full((len(x),), sigma, dtype=torch.float64)).double()
+        x0 = denoiser(x, torch.full((len(x),), sigma, dtype=torch.float64)).double()
         return ((x - x0) / sigma).float()
 
     return eps
@@ -188,13 +190,14 @@ def make_diffusers(name: str, grid: str) -> Any:
     return cls(**kw)
 
 
-def run_diffusers(name: str, nfe: int, grid: str, z: Tensor, seed: int) -> tuple[Tensor, int] | None:
+def run_diffusers(name: str, nfe: int, grid: str, z: Tensor, seed: int,
+                  denoiser: Callable[..., Tensor] = mixture_denoiser) -> tuple[Tensor, int] | None:
     """Samples from diffusers' scheduler loop at an NFE budget and the evaluations spent (None: no such grid)."""
     sched = make_diffusers(name, grid)
     if sched is None:
         return None
     sched.set_timesteps((nfe + 1) // 2 if name in ("heun", "dpmpp_sde") else nfe - 1 if name == "plms" else nfe)
-    model = Counted(vp_eps_model(sched.alphas_cumprod))
+    model = Counted(vp_eps_model(sched.alphas_cumprod, denoiser))
     g = torch.Generator().manual_seed(seed)
     step_kw = {"generator": g} if "generator" in inspect.signature(sched.step).parameters else {}
     x = z * sched.init_noise_sigma
