@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 
+from difflab.callbacks.metrics import STRIP_SAMPLES
 from difflab.callbacks.sample_grid import save_grid
 from difflab.cli import checks
 from difflab.cli.sample import autocast_for, condition_inputs, load_model, negative_condition, resolve_seed
@@ -30,6 +31,7 @@ from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
 from difflab.utils.config import instantiate_group
 
 log = logging.getLogger(__name__)
+STRIP = "samples_strip.png"
 
 
 def _data_config(cfg: DictConfig, saved: dict[str, Any] | None) -> DictConfig:
@@ -104,6 +106,7 @@ def _sample_checkpoint(cfg: DictConfig, module: Any, suite: MetricSuite, datamod
                                   sink=sink, uncond=uncond)
     if preview:
         save_grid(preview[0], out_dir / "grid.png")
+        save_grid(preview[0][:STRIP_SAMPLES], out_dir / STRIP, nrow=STRIP_SAMPLES)  # its row of the comparison gallery
     return values
 
 
@@ -171,7 +174,7 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
         if mcfg.nll["enabled"]:
             values.update(data_bits_per_dim(module, datamodule, **{k: v for k, v in mcfg.nll.items() if k != "enabled"}))
         extra = {"images": str((out_dir / "images").resolve()) if cfg.save_images and n > 0 else None,
-                 "precision": str(cfg.precision)}
+                 "precision": str(cfg.precision), "sample_strip": STRIP if (out_dir / STRIP).is_file() else None}
         if prompts:
             extra.update(prompts=str(Path(cfg.prompts).resolve()), n_prompts=len(prompts),
                          negative_prompt=cfg.get("negative_prompt"))
@@ -194,3 +197,10 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
             logger.save()
     log.info("wrote %s: %s", path, {k: round(v, 4) for k, v in record["values"].items() if v is not None})
     return record
+
+
+def main() -> None:
+    """`difflab-evaluate ckpt=... [overrides]` (`python evaluate.py`): score a checkpoint or a folder of images."""
+    from difflab.cli.entry import hydra_main
+
+    hydra_main("evaluate", run, __name__)

@@ -217,3 +217,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     (out_dir / "samples.json").write_text(json.dumps(record, indent=2))
     log.info("wrote %d images and %s (NFE %d per image)", len(images), grid, nfe)
     return {"out_dir": out_dir, "nfe": nfe, "images": images, "grid": grid}
+
+
+def main() -> None:
+    """`difflab-sample ckpt=... [overrides]` (`python sample.py`): sample from a checkpoint."""
+    from difflab.cli.entry import hydra_main
+
+    hydra_main("sample", run, __name__)

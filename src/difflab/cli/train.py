@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from difflab.callbacks.metrics import SampleMetrics
+from difflab.callbacks.nan_guard import NonFiniteLossError
 from difflab.callbacks.reconstruction import ReconstructionMetrics
 from difflab.cli import checks
 from difflab.errors import ConfigError
@@ -23,7 +25,7 @@ from difflab.nets.autoencoder import LatentAutoencoder
 from difflab.samplers.aliases import resolve as resolve_sampler
 from difflab.utils.checkpoint_files import AtomicCheckpointIO, clean_temp_files, load_checkpoint_file
 from difflab.utils.cluster import is_rank_zero, resume_path
-from difflab.utils.config import config_choices, instantiate_group
+from difflab.utils.config import config_choices, instantiate_group, sweeper_direction
 from difflab.utils.run_folders import check_run_folder
 
 log = logging.getLogger(__name__)
@@ -141,3 +143,33 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
             logger.experiment.finish()
     return {"run_dir": run_dir, "last_ckpt": last, "best_ckpt": best, "metrics": metrics, "global_step": trainer.global_step}
+
+
+def objective(cfg: DictConfig) -> float | None:
+    """The task of `train.py`: train, then return the final value of `optimized_metric` (null: None), the number a
+    Hydra sweeper optimizes (`hparams_search=optuna`). In a sweep, a trial whose loss turns non-finite returns the
+    worst value for the sweeper's direction instead of ending the study."""
+    name = checks.optimized_metric(cfg)
+    try:
+        metrics = run(cfg)["metrics"]
+    except NonFiniteLossError as exc:
+        direction = sweeper_direction()
+        if name is None or direction is None:
+            raise
+        worst = -math.inf if direction == "maximize" else math.inf
+        log.warning("trial stopped (%s); %s = %s for the sweeper", exc, name, worst)
+        return worst
+    if name is None:
+        return None
+    if name not in metrics:
+        raise ConfigError.bad_value("optimized_metric", f"the run logged no {name} (it logged {', '.join(sorted(metrics))})",
+                                    "Name one of those.")
+    log.info("optimized_metric %s = %.6g", name, metrics[name])
+    return metrics[name]
+
+
+def main() -> None:
+    """`difflab-train [overrides]` (`python train.py`): train from `conf/train.yaml`."""
+    from difflab.cli.entry import hydra_main
+
+    hydra_main("train", objective, __name__)

@@ -97,6 +97,14 @@ def load_module(
     cfg = OmegaConf.create(ckpt["config"])
     cfg.model = with_condition(OmegaConf.to_container(cfg.model))  # configs written before `model.condition`
     if scheduler_overrides:
+        unknown = sorted(set(scheduler_overrides) - set(cfg.model.scheduler))
+        if unknown:  # e.g. scheduler.shift (flow only) for a DDPM checkpoint
+            from difflab.errors import ConfigError
+
+            target = str(cfg.model.scheduler.get("_target_", "?")).rsplit(".", 1)[-1]
+            options = ", ".join(k for k in cfg.model.scheduler if k != "_target_")
+            raise ConfigError.bad_value(f"scheduler.{unknown[0]}", f"the checkpoint's scheduler {target} has no "
+                                        f"option {unknown[0]!r}", f"Its options: {options}.")
         cfg.model.scheduler = OmegaConf.merge(cfg.model.scheduler, scheduler_overrides)
     if sampler is not None and not hasattr(sampler, "fn"):
         cfg.model.sampler = sampler

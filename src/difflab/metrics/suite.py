@@ -69,6 +69,7 @@ class MetricsConfig:
     weights: dict[str, Any] = field(default_factory=lambda: {
         "inception": None, "lpips_alexnet": None, "clip": "openai/clip-vit-base-patch16"})
     nll: dict[str, Any] = field(default_factory=dict)  # evaluate.py: bits/dim of real data (see NLL_DEFAULTS)
+    also_sample: dict[str, Any] = field(default_factory=dict)  # training: label -> sampler fields, scored at the end too
 
     def __post_init__(self) -> None:
         if self.n_samples < 0 or self.batch_size < 1 or self.every_n_steps < 0:

@@ -1,4 +1,4 @@
-"""Experiment loggers: W&B (online with a key, offline without) and CSV, both whole across resumes.
+"""Experiment loggers: W&B (online with a key, offline without), CSV and TensorBoard, all whole across resumes.
 
 A resumed run (`ckpt_path=`, or a requeued job) continues the same logs: `train.py` tells each logger the
 global step of the checkpoint (`resume_at_step`), and rows or history entries logged after that step by the
@@ -17,10 +17,12 @@ import string
 import threading
 from pathlib import Path
 from typing import Any
+from importlib.util import find_spec
 from urllib.parse import urlparse
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
@@ -84,6 +86,26 @@ class CSVLogger(LightningCSVLogger):
 
         if is_rank_zero():
             self.experiment.drop_from_step(step)
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """TensorBoard event files in <save_dir>/<name>/ (`tensorboard --logdir runs/train`); a resumed run purges the
+    events logged after its checkpoint (SummaryWriter's `purge_step`), so every step appears once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if find_spec("tensorboard") is None and find_spec("tensorboardX") is None:
+            from difflab.errors import ConfigError
+
+            raise ConfigError.bad_value("logger", "logger=tensorboard needs the tensorboard package, which is not "
+                                        "installed", "Run `pip install tensorboard` (or `pip install difflab[tensorboard]`), "
+                                        "or pick logger=csv or logger=wandb.")
+        super().__init__(*args, **kwargs)
+
+    def resume_at_step(self, step: int) -> None:
+        """The run continues from a checkpoint of global step `step`: TensorBoard hides the events at steps >= `step`."""
+        if self._experiment is not None:
+            raise RuntimeError("internal error: resume_at_step after the TensorBoard writer was created")
+        self._kwargs["purge_step"] = step
 
 
 def wandb_has_credentials() -> bool:
