@@ -47,10 +47,10 @@ DIFFUSERS_ROWS = ("unipc@leading", "dpmpp_3m@leading", "deis3@leading", "dpmpp_2
 SEED = 1  # the per-image noises of every cell: (SEED, i)
 
 
-def reference_stats(extractor: InceptionFeatures, resolution: int) -> ReferenceStats:
-    """Inception statistics of the digits training split."""
+def reference_stats(extractor: InceptionFeatures, resolution: int, limit: int | None) -> ReferenceStats:
+    """Inception statistics of the digits training split (its first `limit` images when given: smoke runs)."""
     dm = DigitsDataModule(resolution=resolution)
-    n = len(dm.split_dataset("train"))
+    n = min(len(dm.split_dataset("train")), limit or 10**9)
     feats = [extractor(x)[0] for x, _ in dm.iter_images("train", 0, n, 250)]
     return ReferenceStats.from_features(torch.cat(feats), {"dataset": "digits", "split": "train"})
 
@@ -94,16 +94,18 @@ def run_diffusers(module: Any, row: str, nfe: int, n: int, args: argparse.Namesp
     return torch.cat(out), calls
 
 
-def report(fids: dict[str, dict[int, tuple[float, int]]], args: argparse.Namespace, ckpt: Path, seconds: float) -> str:
+def report(fids: dict[str, dict[int, tuple[float, int]]], args: argparse.Namespace, ckpt: Path, seconds: float,
+           ref_count: int) -> str:
     """Markdown: the recipe and settings, the goal line and the FID table."""
     nfes = args.nfe
+    ref_opt = f" --ref-n {args.ref_n}" if args.ref_n else ""
+    command = (f"python benchmarks/fid_samplers.py <ckpt> --n {args.n} --nfe {' '.join(map(str, nfes))} --grid-n "
+               f"{args.grid_n} --grid-evals {args.grid_evals}{ref_opt}")
     lines = [f"# FID versus NFE on the digits DDPM ({args.n} samples per cell)", "",
-             f"Checkpoint: `{ckpt}` (recipe: {args.recipe}). Command: `python benchmarks/fid_samplers.py <ckpt> --n "
-             f"{args.n} --nfe {' '.join(map(str, nfes))} --grid-n {args.grid_n} --grid-evals {args.grid_evals}`"
-             f" ({seconds:.0f} s). Reference: the digits training split (1,617 images); EMA weights; per-image noises"
-             f" (seed {SEED}, i) shared by every cell. FID of {args.n} samples is biased upwards: compare within this "
-             "table only.", "", "| sampler@grid | " + " | ".join(f"NFE {k}" for k in nfes) + " |",
-             "|---" * (len(nfes) + 1) + "|"]
+             f"Checkpoint: `{ckpt}` (recipe: {args.recipe}). Command: `{command}` ({seconds:.0f} s).",
+             f"Reference: the digits training split ({ref_count} images); EMA weights; per-image noises (seed {SEED}, i)",
+             f"shared by every cell. FID of {args.n} samples is biased upwards: compare within this table only.", "",
+             "| sampler@grid | " + " | ".join(f"NFE {k}" for k in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
     for row, cells in fids.items():
         lines.append(f"| {row} | " + " | ".join(
             f"{cells[k][0]:.2f}" + (f" ({cells[k][1]})" if cells[k][1] != k else "") if k in cells else "–"
@@ -148,6 +150,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--grid-n", type=int, default=32, help="images the optimized grids are fitted on")
     p.add_argument("--grid-evals", type=int, default=40, help="sampler runs of each grid's joint search")
     p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--ref-n", type=int, default=None, help="reference images (default: the whole training split)")
     p.add_argument("--inception", type=Path, default=INCEPTION)
     p.add_argument("--recipe", default="state it: the training command and its steps")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -164,7 +167,7 @@ def main() -> None:
     t0 = time.perf_counter()
     module = load_module(args.ckpt, use_ema=True).eval()
     extractor = InceptionFeatures(str(args.inception), download=False).eval()
-    ref = reference_stats(extractor, module.image_shape[-1])
+    ref = reference_stats(extractor, module.image_shape[-1], args.ref_n)
     fids: dict[str, dict[int, tuple[float, int]]] = {}
     for side, rows in (("difflab", args.difflab), ("diffusers", args.diffusers)):
         for row in rows:
@@ -176,7 +179,7 @@ def main() -> None:
                 value = fid(extractor, images.clamp(-1, 1), ref) if torch.isfinite(images).all() else math.nan
                 fids.setdefault(f"{row} [{side}]", {})[k] = (value, calls)
                 print(f"{row} [{side}] NFE {k} ({calls}): FID {value:.2f}  {time.perf_counter() - t0:.0f} s", flush=True)
-    text = report(fids, args, args.ckpt, time.perf_counter() - t0)
+    text = report(fids, args, args.ckpt, time.perf_counter() - t0, int(ref.meta["count"]))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fid_samplers.md").write_text(text)
     plot(fids, args.nfe, args.out / "fid_samplers.png")

@@ -115,11 +115,11 @@ def test_measured_convergence_order_matches_the_declared_one():
     mixture denoiser (EDM Karras grid 80 -> 0.02), against UniPC with 400 steps (error ~1e-7) from the same x_T.
 
     Measured: euler 1.06, heun 2.17, dpmpp_2m 2.11, dpmpp_3m 2.97, unipc (order 3, corrector) 3.80, lms 2.74,
-    plms / ipndm 2.26, deis (order 3) 2.20 (2.70 from 48 to 96 steps), dpmpp_sde with eta = 0 below."""
+    plms / ipndm 2.26, deis (order 3) 2.20 (2.70 from 48 to 96 steps), dpmpp_sde with eta = 0 2.0."""
     from difflab.diffusion.schedules import karras_sigmas
 
     x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80.0
-    run = lambda name, n: SAMPLERS[name](mixture_denoiser, x_T, karras_sigmas(n, 0.02, 80.0))  # noqa: E731
+    run = lambda name, n, **kw: SAMPLERS[name](mixture_denoiser, x_T, karras_sigmas(n, 0.02, 80.0), **kw)  # noqa: E731
     reference = run("unipc", 400)
     names = [k for k, info in SAMPLERS.items() if info.is_deterministic({})]
     measured = {}
@@ -128,6 +128,8 @@ def test_measured_convergence_order_matches_the_declared_one():
             continue
         errs = [(run(name, n) - reference).abs().mean().item() for n in (24, 48)]
         measured[name] = (math.log2(errs[0] / errs[1]), SAMPLERS[name].order)
+    errs = [(run("dpmpp_sde", n, eta=0.0) - reference).abs().mean().item() for n in (24, 48)]  # DPM-Solver++(2S)
+    measured["dpmpp_sde eta=0"] = (math.log2(errs[0] / errs[1]), SAMPLERS["dpmpp_sde"].order)
     assert all(got >= order - 0.3 for got, order in measured.values()), measured
     assert measured["unipc"][0] > 3.5 and measured["dpmpp_3m"][0] > 2.7, measured  # UniC lifts UniP-3 by one order
 
@@ -192,16 +194,14 @@ def test_dpmpp_sde_matches_diffusers_with_its_brownian_noise(monkeypatch, steps)
     got: list[torch.Tensor] = []
     _difflab("dpmpp_sde", z, sigmas, seed=3, callback=lambda s: got.append(s["x"]))
     assert next(draws, None) is None  # two normals per step but the last
-    for i in range(steps):
-        torch.testing.assert_close(got[i], want[min(2 * i + 1, 2 * steps - 2)], atol=3e-4, rtol=1e-4)
+    for i in range(steps):  # diffusers' float32 steps at sigma_max = 157 differ by ~3e-5 of the samples' scale
+        target = want[min(2 * i + 1, 2 * steps - 2)]
+        torch.testing.assert_close(got[i], target, atol=1e-4 * float(target.abs().max()), rtol=1e-4)
 
 
-def test_dpmpp_sde_noises_are_one_brownian_path_and_eta0_is_second_order():
+def test_dpmpp_sde_noises_are_one_brownian_path():
     """With D = 0 from x = 0 the two stages give x_mid = su_1 z_1 and x_next = su_2 n_2: their correlation is that
-    of two increments of one Brownian path from sigma = 4, to 2 and to 1: sqrt(2 / 3). eta = 0 is DPM-Solver++(2S):
-    measured order 2.0 (24 -> 48 steps on the exact mixture, as in the order test)."""
-    from difflab.diffusion.schedules import karras_sigmas
-
+    of two increments of one Brownian path from sigma = 4, to 2 and to 1: sqrt(2 / 3)."""
     inputs: list[torch.Tensor] = []
 
     def zero(x, sigma, cond=None):
@@ -212,8 +212,3 @@ def test_dpmpp_sde_noises_are_one_brownian_path_and_eta0_is_second_order():
     SAMPLERS["dpmpp_sde"](zero, torch.zeros(40000, 1), sigmas, generator=torch.Generator().manual_seed(0))
     corr = torch.corrcoef(torch.cat([inputs[1].T, inputs[2].T]))[0, 1]
     assert abs(float(corr) - math.sqrt(2 / 3)) < 0.02, float(corr)
-    x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80.0
-    reference = SAMPLERS["unipc"](mixture_denoiser, x_T, karras_sigmas(400, 0.02, 80.0))
-    errs = [(SAMPLERS["dpmpp_sde"](mixture_denoiser, x_T, karras_sigmas(n, 0.02, 80.0), eta=0.0) - reference)
-            .abs().mean().item() for n in (24, 48)]
-    assert math.log2(errs[0] / errs[1]) > 1.7, errs
