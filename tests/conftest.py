@@ -46,3 +46,10 @@ def train_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_config("train", [*extra, *overrides], tmp_path)
 
     return make
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the folder of test artifacts (the studio's browser screenshots) when a test wrote any."""
+    artifacts = REPO / "test-artifacts"
+    if artifacts.is_dir() and any(artifacts.rglob("*.png")):
+        terminalreporter.write_line(f"test artifacts (screenshots): {artifacts}")

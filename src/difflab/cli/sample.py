@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from difflab.conditions import INPUT_KEYS
 from difflab.errors import ConfigError
 from difflab.lit.checkpoint import load_module
 from difflab.samplers import Edit, StackedGenerator, is_deterministic, sample_seeds, slerp
+from difflab.samplers.base import StepCallback
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +178,16 @@ def write_conditions(rows: list[dict[str, Any]], path: Path, with_files: bool) -
     return path
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Sample `n` images from a checkpoint or pretrained pipeline; returns the output folder, NFE and image tensor."""
+def run(cfg: DictConfig, load: Callable[[DictConfig], Any] = load_model,
+        callback: StepCallback | None = None) -> dict[str, Any]:
+    """Sample `n` images from a checkpoint or pretrained pipeline; returns the output folder, NFE, image tensor,
+    grid file and the samples.json record.
+
+    `load` turns the config into the model (the studio passes its cache of loaded models); `callback` is the
+    samplers' step hook (the studio's progress and cancel button)."""
     seed = resolve_seed(cfg.seed)
     device, precision = check_config(cfg)
-    module = load_model(cfg)
+    module = load(cfg)
     module.to(device)
     condition = module.condition
     requests = condition.parse(condition_inputs(cfg), int(cfg.n))  # before sampling: inputs that mean nothing stop here
@@ -191,7 +198,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         extra = {"uncond": uncond} if uncond is not None else {}
         images, nfe = module.generate(n, seed=seed, batch_size=int(cfg.batch_size), cond=cond,
                                       guidance_scale=cfg.get("guidance_scale"), guidance_rescale=cfg.get("guidance_rescale"),
-                                      edit=edit, **extra)
+                                      edit=edit, callback=callback, **extra)
 
     out_dir = Path(cfg.out_dir)
     if cfg.save_images:
@@ -216,4 +223,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     (out_dir / "samples.json").write_text(json.dumps(record, indent=2))
     log.info("wrote %d images and %s (NFE %d per image)", len(images), grid, nfe)
-    return {"out_dir": out_dir, "nfe": nfe, "images": images, "grid": grid}
+    return {"out_dir": out_dir, "nfe": nfe, "images": images, "grid": grid, "record": record}
