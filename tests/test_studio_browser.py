@@ -1,6 +1,6 @@
 """The studio in a real browser: Debian's Chromium, headless, driven by Playwright (nothing downloaded).
 
-One tiny class-conditional checkpoint is trained for the module and the studio is served from this process on
+One tiny vector-conditioned checkpoint is trained for the session (conftest's `studio_run`) and the studio is served from this process on
 a free port of 127.0.0.1. The page is opened, the checkpoint picked, images generated; the command the page
 shows is run as `python sample.py ...` and must give the same PNGs; the Runs tab must list the run. Screenshots
 go to test-artifacts/studio/ (printed at the end of the session). Every outgoing connection of this process and
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_NET, compose_config
+from conftest import REPO, compose_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():
@@ -36,10 +36,6 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests 
 ARTIFACTS = REPO / "test-artifacts" / "studio"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TRAIN = ["model=cond", "model.net.emb_channels=32", "debug=fast", "logger=csv", *TINY_NET, "metrics=fast",
-         "metrics.n_samples=4", "metrics.batch_size=4", "metrics.fid=false", "metrics.kid=false",
-         "metrics.inception_score=false", "metrics.lpips_diversity=false", "metrics.clip_score=false",
-         "metrics.condition_accuracy=false"]
 WAIT = 60_000  # ms: a loaded CI machine samples slowly
 
 
@@ -95,23 +91,16 @@ class Replay:
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory, connections: Connections) -> Iterator[dict[str, Any]]:
-    """A trained tiny checkpoint under <root>/runs and the studio serving <root> on a free port."""
-    from difflab.cli import train
+def studio(studio_run: dict[str, Path], connections: Connections) -> Iterator[dict[str, Any]]:
+    """The session's tiny vector-conditioned run under <root>/runs and the studio serving <root> on a free port."""
     from difflab.cli.studio import serve
-    from difflab.utils.config import compose
 
-    t0 = time.perf_counter()
     replay = Replay()
-    root = tmp_path_factory.mktemp("studio")
-    trained = train.run(compose("train", [f"paths.root_dir={root}", *TRAIN], root / "runs" / "train" / "tiny"))
-    t1 = time.perf_counter()
-    cfg = compose_config("studio", ["port=0"], root)
+    root = studio_run["root"]
+    cfg = compose_config("studio", ["port=0", f"out_dir={root}/runs/browser"], root)
     demo, url = serve(cfg)
-    print(f"TIMING train {t1 - t0:.1f}s serve {time.perf_counter() - t1:.1f}s")
     try:
-        yield {"root": root, "url": url, "ckpt": Path(trained["last_ckpt"]), "run_dir": Path(trained["run_dir"]),
-               "out_dir": Path(cfg.out_dir), "replay": replay}
+        yield {**studio_run, "url": url, "out_dir": Path(cfg.out_dir), "replay": replay}
     finally:
         demo.close()
         replay.close()
@@ -174,14 +163,17 @@ def pngs(folder: Path) -> list[np.ndarray]:
 
 def test_pick_generate_and_the_command_reproduces_it(page: Any, studio: dict[str, Any]) -> None:
     assert next_status(page, lambda: pick(page, "model", "last", "last.ckpt")) == "Model loaded."
-    pick(page, "class", "3", "3")
+    sliders = page.locator("[id^=cond-]:visible")
+    assert sliders.count() == 8  # one per column of the shapes data: cx, cy, size, ...
+    page.fill("#cond-0 input[type=number]", "0.25")
+    page.press("#cond-0 input[type=number]", "Enter")
     page.fill("#steps input", "3")
     status = next_status(page, lambda: page.click("#generate"))
     assert status.startswith("4 images"), status
     page.wait_for_selector("#images img")
     page.screenshot(path=str(ARTIFACTS / "sample.png"), full_page=True)
     seed, command = text_of(page, "seed-used"), text_of(page, "command")
-    assert int(seed) >= 0 and f"seed={seed}" in command and "class_label=3" in command, command
+    assert int(seed) >= 0 and f"seed={seed}" in command and "cond={cx: 0.25, cy: " in command, command
     assert len(page.query_selector_all("#images img")) == 4
     shown = sorted(studio["out_dir"].glob("0*"))[-1]
     argv = shlex.split(command)
@@ -201,7 +193,7 @@ def test_runs_tab_lists_the_run(page: Any, studio: dict[str, Any]) -> None:
     page.click("#reload")
     page.wait_for_function("document.querySelector('#runs-table').innerText.includes('runs/train/tiny')")
     table = page.inner_text("#runs-table")
-    assert "cond" in table and "ddpm_linear" in table and "digits 16px" in table, table
+    assert "cond_vector" in table and "ddpm_linear" in table and "shapes 8px" in table, table
     assert wait_text(page, "runs-status") == "1 run."
     page.locator("#runs-table [role=gridcell]", has_text="runs/train/tiny").first.click()
     page.wait_for_selector("#run-grid img")

@@ -35,47 +35,42 @@ def gradio_module() -> Any:
     return gradio
 
 
-def free_port(host: str) -> int:
-    """A TCP port nobody listens on at `host` now."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def check_address(host: Any, port: Any) -> tuple[str, int]:
-    """(host, port) to serve on: port 0 picks a free one; a port in use or a host not of this machine is an error."""
+    """(host, port) to serve on, proven by binding it: port 0 picks a free one; a port in use or an address not of
+    this machine is a ConfigError naming `host` and `port`."""
     host = str(host)
     port = checks.integer(port, "port", 0, "Pass port=7860, or port=0 for a free one.")
     if port > 65535:
         raise ConfigError.bad_value("port", f"{port} is not a TCP port", "Pass a port in 1..65535, or port=0.")
     try:
-        loopback = ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
+        address = socket.gethostbyname(host)
+    except OSError:
         raise ConfigError.bad_value("host", f"{host!r} is not an address of this machine",
                                     "Use host=127.0.0.1 (the default).") from None
-    if not loopback:
-        log.warning("host=%s: the studio is reachable from other machines, without a password", host)
-    if port == 0:
-        return host, free_port(host)
     with socket.socket(socket.AF_INET) as s:
         try:
-            s.bind((host, port))
+            s.bind((address, port))
         except OSError as err:
-            raise ConfigError.bad_value("port", f"cannot serve on {host}:{port} ({err.strerror or err}; is another "
-                                        "studio running?)", "Pass port=0 for a free port, or another port=<n>.") from None
+            raise ConfigError(f"Bad value for config keys `host` / `port`: cannot serve on {host}:{port} "
+                              f"({err.strerror or err}; another studio on that port?). Pass port=0 for a free port, "
+                              "another port=<n>, or host=127.0.0.1.") from None
+        port = int(s.getsockname()[1])
+    if not ipaddress.ip_address(address).is_loopback:
+        log.warning("host=%s: the studio is reachable from other machines, without a password", host)
     return host, port
 
 
 def serve(cfg: DictConfig) -> tuple[Any, str]:
     """Check the config, build the page and start serving it in the background; returns (Gradio app, URL)."""
-    host, port = check_address(cfg.host, cfg.port)
-    checks.integer(cfg.max_models, "max_models", 1)
-    checks.inference_precision(cfg.precision, checks.inference_device(cfg.device))
-    gradio_module()
-    from difflab.studio.app import build, launch
     from difflab.studio.service import Studio
 
-    demo = build(Studio(cfg))
+    host, port = check_address(cfg.host, cfg.port)
+    checks.inference_precision(cfg.precision, checks.inference_device(cfg.device))
+    studio = Studio(cfg)  # the folders, sizes and output folder, before Gradio loads
+    gradio_module()
+    from difflab.studio.app import build, launch
+
+    demo = build(studio)
     return demo, launch(demo, host, port)
 
 
