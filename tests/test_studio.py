@@ -169,3 +169,44 @@ def test_measure_reads_raw_values_through_the_regressor(vector: dict[str, Any], 
             assert row[column] == pytest.approx(mean + zi * std, rel=1e-5, abs=1e-6)
     with pytest.raises(Exception, match="needs at least one image"):
         predict_values(module, [], cache)
+
+
+def test_img2img_keeps_the_upload_and_its_command_names_it(vector: dict[str, Any], tmp_path: Path) -> None:
+    from PIL import Image
+
+    studio = vector["studio"]
+    upload = tmp_path / "upload.png"
+    Image.new("RGB", (24, 16), (200, 30, 30)).save(upload)
+    columns = studio.open(str(vector["ckpt"])).columns
+    form = SampleForm(model=str(vector["ckpt"]), seed=5, n=1, sampler="ddim", steps=4, init_image=str(upload),
+                      strength=0.5, cond={c: m for c, m, _ in columns})
+    result = studio.generate(form)
+    kept = Path(result.record["init_image"])
+    assert result.record["mode"] == "img2img" and result.record["strength"] == 0.5
+    assert kept.parent == studio.out_dir / "inputs" and kept.read_bytes() == upload.read_bytes()
+    assert f"init_image={kept}" in result.command.replace('"', "")
+    assert result.record["preprocessing"]["resolution"] == 8  # the run's data module resized it
+
+
+def test_runs_read_as_compare_py_tables_them(vector: dict[str, Any], tmp_path: Path) -> None:
+    from difflab.compare import build_table, collect_local
+    from difflab.studio.runs import SHOWN, grids_of, read_runs, run_grid, table_values
+
+    folders = vector["studio"].folders
+    rows = read_runs(folders)
+    assert rows == build_table(collect_local(folders.runs_dir))
+    (values,) = table_values(rows, folders)
+    assert values[SHOWN.index("variant")] == "cond_vector" and values[-1] == "runs/train/tiny"
+    assert run_grid(rows[0]["run_dir"], folders).name == "final.png"
+    ((image, caption),) = grids_of(rows, ["runs/train/tiny", "runs/no/such/run"], folders)
+    assert image.ndim == 3 and "runs/train/tiny" in caption
+    with pytest.raises(OutsideFoldersError):
+        run_grid(tmp_path, folders)
+
+
+def test_recorded_seeds_replay(tmp_path: Path) -> None:
+    """A seed drawn by seed=-1 (up to 2^63) is taken back exactly from the command line."""
+    from difflab.cli import checks
+
+    cfg = compose_sample(SampleForm(model=str(tmp_path / "m.ckpt"), seed=(1 << 63) - 1).overrides(), tmp_path)
+    assert checks.seed(cfg.seed) == (1 << 63) - 1
