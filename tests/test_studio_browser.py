@@ -1,8 +1,9 @@
 """The studio in a real browser: Debian's Chromium, headless, driven by Playwright (nothing downloaded).
 
-One tiny vector-conditioned checkpoint is trained for the session (conftest's `studio_run`) and the studio is served from this process on
-a free port of 127.0.0.1. The page is opened, the checkpoint picked, images generated; the command the page
-shows is run as `python sample.py ...` and must give the same PNGs; the Runs tab must list the run. Screenshots
+One tiny vector-conditioned checkpoint is trained for the session (conftest's `studio_run`) and the studio is
+served from this process on a free port of 127.0.0.1. The page is opened, the checkpoint picked, images generated;
+the command the page shows is run as `python sample.py ...` and must give the same PNGs; the Runs tab must list
+the run; user errors, a long generation and its Stop button are tried. Screenshots
 go to test-artifacts/studio/ (printed at the end of the session). Every outgoing connection of this process and
 every request of the page is recorded: none may leave 127.0.0.1.
 """

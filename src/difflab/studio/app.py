@@ -72,6 +72,7 @@ class Page:
     # ------------------------------------------------------------------------------------------ Sample tab
 
     def sample_tab(self) -> None:
+        """The Sample tab's components: model, sampler, grid, steps, images, seed, conditions, img2img, results."""
         choices = self.studio.checkpoints()
         with gr.Row():
             with gr.Column(scale=2):
@@ -188,6 +189,7 @@ class Page:
         return "Cancelled."
 
     def wire_sample(self) -> None:
+        """Picking a model loads it; Generate samples it (one at a time, with progress); Stop cancels."""
         pick_outputs = [self.info, self.sampler, self.steps, self.grid, self.guidance, self.class_label,
                         self.prompt, self.negative, *self.sliders, self.status]
         self.model.change(self.open_model, self.model, pick_outputs, concurrency_id="model", concurrency_limit=1)
@@ -202,8 +204,10 @@ class Page:
     # -------------------------------------------------------------------------------------------- Runs tab
 
     def runs_tab(self) -> None:
+        """The Runs tab's components: the table, a run's grid, the FID-vs-NFE plot, grids side by side."""
         gr.Markdown(f"Every run under `{self.studio.folders.runs_dir}` (its metrics.json), as `python compare.py` "
-                    "tables them. Click a row for its final sample grid; pick two to four runs to see them side by side.")
+                    "tables them. Click a row for its final sample grid; pick two to four runs to see them side by "
+                    "side.")
         with gr.Row():
             self.reload = gr.Button("Reload", elem_id="reload", size="sm")
             self.runs_status = gr.Textbox(show_label=False, interactive=False, elem_id="runs-status", scale=5)
@@ -242,6 +246,7 @@ class Page:
         return [png(grid) if grid else None, f"{label}: " + ("final sample grid" if grid else "no sample grid")]
 
     def side_by_side(self, labels: list[str]) -> list[Any]:
+        """The final grids of the picked runs, with captions."""
         try:
             with shown_errors():
                 grids = grids_of(read_runs(self.studio.folders), list(labels or []), self.studio.folders)
@@ -250,6 +255,7 @@ class Page:
         return [grids, f"{len(grids)} runs side by side." if labels else gr.update()]
 
     def wire_runs(self, demo: gr.Blocks) -> None:
+        """The table loads with the page and on Reload; a clicked row shows its grid; picked runs their grids."""
         outputs = [self.table, self.plot, self.pick, self.runs_status]
         self.reload.click(self.load_runs, None, outputs)
         demo.load(self.load_runs, None, outputs)
@@ -259,6 +265,7 @@ class Page:
     # ----------------------------------------------------------------------------------------- Measure tab
 
     def measure_tab(self) -> None:
+        """The Measure tab's components: checkpoint, image files, the values read."""
         gr.Markdown("Vector-conditioned models: the values a condition regressor reads from images, in the raw units "
                     "of the model's columns (the regressor of the `cond_mae` metric, trained once on the run's data "
                     "and cached).")
@@ -271,6 +278,7 @@ class Page:
         self.m_status = gr.Textbox(show_label=False, interactive=False, elem_id="measure-status")
 
     def measure(self, model: str, files: list[Any] | None) -> list[Any]:
+        """The values the regressor reads from the uploaded files, one row per image."""
         paths = [str(getattr(f, "name", f)) for f in files or []]
         try:
             with shown_errors():
@@ -280,6 +288,7 @@ class Page:
         return [gr.update(value=rows, headers=head), f"{len(rows)} images measured."]
 
     def wire_measure(self) -> None:
+        """Measure runs in the model's queue (one model job at a time)."""
         self.m_go.click(self.measure, [self.m_model, self.m_files], [self.m_table, self.m_status],
                         concurrency_id="model", concurrency_limit=1)
 

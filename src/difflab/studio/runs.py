@@ -13,8 +13,8 @@ from difflab.compare import build_table, collect_local, plot_fid_vs_nfe
 from difflab.compare.table import HEADERS, Row
 from difflab.studio.files import Folders, OutsideFoldersError, png
 
-SHOWN = ("variant", "scheduler", "sampler", "steps", "nfe", "fid", "kid", "broken_rate", "lpips_diversity", "clip_score",
-         "condition_accuracy", "cond_mae", "samples_per_sec", "train_images_seen", "data", "run_dir")
+SHOWN = ("variant", "scheduler", "sampler", "steps", "nfe", "fid", "kid", "broken_rate", "lpips_diversity",
+         "clip_score", "condition_accuracy", "cond_mae", "samples_per_sec", "train_images_seen", "data", "run_dir")
 TEXT = {"variant", "scheduler", "sampler", "data", "run_dir"}
 GRIDS = ("samples/final.png", "metrics/final.png", "grid.png")  # train.py's end-of-training grid first
 
