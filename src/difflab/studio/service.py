@@ -139,7 +139,9 @@ class Studio:
             out_dir = self._next_folder()
             if form.init_image:
                 form.init_image = str(self._keep_input(form.init_image, out_dir.name))
-            cfg = compose_sample(form.overrides() + [f"batch_size={self.batch_size}"], out_dir)
+            if int(form.n) > self.batch_size:  # the command batches as the studio did (rounding of batched convs)
+                form.extra = [*form.extra, f"batch_size={self.batch_size}"]
+            cfg = compose_sample(form.overrides(), out_dir)
             batches = -(-int(form.n) // self.batch_size)
             callback = _step_callback(form.steps, batches, progress, cancelled)
             done = sample.run(cfg, load=self.cache.load, callback=callback)
