@@ -124,8 +124,10 @@ class Page:
         for i in range(MAX_COLUMNS):
             if i < len(info.columns):
                 name, mean, std = info.columns[i]
+                low, high = (float(f"{mean + k * std:.4g}") for k in (-3, 3))  # shown rounded to 4 digits
                 out.append(gr.update(visible=True, label=f"{name} (raw units; mean {mean:.4g}, std {std:.4g})",
-                                     minimum=mean - 3 * std, maximum=mean + 3 * std, value=mean, step=std / 100))
+                                     minimum=low, maximum=high, value=float(f"{mean:.4g}"),
+                                     step=float(f"{std / 100:.2g}")))
             else:
                 out.append(gr.update(visible=False))
         return out
