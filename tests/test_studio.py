@@ -210,3 +210,14 @@ def test_recorded_seeds_replay(tmp_path: Path) -> None:
 
     cfg = compose_sample(SampleForm(model=str(tmp_path / "m.ckpt"), seed=(1 << 63) - 1).overrides(), tmp_path)
     assert checks.seed(cfg.seed) == (1 << 63) - 1
+
+
+def test_requests_compose_inside_a_running_hydra_app(tmp_path: Path) -> None:
+    """`python studio.py` serves from inside @hydra.main, whose Hydra is initialized."""
+    from hydra import initialize_config_dir
+
+    from conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose_sample(SampleForm(model=str(tmp_path / "m.ckpt"), seed=2).overrides(), tmp_path)
+    assert cfg.seed == 2

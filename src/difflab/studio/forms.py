@@ -100,7 +100,10 @@ def compose_sample(overrides: list[str], out_dir: str | Path) -> DictConfig:
     into `out_dir`."""
     from difflab.cli.train import group_aliases
 
+    from hydra.core.global_hydra import GlobalHydra
+
     with _COMPOSE:
+        GlobalHydra.instance().clear()  # `python studio.py` runs inside @hydra.main, done composing its own config
         return compose("sample", group_aliases(list(overrides), conf_dir()), run_dir=out_dir)
 
 
