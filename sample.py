@@ -1,20 +1,6 @@
 """Sample from a checkpoint: `python sample.py ckpt=runs/train/<run>/checkpoints/last.ckpt sampler=ddim n=64`."""
 
-from functools import partial
-from pathlib import Path
-
-import hydra
-
-from difflab.cli.entry import run_script, user_errors
-from difflab.cli.sample import run
-from difflab.cli.train import group_aliases
-
-
-@hydra.main(config_path="conf", config_name="sample", version_base="1.3")
-def main(cfg) -> None:
-    with user_errors():
-        run(cfg)
-
+from difflab.cli.sample import main
 
 if __name__ == "__main__":
-    run_script(main, partial(group_aliases, conf_dir=Path(__file__).parent / "conf"))  # sampler="DPM++ 2M Karras"
+    main()  # difflab.cli.entry.hydra_main: conf/sample.yaml under the error contract

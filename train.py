@@ -1,19 +1,6 @@
 """Train a diffusion model: `python train.py model=ddim data=mnist trainer.max_steps=20000`."""
 
-from functools import partial
-from pathlib import Path
-
-import hydra
-
-from difflab.cli.entry import run_script, user_errors
-from difflab.cli.train import group_aliases, run
-
-
-@hydra.main(config_path="conf", config_name="train", version_base="1.3")
-def main(cfg) -> None:
-    with user_errors():
-        run(cfg)
-
+from difflab.cli.train import main
 
 if __name__ == "__main__":
-    run_script(main, partial(group_aliases, conf_dir=Path(__file__).parent / "conf"))  # model.autoencoder=..., sampler="Euler a"
+    main()  # difflab.cli.entry.hydra_main: conf/train.yaml under the error contract

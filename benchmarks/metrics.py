@@ -118,9 +118,10 @@ def training_part(args: argparse.Namespace) -> list[str]:
     from hydra.utils import instantiate
 
     import difflab.cli  # noqa: F401  (resolvers)
+    from difflab.utils.config import conf_dir
     from difflab.callbacks import SampleMetrics, TrainThroughput
 
-    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.root_dir={tmp}", f"paths.run_dir={tmp}/run",
                                           f"metrics.weights.inception={args.inception}",
                                           f"metrics.weights.lpips_alexnet={args.alexnet}"])

@@ -49,8 +49,9 @@ from difflab.diffusion import DiscreteVPScheduler
 from difflab.diffusion.precond import Denoiser
 from difflab.metrics import MetricsConfig, MetricSuite
 from difflab.samplers import SamplerSpec, generate
+from difflab.utils.config import conf_dir
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = conf_dir()
 SAMPLERS = {"ddpm-1000": ("ddpm", None, {}), "ddim-50": ("ddim", 50, {"eta": 0.0}), "dpmpp_2m-20": ("dpmpp_2m", 20, {})}
 
 

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import difflab.cli  # noqa: F401  (registers the config resolvers)
+from difflab.utils.config import conf_dir
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -19,7 +20,7 @@ os.environ.setdefault("DIFFLAB_OFFLINE", "1")  # metric weights: never try the n
 os.environ.pop("DIFFLAB_ALLOW_DOWNLOAD", None)
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = conf_dir()  # the one lookup every entry point uses: conf/ of this checkout (or $DIFFLAB_CONF)
 
 # A UNet small enough that a training step takes milliseconds on a laptop CPU.
 TINY_NET = [

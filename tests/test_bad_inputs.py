@@ -63,6 +63,9 @@ def files(cli: Runner) -> dict[str, str]:
     root = cli.root
     rc, err = cli("train.py", *QUICK, "paths.run_dir=" + str(root / "tiny_run"), timeout=300)
     assert rc == 0, err[-3000:]
+    rc, err = cli("train.py", "model=regressor", "data=shapes", "data.resolution=8", "data.num_samples=64", "debug=fast",
+                  "logger=csv", "paths.run_dir=" + str(root / "tiny_regressor"), timeout=300)
+    assert rc == 0, err[-3000:]
     (root / "a_file").write_text("not a folder\n")
     (root / "no_images").mkdir()
     (root / "no_images" / "notes.txt").write_text("no images here\n")
@@ -71,7 +74,13 @@ def files(cli: Runner) -> dict[str, str]:
     Image.new("RGB", (8, 8)).save(root / "picture.png")
     (root / "table.csv").write_text("filepath,a,b\npicture.png,1,2\npicture.png,3,4\n")
     (root / "broken.ipynb").write_text("{ not json")
-    return {"ckpt": str(root / "tiny_run" / "checkpoints" / "last.ckpt"), "root": str(root)}
+    for part in ("unet", "scheduler"):  # the layout of a DDPM pipeline folder (without its files)
+        (root / "ddpm_folder" / part).mkdir(parents=True)
+    (root / "no_paths.csv").write_text("a,b\n1,2\n")
+    (root / "gone_image.csv").write_text("filepath\npicture.png\nnope.png\n")
+    (root / "preds.csv").write_text("an earlier result\n")
+    return {"ckpt": str(root / "tiny_run" / "checkpoints" / "last.ckpt"), "root": str(root),
+            "regressor": str(root / "tiny_regressor" / "checkpoints" / "last.ckpt")}
 
 
 # (name, argv with {ckpt} / {root} placeholders, strings the message must contain)
@@ -88,6 +97,7 @@ CASES = [
     ("sample_unknown_sampler", ["sample.py", "ckpt={ckpt}", "sampler=dpm_9000"], ["dpm_9000", "sampler"]),
     ("sample_unknown_sampler_knob", ["sample.py", "ckpt={ckpt}", "sampler=ddim", "+sampler.etaa=0.5"],
      ["`sampler.etaa`", "sampler.eta"]),
+    ("sample_shift_for_a_ddpm", ["sample.py", "ckpt={ckpt}", "scheduler.shift=3"], ["`scheduler.shift`", "DiscreteVPScheduler"]),
     ("sample_typo_in_key", ["sample.py", "ckpt={ckpt}", "nn=4"], ["nn"]),
     ("sample_unwritable_out_dir", ["sample.py", "ckpt={ckpt}", "out_dir={root}/a_file/out"], ["a_file/out", "`out_dir`"]),
     ("sample_out_dir_not_empty", ["sample.py", "ckpt={ckpt}", "out_dir={root}/used_out"],
@@ -105,6 +115,36 @@ CASES = [
     ("sample_guidance_not_a_number", ["sample.py", "ckpt={ckpt}", "guidance_scale=high"], ["`guidance_scale`"]),
     ("sample_negative_seed", ["sample.py", "ckpt={ckpt}", "seed=-5"], ["`seed`"]),
     ("sample_seed_not_a_number", ["sample.py", "ckpt={ckpt}", "seed=abc"], ["`seed`"]),
+    ("sample_sweep_without_vectors", ["sample.py", "ckpt={ckpt}", "sweep={{x3: [0, 1, 9]}}"], ["`sweep`", "unconditional"]),
+    ("sample_regressor_without_vectors", ["sample.py", "ckpt={ckpt}", "regressor={regressor}"],
+     ["`regressor`", "unconditional"]),
+    ("sample_a_regressor_checkpoint", ["sample.py", "ckpt={regressor}", "n=2"], ["`ckpt`", "model=regressor",
+                                                                                "generates images"]),
+    # predict.py
+    ("predict_without_ckpt", ["predict.py", "images={root}/no_images"], ["`ckpt`"]),
+    ("predict_diffusion_checkpoint", ["predict.py", "ckpt={ckpt}", "images={root}/no_images"],
+     ["`ckpt`", "model=ddpm", "not a condition regressor", "model=regressor"]),
+    ("predict_missing_ckpt", ["predict.py", "ckpt={root}/nope.ckpt", "images={root}/no_images"], ["nope.ckpt", "`ckpt`"]),
+    ("predict_without_images", ["predict.py", "ckpt={regressor}"], ["`images`"]),
+    ("predict_missing_folder", ["predict.py", "ckpt={regressor}", "images={root}/nope"], ["nope", "`images`"]),
+    ("predict_folder_without_images", ["predict.py", "ckpt={regressor}", "images={root}/no_images"],
+     ["no_images", "`images`"]),
+    ("predict_images_not_a_folder_or_csv", ["predict.py", "ckpt={regressor}", "images={root}/a_file"],
+     ["a_file", "`images`"]),
+    ("predict_csv_without_path_column", ["predict.py", "ckpt={regressor}", "images={root}/no_paths.csv"],
+     ["no_paths.csv", "`path_column`"]),
+    ("predict_csv_missing_image", ["predict.py", "ckpt={regressor}", "images={root}/gone_image.csv"],
+     ["nope.png", "row 3", "`images`"]),
+    ("predict_path_column_for_a_folder", ["predict.py", "ckpt={regressor}", "images={root}/no_images",
+                                          "path_column=file"], ["`path_column`"]),
+    ("predict_out_exists", ["predict.py", "ckpt={regressor}", "images={root}/gone_image.csv", "out={root}/preds.csv"],
+     ["preds.csv", "`out`", "overwrite=true"]),
+    ("predict_unwritable_out", ["predict.py", "ckpt={regressor}", "images={root}/no_images", "out={root}/a_file/p.csv"],
+     ["a_file", "`out`"]),
+    ("predict_unknown_preprocess", ["predict.py", "ckpt={regressor}", "images={root}/no_images", "preprocess=roi"],
+     ["`preprocess`", "roi"]),
+    ("predict_batch_size_zero", ["predict.py", "ckpt={regressor}", "images={root}/no_images", "batch_size=0"],
+     ["`batch_size`"]),
     # evaluate.py
     ("evaluate_nothing_to_score", ["evaluate.py"], ["`ckpt`", "`images`"]),
     ("evaluate_ckpt_and_images", ["evaluate.py", "ckpt={ckpt}", "images={root}/no_images"], ["`ckpt`", "`images`"]),
@@ -148,7 +188,45 @@ CASES = [
     ("train_negative_lr", ["train.py", *QUICK, "model.optimizer.lr=-1"], ["`model.optimizer.lr`"]),
     ("train_batch_size_zero", ["train.py", *QUICK, "data.batch_size=0"], ["`data.batch_size`"]),
     ("train_bad_seed", ["train.py", *QUICK, "seed=-7"], ["`seed`"]),
+    ("train_flow_unknown_t_distribution", ["train.py", *QUICK, "model=flow", "scheduler.t_distribution=nope"],
+     ["`scheduler.t_distribution`", "logit_normal"]),
+    ("train_flow_negative_logit_std", ["train.py", *QUICK, "model=flow", "scheduler.logit_std=-0.5"],
+     ["`scheduler.logit_std`"]),
+    ("train_flow_t_max_one", ["train.py", *QUICK, "model=flow", "scheduler.t_max=1.0"], ["`scheduler.t_min`", "t_max"]),
+    ("train_flow_timestep_grid", ["train.py", *QUICK, "model=flow", "sampler.grid=trailing"], ["`sampler.grid`", "uniform"]),
+    ("train_scheduler_unknown_option", ["train.py", *QUICK, "scheduler=flow", "+scheduler.shfit=3"], ["`scheduler`", "shfit"]),
+    ("train_also_sample_unknown_sampler", ["train.py", *QUICK, "+metrics.also_sample.x={{name: dpm_9000}}"],
+     ["`metrics.also_sample.x`", "dpm_9000"]),
+    ("train_also_sample_not_a_sampler", ["train.py", *QUICK, "+metrics.also_sample.x=5"], ["`metrics.also_sample.x`"]),
+    ("train_unknown_variant", ["train.py", *QUICK, "variant=ddpm_9000"], ["ddpm_9000"]),
     ("train_resume_missing_ckpt", ["train.py", *QUICK, "ckpt_path={root}/gone.ckpt"], ["gone.ckpt", "`ckpt_path`"]),
+    ("train_unknown_hparams_search", ["train.py", "hparams_search=nope"], ["hparams_search/nope", "optuna"]),
+    ("train_optimized_metric_without_metric_pass", ["train.py", *QUICK, "optimized_metric=val/fid"],
+     ["`optimized_metric`", "metrics=none"]),
+    ("train_optimized_metric_never_validated", ["train.py", *QUICK, "optimized_metric=val/loss", "trainer.max_steps=3",
+                                                "trainer.val_check_interval=5"], ["`optimized_metric`", "val_check_interval"]),
+    # export.py
+    ("export_without_ckpt", ["export.py", "out={root}/export_a"], ["`ckpt`"]),
+    ("export_missing_ckpt", ["export.py", "ckpt={root}/nope.ckpt", "out={root}/export_b"], ["nope.ckpt", "`ckpt`"]),
+    ("export_unknown_format", ["export.py", "ckpt={ckpt}", "format=onnx", "out={root}/export_c"], ["`format`", "onnx"]),
+    ("export_out_not_empty", ["export.py", "ckpt={ckpt}", "out={root}/used_out"], ["used_out", "`out`", "overwrite=true"]),
+    ("export_net_without_diffusers_equivalent", ["export.py", "ckpt={ckpt}", "out={root}/export_d"],
+     ["`model.net.norm_groups`", "[8, 16, 24]"]),  # the tiny net's channel counts that 32 groups do not divide
+    # model=diffusers (a diffusers UNet2DModel pipeline folder)
+    ("sample_diffusers_without_path", ["sample.py", "model=diffusers"], ["`pipeline.path`"]),
+    ("sample_diffusers_not_a_pipeline", ["sample.py", "model=diffusers", "pipeline.path={root}/no_images"],
+     ["no_images", "`pipeline.path`", "model_index.json", "save_pretrained"]),
+    ("sample_diffusers_missing_folder", ["sample.py", "model=diffusers", "pipeline.path={root}/nope_pipeline"],
+     ["nope_pipeline", "`pipeline.path`"]),
+    ("sample_sd_given_a_ddpm_folder", ["sample.py", "model=sd", "pipeline.path={root}/ddpm_folder"],
+     ["ddpm_folder", "model=diffusers"]),
+    ("train_wandb_log_model_not_a_bool", ["train.py", *QUICK, "logger=wandb", "logger.wandb.log_model=maybe"],
+     ["`logger.wandb.log_model`", "maybe"]),
+    ("train_regressor_without_vectors", ["train.py", "model=regressor", "debug=fast", "logger=csv"],
+     ["`model.net.outputs`", "data=shapes"]),
+    ("train_regressor_with_sample_metrics", ["train.py", "model=regressor", "data=shapes", "data.resolution=8",
+                                             "data.num_samples=64", "debug=fast", "logger=csv", "metrics=fast"],
+     ["`metrics`", "metrics=none"]),
     # python -m tools
     ("notebooks_missing_file", ["-m", "difflab.utils.notebooks", "check", "{root}/nope.ipynb"], ["nope.ipynb"]),
     ("notebooks_not_json", ["-m", "difflab.utils.notebooks", "check", "{root}/broken.ipynb"], ["broken.ipynb"]),

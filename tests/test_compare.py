@@ -31,7 +31,8 @@ from difflab.metrics.evaluation import metrics_record, write_record
 from difflab.samplers import SamplerSpec
 
 EXPECTED_COLUMNS = ["variant", "scheduler", "sampler", "steps", "nfe", "samples_per_sec", "fid", "broken_rate", "is",
-                    "kid", "lpips_diversity", "clip_score", "condition_accuracy", "cond_mae", "cond_mae_std", "bpd", "params", "train_images_seen", "data", "n_samples", "kind",
+                    "kid", "lpips_diversity", "clip_score", "condition_accuracy", "cond_mae", "cond_mae_std", "bpd", "rfid", "psnr", "params", "train_images_seen", "data",
+                    "n_samples", "kind",
                     "run_dir"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -168,7 +169,7 @@ def test_log_wandb_table_logs_the_rows_and_both_plots(runs):
     log_wandb_table(rows, logger)
     (payload,) = logged
     assert set(payload) == {"comparison", "fid_vs_nfe", "fid_vs_samples_per_sec"}
-    assert isinstance(payload["comparison"], wandb.Table) and list(payload["comparison"].columns) == EXPECTED_COLUMNS
+    assert isinstance(payload["comparison"], wandb.Table) and list(payload["comparison"].columns) == [*EXPECTED_COLUMNS, "samples"]
     assert len(payload["comparison"].data) == 5 and payload["comparison"].data[4][6] == 45.123
     assert all(isinstance(payload[k], wandb.Image) for k in ("fid_vs_nfe", "fid_vs_samples_per_sec"))
 

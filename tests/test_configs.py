@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from conftest import CONF
+from conftest import CONF, REPO, TINY_NET
 from difflab.cli.train import run
 from fakes import ASSETS, fake_captioned_images, fake_cifar, fake_csv, fake_images, fake_mnist
 
@@ -34,7 +39,8 @@ def data_overrides(name: str, tmp_path: Path) -> list[str]:
     return []
 
 
-MODEL_DATA = {"cond_vector": "shapes"}  # models that need a data set with condition vectors
+MODEL_DATA = {"cond_vector": "shapes", "regressor": "shapes"}  # models that need a data set with condition vectors
+UNET_FREE = {"regressor"}  # models without a UNet (the tiny-net overrides do not apply; no sample grid)
 
 # Latent models train their first stage in the same run when no autoencoder is given: keep it tiny.
 MODEL_OVERRIDES = {"ldm": ["model.autoencoder.stage1.net.base_channels=8", "model.autoencoder.stage1.discriminator.base_channels=8",
@@ -50,15 +56,16 @@ def experiment_data(cfg) -> str:
 
 
 # Run elsewhere: model=sd samples a pretrained pipeline (tests/test_sd.py); model=ldm_text needs a text encoder
-# and a captioned data set (tests/test_text.py trains it).
-ELSEWHERE = {("model", "sd"), ("model", "ldm_text")}
+# and a captioned data set (tests/test_text.py trains it); model=diffusers loads a pipeline folder
+# (tests/test_diffusers_import.py samples, evaluates and fine-tunes it).
+ELSEWHERE = {("model", "sd"), ("model", "ldm_text"), ("model", "diffusers")}
 
 RUNNABLE = (
     [("model", o) for o in options("model") if ("model", o) not in ELSEWHERE]
     + [("scheduler", o) for o in options("scheduler")]
     + [("sampler", o) for o in options("sampler")]
     + [("data", o) for o in options("data")]
-    + [("logger", o) for o in options("logger")]
+    + [("logger", o) for o in options("logger") if o != "tensorboard"]  # tensorboard: the resume test below
     + [("trainer", o) for o in options("trainer") if o not in ("gpu", "ddp")]
     + [("experiment", o) for o in options("experiment")]
 )
@@ -76,11 +83,12 @@ def test_config_runs_one_step(group, option, train_cfg, tmp_path):
     if group == "experiment":  # the experiment's own data set, as tiny fake files in its real format
         overrides += data_overrides(experiment_data(train_cfg(*overrides)), tmp_path)
     logger = option if group == "logger" else "csv"
-    cfg = train_cfg(*overrides, logger=logger)
+    unet = not (group == "model" and option in UNET_FREE)
+    cfg = train_cfg(*overrides, logger=logger, tiny=unet)
     out = run(cfg)
     assert out["global_step"] == 1
     assert (out["run_dir"] / "checkpoints" / "last.ckpt").is_file()
-    assert (out["run_dir"] / "samples" / "final.png").is_file()
+    assert (out["run_dir"] / "samples" / "final.png").is_file() == unet
     assert (out["run_dir"] / "config.yaml").is_file()
 
 
@@ -99,6 +107,9 @@ def test_variant_presets_pick_their_sampler_and_the_command_line_wins(train_cfg)
     cfg = train_cfg("model=ddpm", "sampler=ddim", "sampler.steps=50", "sampler.eta=0.0")
     assert (cfg.sampler.name, cfg.sampler.steps, cfg.sampler.eta) == ("ddim", 50, 0.0)
     assert train_cfg("scheduler=ddpm_cosine").model.scheduler.betas == "cosine"
+    flow = train_cfg("model=flow", debug=None)
+    assert (flow.sampler.name, flow.sampler.steps, flow.model.scheduler._target_) == ("euler", 50, "difflab.diffusion.FlowScheduler")
+    assert flow.model.net == train_cfg().model.net  # the DDPM network, trained on the velocity
 
 
 def test_mnist_config_reads_the_real_test_set_when_present(train_cfg):
@@ -118,3 +129,75 @@ def test_debug_presets_run(option, train_cfg):
         assert cfg.trainer.overfit_batches == 1 and not cfg.metrics.fid
     if option == "profiler":
         assert any(out["run_dir"].glob("*profile*.txt")), sorted(p.name for p in out["run_dir"].iterdir())
+
+
+@pytest.mark.parametrize("option", options("hparams_search"))
+def test_hparams_search_sweeps_and_each_trial_returns_its_final_metric(option, tmp_path):
+    """`train.py hparams_search=optuna` (no -m: the preset is a multirun): 2 trials of one step; the study's best value
+    is the lowest final val/loss that the trials' CSV logs hold, and each trial ran with the parameters it was given."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install hydra-optuna-sweeper (dev extra)")
+    sweep = tmp_path / "sweep"
+    argv = [sys.executable, "train.py", f"hparams_search={option}", "debug=fast", "logger=csv", "metrics=none",
+            "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}", f"paths.root_dir={tmp_path}", *TINY_NET,
+            f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])})
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    finals = {}
+    for trial in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
+        rows = [r for r in csv.DictReader(open(trial / "csv" / "metrics.csv")) if r.get("val/loss")]
+        finals[trial.name] = float(rows[-1]["val/loss"])
+        config = OmegaConf.load(trial / "config.yaml")
+        given = dict(o.split("=", 1) for o in OmegaConf.load(trial / ".hydra" / "overrides.yaml"))
+        for key in best.best_params:
+            assert OmegaConf.select(config, key) == pytest.approx(float(given[key]))
+    assert len(finals) == 2
+    assert best.best_value == pytest.approx(min(finals.values()), rel=1e-6)
+    import optuna  # the study is also in its database storage (optuna 2.10 needs SQLAlchemy < 2 for it)
+
+    study = optuna.load_study(study_name="difflab", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(finals.values()), rel=1e-6)
+
+
+def test_tensorboard_logs_each_step_once_across_a_resume(train_cfg):
+    """A run resumed from its step-2 checkpoint in its own folder purges the events logged after step 2."""
+    pytest.importorskip("tensorboard", reason="pip install tensorboard (dev extra)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    common = ["trainer.max_steps=4", "trainer.log_every_n_steps=1", "metrics=none",
+              "callbacks.checkpoint_last.every_n_train_steps=2", "callbacks.checkpoint_last.save_top_k=-1"]
+    first = run(train_cfg(*common, logger="[csv,tensorboard]"))
+    (mid,) = (first["run_dir"] / "checkpoints").glob("*step=2.ckpt")
+    run(train_cfg(*common, f"ckpt_path='{mid}'", logger="[csv,tensorboard]"))  # quoted: the name holds '='
+    events = EventAccumulator(str(first["run_dir"] / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert len(list((first["run_dir"] / "tensorboard").glob("events.out.tfevents.*"))) == 2  # one file per process
+    assert steps == sorted(set(steps)) and len(steps) == 4, steps
+
+
+def test_train_returns_the_optimized_metric_and_a_diverged_trial_counts_as_the_worst(train_cfg, monkeypatch):
+    import math
+
+    from difflab.callbacks.nan_guard import NonFiniteLossError
+    from difflab.cli import train
+    from difflab.errors import ConfigError
+
+    cfg = train_cfg("optimized_metric=val/loss")
+    monkeypatch.setattr(train, "run", lambda c: {"metrics": {"val/loss": 0.25, "train/loss": 0.5}})
+    assert train.objective(cfg) == 0.25
+    assert train.objective(train_cfg()) is None  # optimized_metric: null
+    monkeypatch.setattr(train, "run", lambda c: {"metrics": {"train/loss": 0.5}})
+    with pytest.raises(ConfigError, match="`optimized_metric`: the run logged no val/loss .it logged train/loss"):
+        train.objective(cfg)
+
+    def diverge(c):
+        raise NonFiniteLossError("the training loss is nan")
+
+    monkeypatch.setattr(train, "run", diverge)
+    with pytest.raises(NonFiniteLossError):  # a single run: the error stands
+        train.objective(cfg)
+    for direction, worst in (("minimize", math.inf), ("maximize", -math.inf)):
+        monkeypatch.setattr(train, "sweeper_direction", lambda d=direction: d)
+        assert train.objective(cfg) == worst

@@ -27,9 +27,10 @@ from difflab.data import (
 )
 from difflab.data.base import InMemoryImageDataset, split_indices
 
+from conftest import CONF as CONF_ROOT
 from fakes import ASSETS, REPO, fake_cifar, fake_images, fake_mnist, write_idx  # noqa: F401
 
-CONF = REPO / "conf" / "data"
+CONF = CONF_ROOT / "data"
 
 
 def check_batch(batch: dict, batch_size: int, channels: int, resolution: int, labels: bool) -> None:

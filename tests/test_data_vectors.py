@@ -13,7 +13,7 @@ from PIL import Image
 from difflab.data import CondStats, CorruptDataError, CorruptImageError, CSVDataModule, DataNotFoundError, ShapesDataModule
 from difflab.data.shapes import ATTRIBUTES, RANGES, draw_shapes, measure_shapes, random_shapes
 from difflab.data.vectors import condition_rows
-from fakes import REPO, fake_csv
+from fakes import fake_csv
 
 ROI = [10, 5, 10, 20]  # top, left, height, width: exactly the filled block of fake_csv's images
 
@@ -113,10 +113,10 @@ def test_shapes_module_batches_labels_and_z_scored_attributes() -> None:
 
 @pytest.mark.parametrize("name", ["shapes", "csv"])
 def test_vector_data_configs_instantiate(tmp_path: Path, name: str) -> None:
-    from difflab.utils.config import register_resolvers
+    from difflab.utils.config import conf_dir, register_resolvers
 
     register_resolvers()
-    cfg = OmegaConf.create({"data": OmegaConf.load(REPO / "conf" / "data" / f"{name}.yaml")})
+    cfg = OmegaConf.create({"data": OmegaConf.load(conf_dir() / "data" / f"{name}.yaml")})
     if name == "csv":
         cfg.data.csv, cfg.data.columns = str(fake_csv(tmp_path, n=8)), ["x1", "x3"]
     cfg.data.resolution, cfg.data.batch_size = 8, 2

@@ -111,3 +111,4 @@ def test_evaluate_sweep_ends_with_the_quality_vs_steps_table(ckpt: Path, tmp_pat
     assert sorted((r["sampler"], r["nfe"]) for r in rows) == [("ddim", "2"), ("ddim", "4"), ("euler", "2"), ("euler", "4")]
     assert all(float(r["samples_per_sec"]) > 0 for r in rows)
     assert (sweep / "comparison.md").is_file() and (sweep / "fid_vs_nfe.png").is_file()
+    assert (sweep / "gallery.png").is_file()  # a row of samples per evaluated sampler

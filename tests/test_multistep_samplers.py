@@ -43,7 +43,7 @@ def _difflab(name: str, z: torch.Tensor, sigmas: torch.Tensor, seed: int, **knob
 
 @pytest.mark.parametrize("name,algorithm,order,steps", [
     ("dpmpp_3m", "dpmsolver++", 3, 20), ("dpmpp_3m", "dpmsolver++", 3, 8),
-    ("dpmpp_2m_sde", "sde-dpmsolver++", 2, 12), ("dpmpp_3m_sde", "sde-dpmsolver++", 3, 20),
+    ("dpmpp_2m_sde", "sde-dpmsolver++", 2, 12),
 ])
 def test_dpmpp_multistep_matches_diffusers(name, algorithm, order, steps):
     ref = diffusers.DPMSolverMultistepScheduler(**BETAS, algorithm_type=algorithm, solver_order=order,
@@ -51,6 +51,31 @@ def test_dpmpp_multistep_matches_diffusers(name, algorithm, order, steps):
     z, want = _vp_loop(ref, steps, seed=4)
     got = _difflab(name, z, ref.sigmas.double(), seed=4)
     torch.testing.assert_close(got, want, atol=3e-4, rtol=1e-4)
+
+
+def test_dpmpp_3m_sde_matches_diffusers_until_its_third_order_step_and_then_converges():
+    """diffusers' third-order sde-dpmsolver++ update has -1/2 in the D2 coefficient where the integral gives +1/2
+    (dpm_solver.py), so the two agree step by step only through the first- and second-order warm-up steps.
+    With +1/2 the sampler converges on DDPM's leading grid; measured W2 to the mixture at 100 steps (3 seeds):
+    0.04-0.07 with +1/2, 6.9-7.0 with diffusers' -1/2 (the samples diverge)."""
+    from difflab.diffusion.toy import three_gaussians
+
+    ref = diffusers.DPMSolverMultistepScheduler(**BETAS, algorithm_type="sde-dpmsolver++", solver_order=3,
+                                                lower_order_final=True)
+    want: list[torch.Tensor] = []
+    z, _ = _vp_loop(ref, 20, seed=4, states=want)
+    got: list[torch.Tensor] = []
+    sigmas = ref.sigmas.double()
+    _difflab("dpmpp_3m_sde", z, sigmas, seed=4, callback=lambda s: got.append(s["x"]))
+    alphas = (1 + sigmas[1:] ** 2).rsqrt().float()
+    for i in range(2):
+        torch.testing.assert_close(got[i] * alphas[i], want[i], atol=3e-4, rtol=1e-4)
+    scheduler = DiscreteVPScheduler()
+    sig = scheduler.inference_sigmas(100)
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(4000, 2, generator=g) * scheduler.prior_std(float(sig[0]))
+    x = SAMPLERS["dpmpp_3m_sde"](mixture_denoiser, x_T, sig, generator=g)
+    assert three_gaussians().w2_gaussian(x) < 0.15
 
 
 @pytest.mark.parametrize("variant,order,steps", [("bh2", 2, 20), ("bh2", 3, 20), ("bh1", 3, 10), ("bh1", 2, 6)])

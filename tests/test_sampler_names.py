@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from conftest import compose_config
+from conftest import CONF, compose_config
 from difflab.cli.train import group_aliases
 from difflab.diffusion import DiscreteVPScheduler, EDMScheduler
 from difflab.errors import ConfigError
 from difflab.samplers import SAMPLERS, SamplerSpec
 from difflab.samplers.aliases import WEBUI_NAMES, plain, resolve
-
-CONF = Path(__file__).parents[1] / "conf"
 
 
 def test_every_web_ui_name_and_its_plain_spelling_resolve_to_a_registered_sampler():

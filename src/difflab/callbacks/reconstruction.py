@@ -5,7 +5,8 @@ Every `every_n_steps` and at the end of training, every rank reconstructs its sh
 (the same Inception features and cached real statistics as the sample metrics) gives rFID/rKID against
 the reference split, LPIPS(x, x_hat) uses the suite's LPIPS network, PSNR is on 8-bit images.
 Rank 0 logs `val/rfid`, `val/rkid`, `val/lpips`, `val/psnr`, saves originals-over-reconstructions grids,
-and at the end writes `<run dir>/metrics.json`.
+and at the end writes `<run dir>/metrics.json` of kind "autoencoder" (an autoencoder row of compare.py: rFID,
+PSNR; the stage 1 of `model=ldm` is named "<model> autoencoder").
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from difflab.callbacks.ema import find_ema
 from difflab.callbacks.nan_guard import check_finite_state
-from difflab.callbacks.metrics import SampleMetrics
+from difflab.callbacks.metrics import SampleMetrics, metrics_record_variant
 from difflab.metrics.inception import to_uint8
 from difflab.metrics.perceptual import LPIPSDiversity, lpips_network
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks, reduce_scalar, shard, world
@@ -41,15 +42,18 @@ def psnr(x: Tensor, y: Tensor) -> Tensor:
 class ReconstructionMetrics(SampleMetrics):
     """Scores `pl_module.reconstruct` (an `AutoencoderModule`) on the validation split."""
 
+    record_kind = "autoencoder"
+
     def __init__(self, config: MetricsConfig, networks: Networks | None = None, use_ema: bool = True,
                  split: str = "val", preview: int = 8) -> None:
         self.config = dataclasses.replace(config, inception_score=False, lpips_diversity=False, clip_score=False,
-                                          condition_accuracy=False)
+                                          condition_accuracy=False, also_sample={})
         self.networks, self.use_ema, self.split, self.preview = networks or Networks(), use_ema, split, preview
         self.suite: MetricSuite | None = None
         self.lpips: Any = None
         self.last: dict[str, float] = {}
         self.last_n = 0
+        self.last_images: Tensor | None = None  # no sample strip: the gallery shows samples, not reconstructions
 
     def _setup(self, device: torch.device) -> MetricSuite:
         if self.suite is None:
@@ -102,6 +106,15 @@ class ReconstructionMetrics(SampleMetrics):
         grid = preview[0] if preview else None
         self.publish(trainer, logged, grid, tag, "val/reconstructions", nrow=None if grid is None else grid.shape[0] // 2)
         return logged
+
+    def record_extra(self, pl_module: L.LightningModule) -> dict[str, Any]:
+        """No scheduler; the stage 1 of a latent model is its "<model> autoencoder" row (`model=vae` keeps its name)."""
+        config = getattr(pl_module, "run_config", None) or {}
+        variant = metrics_record_variant(pl_module)
+        extra: dict[str, Any] = {"scheduler": None, "scheduler_repr": None}  # no diffusion in an autoencoder row
+        if config.get("task_name") == "stage1" and variant:
+            extra["variant"] = f"{variant} autoencoder"
+        return extra
 
     def protocol(self) -> dict[str, Any]:
         """The suite's protocol plus how reconstructions are scored."""

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from difflab.errors import ConfigError, UnwritableOutputError
+from difflab.errors import ConfigError, UnwritableOutputError, user_error_in
 
 HYDRA_OWN = (".hydra",)  # what Hydra itself writes into a run folder before the task starts (with <task>.log)
 
@@ -64,6 +64,26 @@ def sampler_spec(node: Any, key: str = "sampler") -> Any:
     if fields.get("steps") is not None:
         fields["steps"] = integer(fields["steps"], f"{key}.steps", 1, f"Pass {key}.steps=20 (any count >= 1).")
     return SamplerSpec(**fields)
+
+
+def scheduler(node: Any, key: str = "scheduler") -> Any:
+    """The noise scheduler of a `scheduler` config node (None for null), built before data and model (it is cheap):
+    a scheduler's own ConfigError passes through; any other bad value or unknown option names `key`."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    if node is None:
+        return None
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        found = user_error_in(err)
+        if found is not None:
+            raise found from None
+        cause = err.__cause__ if isinstance(err.__cause__, (TypeError, ValueError)) else None
+        if cause is None:
+            raise
+        raise ConfigError.bad_value(key, str(cause), f"See conf/{key}/ for the options of each scheduler.") from None
 
 
 def writable_folder(path: str | Path, key: str) -> Path:
@@ -187,10 +207,50 @@ def train_config(cfg: DictConfig) -> None:
         integer(cfg.data.batch_size, "data.batch_size", 1)
     data_resolution(cfg)
     training_precision(cfg)
-    if cfg.get("sampler") is not None:
-        sampler_spec(cfg.sampler)
+    spec = sampler_spec(cfg.sampler) if cfg.get("sampler") is not None else None
+    sched = scheduler(cfg.scheduler) if cfg.get("scheduler") is not None else None
+    if spec is not None and sched is not None:
+        spec.scheduler_for(sched)  # a `sampler.grid` this scheduler does not offer
+    also = (cfg.get("metrics") or {}).get("also_sample") or {}
+    for label, node in also.items():
+        if not isinstance(node, (dict, DictConfig)) or "name" not in node:
+            raise ConfigError.bad_value(f"metrics.also_sample.{label}", f"{node!r} is not a sampler", "Give sampler "
+                                        f"fields, e.g. metrics.also_sample.{label}={{name: ddim, steps: 50}}.")
+        key = f"metrics.also_sample.{label}"
+        try:
+            extra = sampler_spec(node, key)
+        except ConfigError as err:  # SamplerSpec names `sampler...`: here the sampler lives under another key
+            raise ConfigError(str(err).replace("`sampler", f"`{key}", 1)) from None
+        if sched is not None:
+            extra.scheduler_for(sched)
     optimizer = (cfg.get("model") or {}).get("optimizer")
     if isinstance(optimizer, (dict, DictConfig)) and optimizer.get("lr") is not None:
         real(optimizer.lr, "model.optimizer.lr", 0.0)
     writable_folder(cfg.paths.run_dir, "paths.run_dir")
+    optimized_metric(cfg)
+
+
+def optimized_metric(cfg: DictConfig) -> str | None:
+    """`optimized_metric` (what train.py returns to a sweeper): a metric name this run will log at its end."""
+    name = cfg.get("optimized_metric")
+    if name is None:
+        return None
+    if not isinstance(name, str) or "/" not in name:
+        raise ConfigError.bad_value("optimized_metric", f"{name!r} is not a logged metric's name",
+                                    "Name one such as val/loss, or val/fid with a metric pass (metrics=fast|default).")
+    trainer = cfg.trainer
+    if name == "val/loss":
+        every, steps = trainer.get("val_check_interval"), trainer.get("max_steps", -1)
+        if trainer.get("limit_val_batches") == 0:
+            raise ConfigError.bad_value("optimized_metric", "val/loss is never computed with trainer.limit_val_batches=0",
+                                        "Validate on some batches, or optimize another metric.")
+        if isinstance(every, int) and isinstance(steps, int) and 0 < steps < every:
+            raise ConfigError.bad_value("optimized_metric", f"val/loss is computed every trainer.val_check_interval={every} "
+                                        f"steps, so never in trainer.max_steps={steps}",
+                                        f"Pass trainer.val_check_interval={steps} (or a divisor of it).")
+    elif name.startswith("val/") and not (cfg.get("metrics") and cfg.metrics.get("enabled", True)
+                                          and cfg.metrics.get("n_samples", 0)):
+        raise ConfigError.bad_value("optimized_metric", f"{name} comes from the metric pass, which this run turns off "
+                                    "(metrics=none)", "Pass metrics=fast or metrics=default, or optimize val/loss.")
+    return name
 

@@ -1,7 +1,8 @@
 """`python compare.py`: every run's metrics.json (or a W&B project) as one table, a CSV and FID-vs-cost plots.
 
-Writes `comparison.md`, `comparison.csv`, `fid_vs_nfe.png` and `fid_vs_samples_per_sec.png` into `out_dir`
-and, with a W&B logger, logs the table as "comparison" plus both plots. The compare run's own folder
+Writes `comparison.md`, `comparison.csv`, `fid_vs_nfe.png`, `fid_vs_samples_per_sec.png` and, when runs have
+sample strips, `gallery.png` (a row of samples per run) into `out_dir`; with a W&B logger, logs the table as
+"comparison" (with a column of sample images) plus the plots and the gallery. The compare run's own folder
 lies under `runs_dir` but holds no metrics.json, so later comparisons do not pick it up.
 """
 
@@ -15,6 +16,7 @@ from omegaconf import DictConfig
 
 from difflab.cli import checks
 from difflab.compare import build_table, collect_local, collect_wandb, log_wandb_table, to_csv, to_markdown, write_plots
+from difflab.compare.gallery import GALLERY, write_gallery
 from difflab.utils.config import instantiate_group
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,8 @@ def _is_wandb(logger: Any) -> bool:
 
 def write_comparison(records: list[dict[str, Any]], out_dir: Path, source: str,
                      root: Path | None) -> tuple[list[dict[str, Any]], dict[str, Path], dict[str, Path]]:
-    """Rows, comparison.md, comparison.csv and the two plots in out_dir; returns (rows, all paths, plot paths)."""
+    """Rows, comparison.md, comparison.csv, the two plots and the gallery in out_dir; returns (rows, all paths,
+    image paths: the plots and the gallery)."""
     if not records:
         log.warning("no metrics.json records in %s: the table is empty", source)
     rows = build_table(records)
@@ -40,6 +43,9 @@ def write_comparison(records: list[dict[str, Any]], out_dir: Path, source: str,
     paths["markdown"].write_text(f"# Comparison\n\n{len(rows)} runs from {source}.\n\n{table}\n{NOTE}\n")
     to_csv(rows, paths["csv"])
     plots = write_plots(rows, out_dir)
+    gallery = write_gallery(rows, out_dir / GALLERY)
+    if gallery is not None:
+        plots["gallery"] = gallery
     paths.update(plots)
     log.info("%d runs from %s\n%s", len(rows), source, table)
     return rows, paths, plots
@@ -62,3 +68,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             logger.experiment.finish()
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return {"rows": rows, "paths": paths, "out_dir": out_dir}
+
+
+def main() -> None:
+    """`difflab-compare [runs_dir=...]` (`python compare.py`): tabulate every run's metrics.json."""
+    from difflab.cli.entry import hydra_main
+
+    hydra_main("compare", run, __name__, aliases=False)

@@ -1,16 +1,13 @@
 """The error contract of every entry point: a user's mistake is one paragraph on stderr and exit status 2.
 
-A root script is
+A Hydra entry point (`python train.py`, the console script `difflab-train`, ...) is one line in its
+`difflab.cli` module,
 
-    @hydra.main(config_path="conf", config_name="sample", version_base="1.3")
-    def main(cfg):
-        with user_errors():
-            run(cfg)
+    def main() -> None:
+        hydra_main("sample", run, __name__)
 
-    if __name__ == "__main__":
-        run_script(main)
-
-and a `python -m difflab...` tool calls `run_script(main)` around its argparse `main`. A `UserError`
+which composes `<conf_dir()>/sample.yaml` and runs `run(cfg)` under `user_errors()` and `run_script`; a
+`python -m difflab...` tool calls `run_script(main)` around its argparse `main`. A `UserError`
 (or an exception raised from one) prints its message without a traceback and exits with 2; a config
 that Hydra cannot compose (unknown override, unknown option of a group) keeps Hydra's message and also
 exits with 2; any other exception is a bug and keeps its traceback. `HYDRA_FULL_ERROR=1` shows the
@@ -26,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from difflab.errors import user_message
+from difflab.utils.config import conf_dir
 
 USER_ERROR_STATUS = 2
 _task_started = False  # set when a Hydra task starts: a Hydra exit before it is a composition error
@@ -75,3 +73,27 @@ def run_script(main: Callable[[], Any], rewrite_argv: Callable[[list[str]], list
         if message is None or full_error():
             raise
         exit_with(message)
+
+
+def hydra_main(config_name: str, task: Callable[[Any], Any], module: str, aliases: bool = True) -> None:
+    """Run `task(cfg)` as the Hydra app of `<conf_dir()>/<config_name>.yaml`, under the error contract, with the
+    command line rewritten by `cli.train.group_aliases` (`sampler="Euler a"`, `model.autoencoder=pretrained`) when
+    `aliases`. `module` (the caller's `__name__`, e.g. `difflab.cli.train`) names the job as a root script would
+    (`train.log`); the task's return value goes back to Hydra (a sweeper such as Optuna reads it)."""
+    import hydra
+
+    conf = conf_dir()
+
+    def app(cfg: Any) -> Any:
+        with user_errors():
+            return task(cfg)
+
+    app.__module__ = module  # Hydra names the job after the task function's module: train, sample, ...
+    main = hydra.main(config_path=str(conf), config_name=config_name, version_base="1.3")(app)
+    rewrite = None
+    if aliases:
+        from difflab.cli.train import group_aliases
+
+        def rewrite(argv: list[str]) -> list[str]:
+            return group_aliases(argv, conf)
+    run_script(main, rewrite)

@@ -1,5 +1,6 @@
-"""Hydra callbacks: train.py claims its run folder before Hydra writes into it; after an `evaluate.py -m` sweep,
-its runs as one comparison table in the sweep folder."""
+"""Hydra callbacks: train.py claims its run folder before Hydra writes into it; after an `evaluate.py -m` sweep or a
+`train.py -m experiment=compare_variants` sweep, its runs as one comparison (table, plots, gallery, W&B Table) in the
+sweep folder."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 
 class CompareOnMultirunEnd(Callback):
     """`python evaluate.py ckpt=... -m sampler=ddim,heun sampler.steps=10,20,50` ends with
-    `<sweep dir>/comparison.md|csv` and the FID-vs-NFE plots: the quality-vs-steps table of that model."""
+    `<sweep dir>/comparison.md|csv` and the FID-vs-NFE plots: the quality-vs-steps table of that model;
+    `python train.py -m experiment=compare_variants` with the variant table and `gallery.png`. With a W&B logger
+    in the config, the table (with its column of sample images), plots and gallery go to one more W&B run."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from difflab.cli.compare import write_comparison
@@ -28,8 +31,27 @@ class CompareOnMultirunEnd(Callback):
         if not sweep_dir.is_dir():
             return
         records = collect_local(sweep_dir)
-        _, paths, _ = write_comparison(records, sweep_dir, str(sweep_dir.resolve()), sweep_dir)
-        log.info("quality-vs-steps table of %d runs: %s", len(records), paths["markdown"])
+        rows, paths, images = write_comparison(records, sweep_dir, str(sweep_dir.resolve()), sweep_dir)
+        log.info("comparison of %d runs: %s", len(records), paths["markdown"])
+        if OmegaConf.select(config, "logger.wandb", default=None, throw_on_resolution_failure=False) is not None:
+            log_comparison_to_wandb(config, rows, images, sweep_dir)
+
+
+def log_comparison_to_wandb(config: DictConfig, rows: list[dict[str, Any]], images: dict[str, Path],
+                            sweep_dir: Path) -> None:
+    """The comparison as its own W&B run (job type "compare", grouped with the sweep's runs) in `logger.wandb`'s
+    project and mode."""
+    from difflab.compare import log_wandb_table
+    from difflab.utils.loggers import wandb_logger
+
+    def setting(key: str, default: Any) -> Any:
+        return OmegaConf.select(config, f"logger.wandb.{key}", default=default, throw_on_resolution_failure=False)
+
+    logger = wandb_logger(save_dir=str(sweep_dir / "comparison_wandb"), project=str(setting("project", "difflab")),
+                          name=f"comparison {sweep_dir.name}", group=sweep_dir.name, job_type="compare",
+                          mode=str(setting("mode", "auto")))
+    log_wandb_table(rows, logger.experiment, plots=images)
+    logger.experiment.finish()
 
 
 class ClaimRunFolder(Callback):

@@ -85,18 +85,9 @@ def run(cfg: DictConfig) -> None:
         demo.close()
 
 
-def _task(cfg: DictConfig) -> None:
-    from difflab.cli.entry import user_errors
-
-    with user_errors():
-        run(cfg)
-
-
 def main() -> None:
-    """The console script `difflab-studio [overrides]`: `python studio.py` with difflab's conf/ folder."""
-    import hydra
+    """`python studio.py` and the `difflab-studio` console script: the Hydra app of conf/studio.yaml under the error
+    contract."""
+    from difflab.cli.entry import hydra_main
 
-    from difflab.cli.entry import run_script
-    from difflab.utils.config import conf_dir
-
-    run_script(hydra.main(config_path=str(conf_dir()), config_name="studio", version_base="1.3")(_task))
+    hydra_main("studio", run, __name__, aliases=False)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from difflab.callbacks.metrics import SampleMetrics
+from difflab.callbacks.nan_guard import NonFiniteLossError
 from difflab.callbacks.reconstruction import ReconstructionMetrics
 from difflab.cli import checks
 from difflab.errors import ConfigError
@@ -23,8 +26,9 @@ from difflab.nets.autoencoder import LatentAutoencoder
 from difflab.samplers.aliases import resolve as resolve_sampler
 from difflab.utils.checkpoint_files import AtomicCheckpointIO, clean_temp_files, load_checkpoint_file
 from difflab.utils.cluster import is_rank_zero, resume_path
-from difflab.utils.config import config_choices, instantiate_group
+from difflab.utils.config import config_choices, instantiate_group, sweeper_direction
 from difflab.utils.run_folders import check_run_folder
+from difflab.utils.wandb_artifacts import log_checkpoints, wandb_loggers
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +117,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cache_dir = Path(cfg.paths.data_dir) / "latent_cache"
         datamodule.train_set_override = partial(cached_train_set, datamodule, module.autoencoder, cache_dir)
     callbacks = instantiate_group(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false: no progress display
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
     metrics = instantiate(cfg.metrics, _convert_="all") if cfg.get("metrics") else None
     if metrics is not None and metrics.enabled:
+        if not hasattr(module, "generate"):  # e.g. model=regressor: scored by its own validation
+            raise ConfigError.bad_value("metrics", f"metrics.n_samples={metrics.n_samples} samples images, and "
+                                        f"{type(module).__name__} generates none (its validation logs its scores)",
+                                        "Pass metrics=none (model=regressor's default).")
         callbacks.append(ReconstructionMetrics(metrics) if hasattr(module, "reconstruct") else SampleMetrics(metrics))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
@@ -137,7 +147,40 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     best = next((cb.best_model_path for cb in callbacks if getattr(cb, "monitor", None) and getattr(cb, "best_model_path", "")), "")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     log.info("run folder: %s\nlast checkpoint: %s\nbest checkpoint: %s", run_dir, last, best or "-")
+    for logger in wandb_loggers(loggers) if is_rank_zero() else ():
+        if getattr(logger, "log_model_artifacts", False):  # logger.wandb.log_model
+            log_checkpoints(logger, last, best, {"global_step": trainer.global_step, **metrics})
     for logger in loggers:
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
             logger.experiment.finish()
     return {"run_dir": run_dir, "last_ckpt": last, "best_ckpt": best, "metrics": metrics, "global_step": trainer.global_step}
+
+
+def objective(cfg: DictConfig) -> float | None:
+    """The task of `train.py`: train, then return the final value of `optimized_metric` (null: None), the number a
+    Hydra sweeper optimizes (`hparams_search=optuna`). In a sweep, a trial whose loss turns non-finite returns the
+    worst value for the sweeper's direction instead of ending the study."""
+    name = checks.optimized_metric(cfg)
+    try:
+        metrics = run(cfg)["metrics"]
+    except NonFiniteLossError as exc:
+        direction = sweeper_direction()
+        if name is None or direction is None:
+            raise
+        worst = -math.inf if direction == "maximize" else math.inf
+        log.warning("trial stopped (%s); %s = %s for the sweeper", exc, name, worst)
+        return worst
+    if name is None:
+        return None
+    if name not in metrics:
+        raise ConfigError.bad_value("optimized_metric", f"the run logged no {name} (it logged {', '.join(sorted(metrics))})",
+                                    "Name one of those.")
+    log.info("optimized_metric %s = %.6g", name, metrics[name])
+    return metrics[name]
+
+
+def main() -> None:
+    """`difflab-train [overrides]` (`python train.py`): train from `conf/train.yaml`."""
+    from difflab.cli.entry import hydra_main
+
+    hydra_main("train", objective, __name__)

@@ -1,5 +1,6 @@
-"""Comparing variants: every metrics.json (or a W&B project) as one table, CSV and FID-vs-cost plots."""
+"""Comparing variants: every metrics.json (or a W&B project) as one table, CSV, FID-vs-cost plots and a gallery."""
 
+from difflab.compare.gallery import write_gallery
 from difflab.compare.plots import (
     fid_series,
     log_wandb_table,
@@ -31,5 +32,6 @@ __all__ = [
     "record_from_wandb",
     "to_csv",
     "to_markdown",
+    "write_gallery",
     "write_plots",
 ]

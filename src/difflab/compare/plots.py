@@ -82,14 +82,24 @@ def write_plots(rows: Sequence[Row], out_dir: str | Path) -> dict[str, Path]:
 
 
 def log_wandb_table(rows: Sequence[Row], logger_or_run: Any, plots: Mapping[str, str | Path] | None = None) -> None:
-    """Log the rows as the W&B table "comparison" and both plots as images to a run (or a Lightning WandbLogger).
+    """Log the rows as the W&B table "comparison" and the plots as images to a run (or a Lightning WandbLogger).
 
-    `plots` maps names to PNG files already written; without it the plots are drawn into a temporary folder.
+    The table's last column, "samples", holds each row's sample strip as an image (None where a row has none).
+    `plots` maps names to PNG files already written (the gallery among them); without it the two FID plots are
+    drawn into a temporary folder.
     """
     import wandb
 
+    from difflab.compare.gallery import row_label
+
     run = getattr(logger_or_run, "experiment", logger_or_run)
-    table = wandb.Table(columns=list(COLUMNS), data=[[row.get(c) for c in COLUMNS] for row in rows])
+
+    def samples(row: Row) -> Any:
+        strip = row.get("samples")
+        return wandb.Image(str(strip), caption=row_label(row)) if strip and Path(strip).is_file() else None
+
+    table = wandb.Table(columns=[*COLUMNS, "samples"], data=[[*(row.get(c) for c in COLUMNS), samples(row)]
+                                                             for row in rows])
     with tempfile.TemporaryDirectory() as tmp:
         files = dict(plots) if plots is not None else write_plots(rows, tmp)
         run.log({"comparison": table, **{name: wandb.Image(str(path)) for name, path in files.items()}})

@@ -1,7 +1,9 @@
 """The variant comparison table: metrics.json records (local runs or a W&B project) -> rows, Markdown, CSV.
 
 A record is what `difflab.metrics.evaluation.metrics_record` writes; a row is one line of the table,
-with the columns of `COLUMNS` and None where a value was not computed.
+with the columns of `COLUMNS` and None where a value was not computed. Autoencoder records (kind "autoencoder",
+the stage 1 of an LDM or `model=vae`) fill rFID and PSNR instead of the sample metrics. A row whose record has a
+`sample_strip` carries the strip's path as `samples` (the comparison gallery and the W&B Table's image column).
 """
 
 from __future__ import annotations
@@ -24,14 +26,16 @@ Row = dict[str, Any]
 
 COLUMNS: tuple[str, ...] = (
     "variant", "scheduler", "sampler", "steps", "nfe", "samples_per_sec", "fid", "broken_rate", "is", "kid",
-    "lpips_diversity", "clip_score", "condition_accuracy", "cond_mae", "cond_mae_std", "bpd", "params", "train_images_seen", "data", "n_samples", "kind", "run_dir",
+    "lpips_diversity", "clip_score", "condition_accuracy", "cond_mae", "cond_mae_std", "bpd", "rfid", "psnr", "params",
+    "train_images_seen", "data", "n_samples", "kind", "run_dir",
 )
 VALUE_COLUMNS = ("nfe", "samples_per_sec", "fid", "broken_rate", "is", "kid", "lpips_diversity", "clip_score", "condition_accuracy",
-                 "cond_mae", "cond_mae_std", "bpd")
+                 "cond_mae", "cond_mae_std", "bpd", "rfid", "psnr")
 HEADERS = {
     "nfe": "NFE", "samples_per_sec": "samples/s", "fid": "FID ↓", "broken_rate": "broken ↓", "is": "IS ↑", "kid": "KID ↓",
     "lpips_diversity": "LPIPS div. ↑", "clip_score": "CLIP ↑", "condition_accuracy": "cond. acc. ↑", "cond_mae": "cond. MAE ↓",
-    "cond_mae_std": "cond. MAE (std) ↓", "bpd": "bits/dim ↓", "train_images_seen": "images seen",
+    "cond_mae_std": "cond. MAE (std) ↓", "bpd": "bits/dim ↓", "rfid": "rFID ↓", "psnr": "PSNR ↑",
+    "train_images_seen": "images seen",
     "n_samples": "samples", "run_dir": "run",
 }
 MISSING = "–"
@@ -231,6 +235,9 @@ def table_row(record: Mapping[str, Any], sampler: str | None) -> Row:
         "data": _data_label(record.get("data")), "n_samples": _count(record.get("n_samples")),
         "kind": _text(record.get("kind")), "run_dir": _text(record.get("run_dir")),
     })
+    strip = record.get("sample_strip")
+    if isinstance(strip, str) and record.get("run_dir"):
+        row["samples"] = str(Path(record["run_dir"]) / strip)
     unavailable = (record.get("protocol") or {}).get("unavailable") or {}
     if unavailable:  # e.g. {"is": "the Inception weights ... have no classifier head ..."}
         row["unavailable"] = {k: str(v) for k, v in unavailable.items() if k in VALUE_COLUMNS}
@@ -268,7 +275,8 @@ def _si(x: float) -> str:
 
 FORMATS = {
     "fid": "{:.2f}".format, "broken_rate": "{:.1%}".format, "is": "{:.2f}".format, "kid": "{:.4f}".format, "lpips_diversity": "{:.3f}".format,
-    "clip_score": "{:.2f}".format, "condition_accuracy": "{:.3f}".format, "cond_mae": "{:.4g}".format, "cond_mae_std": "{:.3f}".format, "bpd": "{:.3f}".format, "samples_per_sec": _rate, "params": _si, "train_images_seen": _si,
+    "clip_score": "{:.2f}".format, "condition_accuracy": "{:.3f}".format, "cond_mae": "{:.4g}".format, "cond_mae_std": "{:.3f}".format, "bpd": "{:.3f}".format, "rfid": "{:.2f}".format,
+    "psnr": "{:.2f}".format, "samples_per_sec": _rate, "params": _si, "train_images_seen": _si,
     "nfe": lambda x: f"{x:g}",
 }
 

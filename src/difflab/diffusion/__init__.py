@@ -1,4 +1,4 @@
-"""The math of diffusion: schedules, preconditioning, losses (all in the sigma view)."""
+"""The math of diffusion: schedules, preconditioning, losses (all in the sigma view), flow matching included."""
 
 from difflab.diffusion.continuous import (
     ContinuousScheduler,
@@ -6,11 +6,13 @@ from difflab.diffusion.continuous import (
     VEScheduler,
     geometric_sigmas,
 )
+from difflab.diffusion.flow import FlowScheduler
 from difflab.diffusion.losses import DiffusionLoss
 from difflab.diffusion.precond import (
     Denoiser,
     Scalings,
     edm_scalings,
+    flow_scalings,
     ve_scalings,
     vp_scalings,
 )
@@ -25,10 +27,12 @@ __all__ = [
     "DiffusionLoss",
     "DiscreteVPScheduler",
     "EDMScheduler",
+    "FlowScheduler",
     "Scalings",
     "Scheduler",
     "VEScheduler",
     "edm_scalings",
+    "flow_scalings",
     "geometric_sigmas",
     "karras_sigmas",
     "ve_scalings",

@@ -1,6 +1,7 @@
 """Preconditioning: the one place where a network becomes a denoiser.
 
-Paper: Karras et al. 2022 (EDM), eq. (7) and Table 1; Salimans & Ho 2022 (v-prediction).
+Papers: Karras et al. 2022 (EDM), eq. (7) and Table 1; Salimans & Ho 2022 (v-prediction);
+Liu et al. 2022 (rectified flow) and Esser et al. 2024 (SD3) for the flow row.
 
 Notation:
     x        noisy input in the sigma view, x = x_0 + sigma * eps
@@ -17,6 +18,10 @@ EDM Table 1 rows that fix their own F target (sd = sigma_data):
     row  c_skip               c_out                        c_in                  c_noise      F learns
     VE   1                    sigma                        1                     ln(sigma/2)  -eps = sigma * score (NCSN)
     EDM  sd^2/(sigma^2+sd^2)  sigma sd/sqrt(sigma^2+sd^2)  1/sqrt(sigma^2+sd^2)  ln(sigma)/4  (x0 - c_skip x)/c_out (eq. 8)
+
+Flow row (rectified flow x_t = (1 - t) x_0 + t eps, t = sigma / (1 + sigma), x_t = x / (1 + sigma); see flow.py):
+    row   c_skip          c_out                 c_in            c_noise     F learns
+    flow  1/(1 + sigma)   -sigma/(1 + sigma)    1/(1 + sigma)   M t         v = eps - x_0   (D = x_t - t v)
 
 Training and sampling both call `Denoiser`, so the formula exists once.
 """
@@ -70,6 +75,13 @@ def ve_scalings(sigma: Tensor) -> Scalings:
     """EDM Table 1, VE column (Song et al. 2021 NCSN++): D = x + sigma F, F ~ sigma * score."""
     ones = torch.ones_like(sigma)
     return Scalings(ones, sigma.clone(), ones, (sigma / 2).log())
+
+
+def flow_scalings(sigma: Tensor, time_scale: float = 1000.0) -> Scalings:
+    """The flow row above: the network sees x_t = x / (1 + sigma) and M t, and predicts the velocity eps - x_0."""
+    c_in = 1 / (1 + sigma)  # = 1 - t
+    t = sigma * c_in
+    return Scalings(c_in, -t, c_in.clone(), time_scale * t)
 
 
 class RawOutput(NamedTuple):

@@ -16,7 +16,10 @@ update below is the VP update divided by alpha_{i+1}):
                  3M: D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1), D2 = (D1_0 - D1_1) / (r0 + r1),
                      c1 = (e^{-h} - 1)/h + 1, c2 = (e^{-h} - 1 + h)/h^2 - 1/2                   App. B, eq. (B.7)
     SDE update   x_{i+1} = (s_{i+1}/s_i) e^{-h} x_i + (1 - e^{-2h}) m0 + c1 D1 + c2 D2 + s_{i+1} sqrt(1 - e^{-2h}) z
-                 2M: c1 = (1 - e^{-2h}) / 2;  3M: c1 = (1 - e^{-2h})/(-2h) + 1, c2 = (1 - e^{-2h} - 2h)/(2h)^2 - 1/2
+                 2M: c1 = (1 - e^{-2h}) / 2;  3M: c1 = (1 - e^{-2h})/(-2h) + 1, c2 = (1 - e^{-2h} - 2h)/(2h)^2 + 1/2
+                 (c2 h^2 = int_0^h 2 e^{-2(h-u)} u^2/2 du, the Taylor term of the data prediction, as k-diffusion's
+                 -phi_3; diffusers' third-order sde-dpmsolver++ has -1/2 there, which does not vanish as h -> 0 and
+                 diverges on DDPM's leading grid and the flow grid: tests/test_multistep_samplers.py)
 The last step to sigma = 0 (h = infinity) is x = m0. With fewer than 15 steps the step before it falls back to
 second order (`lower_order_final`, as in diffusers, for stability).
 """
@@ -66,7 +69,7 @@ def dpmpp_update(x: Tensor, ms: list[Tensor], lams: list[Tensor], sigma: Tensor,
         c1 = 0.5 * one_minus if order == 2 else one_minus / (-2 * h) + 1
         x = x + c1.float() * d1
     if d2 is not None:
-        x = x + ((one_minus - 2 * h) / (2 * h) ** 2 - 0.5).float() * d2
+        x = x + ((one_minus - 2 * h) / (2 * h) ** 2 + 0.5).float() * d2
     return x + (sigma_next * one_minus.sqrt()).float() * noise
 
 

@@ -170,8 +170,8 @@ class Page:
         """Gallery, seed, command, status and parameters of one generation."""
         stop = self.stops.setdefault(request.session_hash or "", threading.Event())
         stop.clear()
-        report: Callable[[int, int], None] = lambda i, total: progress(  # noqa: E731
-            (i, total) if total else None, desc=f"step {i}/{total}" if total else f"step {i}")
+        report: Callable[[float, float], None] = lambda done, total: progress(  # noqa: E731
+            done / total, desc=f"{done:.1f}/{total:.0f} images")
         try:
             with shown_errors():
                 form = self.form(model, sampler, grid, steps, n, seed, guidance, class_label, prompt, negative,

@@ -126,7 +126,7 @@ class Studio:
     def generate(self, form: SampleForm, progress: Callable[[int, int], None] | None = None,
                  cancelled: threading.Event | None = None) -> Result:
         """Sample `form` through sample.py's own code (`difflab.cli.sample.run`) with the cached model; `progress`
-        gets (step, total steps), `cancelled` stops the samplers at their next step (`Cancelled`)."""
+        gets (images done, of all: fractions while a batch is sampled), `cancelled` stops the samplers at their next step (`Cancelled`)."""
         from difflab.cli import checks, sample
 
         form.model = str(self.folders.check(form.model, "checkpoint"))
@@ -142,8 +142,7 @@ class Studio:
             if int(form.n) > self.batch_size:  # the command batches as the studio did (rounding of batched convs)
                 form.extra = [*form.extra, f"batch_size={self.batch_size}"]
             cfg = compose_sample(form.overrides(), out_dir)
-            batches = -(-int(form.n) // self.batch_size)
-            callback = _step_callback(form.steps, batches, progress, cancelled)
+            callback = _step_callback(progress, cancelled)
             done = sample.run(cfg, load=self.cache.load, callback=callback)
         images = [png(p) for p in sorted((done["out_dir"] / "images").glob("*.png"))]
         return Result(images, done["record"], done["out_dir"], form.command(), int(done["record"]["seed"]))
@@ -168,18 +167,15 @@ class Studio:
         return ["image", *columns], [[Path(p).name, *(round(v[c], 4) for c in columns)] for p, v in zip(images, values)]
 
 
-def _step_callback(steps: int | None, batches: int, progress: Callable[[int, int], None] | None,
+def _step_callback(progress: Callable[[float, float], None] | None,
                    cancelled: threading.Event | None) -> Callable[[dict[str, Any]], None]:
-    """The samplers' step hook: reports (step, total over all batches; 0 when the step count is the model's own)
-    and raises `Cancelled` once asked to."""
-    total = int(steps) * batches if steps else 0
-    calls = [0]
+    """The samplers' step hook: passes on sample.py's progress count (images done, of all) and raises `Cancelled`
+    once asked to."""
 
     def callback(info: dict[str, Any]) -> None:
         if cancelled is not None and cancelled.is_set():
             raise Cancelled("cancelled")
-        calls[0] += 1
         if progress is not None:
-            progress(min(calls[0], total) if total else calls[0], total)
+            progress(float(info["done"]), float(info["total"]))
 
     return callback

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from difflab.errors import MissingFileError
 from difflab.utils.run_folders import run_stamp
 
 
@@ -70,6 +71,15 @@ def sweep_name() -> str | None:
     return Path(str(HydraConfig.get().sweep.dir)).name
 
 
+def sweeper_direction() -> str | None:
+    """In a multirun, the sweeper's `direction` (minimize | maximize; minimize when it has none); None in a single run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if sweep_name() is None:
+        return None
+    return str(HydraConfig.get().sweeper.get("direction", "minimize"))
+
+
 def instantiate_group(group: Any) -> list[Any]:
     """Instantiate every entry of a dict-of-targets config group (callbacks, loggers); null entries are skipped."""
     from hydra.utils import instantiate
@@ -80,11 +90,21 @@ def instantiate_group(group: Any) -> list[Any]:
 
 
 def conf_dir() -> Path:
-    """The `conf/` folder of the checkout difflab is imported from (or `$DIFFLAB_CONF`)."""
-    path = Path(os.environ.get("DIFFLAB_CONF") or Path(__file__).resolve().parents[3] / "conf")
+    """The config folder every entry point and test composes from: `$DIFFLAB_CONF` if set; in a source checkout
+    (`src/difflab` beside `pyproject.toml`), its top-level `conf/`; in an installed package, `difflab/conf`
+    (copied there from `conf/` when the wheel is built, see setup.py)."""
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parents[1]
+    if os.environ.get("DIFFLAB_CONF"):
+        path, how = Path(os.environ["DIFFLAB_CONF"]), "the environment variable DIFFLAB_CONF"
+    elif package.parent.name == "src" and (checkout / "pyproject.toml").is_file():
+        path, how = checkout / "conf", f"the checkout {checkout}"
+    else:
+        path, how = package / "conf", f"the installed package {package}"
     if not (path / "train.yaml").is_file():
-        raise FileNotFoundError(f"difflab's config folder not found at {path} (no train.yaml): set DIFFLAB_CONF to the "
-                                "`conf/` folder of a difflab checkout")
+        raise MissingFileError(f"difflab's config folder not found at {path} (no train.yaml; taken from {how}). Set "
+                               "DIFFLAB_CONF to the `conf/` folder of a difflab checkout, or reinstall the package "
+                               "from a wheel built by `pip wheel .` (it ships the configs as difflab/conf).")
     return path
 
 
