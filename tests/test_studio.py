@@ -148,16 +148,17 @@ def test_measure_reads_raw_values_through_the_regressor(vector: dict[str, Any], 
     studio = vector["studio"]
     module = studio.cache.load(studio.model_config(str(vector["ckpt"])))
     data, stats = run_data(module), module.condition.stats
-    regressor = VectorTarget().model(data)
+    kind = VectorTarget()
+    network = kind.network(kind.model(data))
     z = torch.tensor([0.5, -1.0, 2.0, 0.0, 1.5, -0.5, 0.25, -2.0])[: stats.dim]
     with torch.no_grad():
-        head = regressor.net[-1]
+        head = [m for m in network.modules() if isinstance(m, torch.nn.Linear)][-1]
         head.weight.zero_()
         head.bias.copy_(z)
     cache = tmp_path / "stats"
     target = cache_path(data, cache, epochs=1, seed=0, target="cond")
     target.parent.mkdir()
-    torch.save({"state_dict": regressor.state_dict(), "val_mae_std": 0.1}, target)
+    torch.save({"state_dict": network.state_dict(), "val_mae_std": 0.1}, target)
     files = []
     for i, img in enumerate(torch.rand(2, 3, 20, 12) * 2 - 1):  # not the training size: resized like training data
         save_image((img + 1) / 2, tmp_path / f"{i}.png")
@@ -169,6 +170,37 @@ def test_measure_reads_raw_values_through_the_regressor(vector: dict[str, Any], 
             assert row[column] == pytest.approx(mean + zi * std, rel=1e-5, abs=1e-6)
     with pytest.raises(Exception, match="needs at least one image"):
         predict_values(module, [], cache)
+
+
+def test_measure_with_a_regressor_checkpoint_reads_what_predict_py_reads(vector: dict[str, Any], tmp_path: Path) -> None:
+    """A `model=regressor` checkpoint under the served folders: the Measure tab's table is predict.py's CSV (same
+    columns, same values), for generated-size files and for files that need the data module's resize."""
+    import csv
+
+    from torchvision.utils import save_image
+
+    from difflab.cli import predict, train
+
+    from difflab.studio.service import Studio
+
+    root = tmp_path / "served"  # a studio of its own: the shared one's checkpoint menus stay as the browser suite knows them
+    reg = train.run(compose_config("train", ["model=regressor", "data=shapes", "data.resolution=8", "data.num_samples=64",
+                                             "debug=fast", "logger=csv", "metrics=none"], root / "runs" / "train" / "reg"))
+    studio = Studio(compose_config("studio", [f"out_dir={root}/runs/studio"], root))
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, size in enumerate((8, 8, 20)):
+        save_image(torch.rand(3, size, size), images / f"{i}.png")
+    files = sorted(str(p) for p in images.glob("*.png"))
+    head, rows = studio.measure(str(reg["last_ckpt"]), files)
+    predict.run(compose_config("predict", [f"ckpt={reg['last_ckpt']}", f"images={images}", f"out={tmp_path}/p.csv"],
+                               tmp_path))
+    with open(tmp_path / "p.csv", newline="") as f:
+        table = list(csv.reader(f))
+    assert head[1:] == table[0][1:] and len(rows) == 3
+    for row, expected in zip(rows, table[1:]):
+        assert row[0] == Path(expected[0]).name
+        assert row[1:] == pytest.approx([float(v) for v in expected[1:]], rel=1e-3, abs=1e-3)
 
 
 def test_img2img_keeps_the_upload_and_its_command_names_it(vector: dict[str, Any], tmp_path: Path) -> None:

@@ -268,9 +268,9 @@ class Page:
 
     def measure_tab(self) -> None:
         """The Measure tab's components: checkpoint, image files, the values read."""
-        gr.Markdown("Vector-conditioned models: the values a condition regressor reads from images, in the raw units "
-                    "of the model's columns (the regressor of the `cond_mae` metric, trained once on the run's data "
-                    "and cached).")
+        gr.Markdown("The values a condition regressor reads from images, in raw units: pick a regressor checkpoint "
+                    "(`python train.py model=regressor`, as `predict.py` reads), or a vector-conditioned model (then "
+                    "the regressor of its `cond_mae` metric, trained once on the run's data and cached).")
         vectors = self.studio.checkpoints()
         self.m_model = gr.Dropdown(vectors, value=None, label="Checkpoint", allow_custom_value=True,
                                    elem_id="measure-model")

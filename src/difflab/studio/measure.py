@@ -1,8 +1,11 @@
-"""The Measure tab: the values a condition regressor reads from images, in the raw units of the model's columns.
+"""The Measure tab: the values a condition regressor reads from images, in the raw units of its columns.
 
-`predict_values` is the one place that knows which regressor it asks: today the condition regressor of the
-`cond_mae` metric (`difflab.metrics.classifier`, target "cond"), trained on the checkpoint's own training data
-and cached next to the metric statistics, the same network that scores vector-conditioned samples.
+The regressor is either a `model=regressor` checkpoint (`python train.py model=regressor data=...`, the one
+`predict.py` reads with) or, for a vector-conditioned diffusion checkpoint, the condition regressor of its
+`cond_mae` metric (`difflab.metrics.classifier`, target "cond"), trained once on the checkpoint's own training data
+and cached next to the metric statistics. Images go through `predict.py`'s reader: the regressor's data module
+preprocesses them as its training images were (ROI crop, resize), and files already of the model's size are read
+as they are (`preprocess=auto`).
 """
 
 from __future__ import annotations
@@ -11,23 +14,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from difflab.errors import ConfigError
+
+
+def read_values(regressor: Any, images: Sequence[str | Path], datamodule: Any) -> list[dict[str, float]]:
+    """{column: raw value} for each image file, read by a `RegressorModule` as `python predict.py` reads them."""
+    from difflab.cli.predict import read_images
+
+    if not images:
+        raise ConfigError("Measuring needs at least one image: upload PNG or JPEG files.")
+    values = regressor.predict(read_images([Path(p) for p in images], datamodule, regressor, "auto"))
+    return [dict(zip(regressor.columns, row)) for row in values.double().tolist()]
 
 
 def predict_values(module: Any, images: Sequence[str | Path], cache_dir: str | Path, epochs: int = 5,
                    seed: int = 0) -> list[dict[str, float]]:
-    """{column: raw value} for each image file, read by the condition regressor of a vector-conditioned model;
-    each file is preprocessed as the run's training images were (the data module's ROI crop and resize)."""
-    from difflab.cli.sample import load_image, run_data
+    """{column: raw value} for each image file, read by the `cond_mae` regressor of a vector-conditioned model."""
+    from difflab.cli.sample import run_data
     from difflab.metrics.classifier import load_or_train_classifier
-    from difflab.metrics.inception import quantize
 
-    stats = getattr(module.condition, "stats", None)
-    if stats is None or "cond" not in module.condition.inputs:
-        raise ConfigError(f"Measuring needs a vector-conditioned model (model=cond_vector); this one is "
-                          f"{module.condition.describe()}. Pick a checkpoint trained on vector data.")
+    if getattr(module.condition, "stats", None) is None or "cond" not in module.condition.inputs:
+        raise ConfigError(f"Measuring needs a condition regressor (model=regressor) or a vector-conditioned model "
+                          f"(model=cond_vector); this one is {module.condition.describe()}. Pick one of those.")
     if not images:
         raise ConfigError("Measuring needs at least one image: upload PNG or JPEG files.")
     data = run_data(module)
@@ -35,10 +43,24 @@ def predict_values(module: Any, images: Sequence[str | Path], cache_dir: str | P
         raise ConfigError("Measuring trains its regressor on the checkpoint's training data, and that data "
                           "module cannot be built on this machine: put the data where the run had it.")
     regressor, _, _ = load_or_train_classifier(data, cache_dir, epochs=epochs, seed=seed, target="cond")
-    channels, resolution = module.image_shape[0], module.image_shape[-1]
-    batch = torch.cat([load_image(str(p), "image", data, channels, resolution) for p in images])  # (N, C, R, R)
-    with torch.no_grad():
-        z = regressor(quantize(batch)).double()  # (N, D) z-scores of the training split
-    mean, std = torch.tensor(stats.mean, dtype=torch.float64), torch.tensor(stats.std, dtype=torch.float64)
-    raw = z * std + mean  # (N, D) raw units
-    return [dict(zip(stats.columns, row)) for row in raw.tolist()]
+    return read_values(regressor, images, data)
+
+
+def regressor_values(path: str | Path, images: Sequence[str | Path]) -> list[dict[str, float]]:
+    """{column: raw value} for each image file, read by the `model=regressor` checkpoint `path`."""
+    from difflab.cli.sample import run_data
+    from difflab.lit.regressor import load_regressor
+
+    regressor = load_regressor(path, key="checkpoint")
+    return read_values(regressor, images, run_data(regressor, required=True))
+
+
+def is_regressor(path: str | Path) -> bool:
+    """Whether a checkpoint file holds a `model=regressor` (read as data; nothing is built)."""
+    from difflab.lit.checkpoint import read_checkpoint, stored_model_class
+    from difflab.lit.regressor import RegressorModule
+
+    if not Path(path).is_file():
+        return False
+    ckpt = read_checkpoint(path, key="checkpoint")
+    return issubclass(stored_model_class(ckpt, path, "checkpoint"), RegressorModule)

@@ -158,11 +158,19 @@ class Studio:
         return target
 
     def measure(self, path: str, images: list[str]) -> tuple[list[str], list[list[Any]]]:
-        """(headers, one row per image: file name then the predicted raw values) for a vector-conditioned model."""
-        from difflab.studio.measure import predict_values
+        """(headers, one row per image: file name then the values read in raw units) by a `model=regressor`
+        checkpoint, or by the condition regressor of a vector-conditioned model."""
+        from difflab.studio.measure import is_regressor, predict_values, regressor_values
 
-        module = self.cache.load(self.model_config(path))
-        values = predict_values(module, images, self.cfg.measure.cache_dir, epochs=int(self.cfg.measure.epochs))
+        if not str(path or "").strip():
+            raise ConfigError("Pick a checkpoint first: a condition regressor (model=regressor) or a "
+                              "vector-conditioned model.")
+        checked = self.folders.check(path, "checkpoint")
+        if is_regressor(checked):
+            values = regressor_values(checked, images)
+        else:
+            module = self.cache.load(self.model_config(path))
+            values = predict_values(module, images, self.cfg.measure.cache_dir, epochs=int(self.cfg.measure.epochs))
         columns = list(values[0]) if values else []
         return ["image", *columns], [[Path(p).name, *(round(v[c], 4) for c in columns)] for p, v in zip(images, values)]
 
