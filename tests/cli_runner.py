@@ -31,6 +31,8 @@ def preload() -> None:
 
     import difflab.cli.compare  # noqa: F401
     import difflab.cli.evaluate  # noqa: F401
+    import difflab.cli.export  # noqa: F401
+    import difflab.cli.predict  # noqa: F401
     import difflab.cli.sample  # noqa: F401
     import difflab.cli.train  # noqa: F401
     import difflab.lit  # noqa: F401

@@ -63,6 +63,9 @@ def files(cli: Runner) -> dict[str, str]:
     root = cli.root
     rc, err = cli("train.py", *QUICK, "paths.run_dir=" + str(root / "tiny_run"), timeout=300)
     assert rc == 0, err[-3000:]
+    rc, err = cli("train.py", "model=regressor", "data=shapes", "data.resolution=8", "data.num_samples=64", "debug=fast",
+                  "logger=csv", "paths.run_dir=" + str(root / "tiny_regressor"), timeout=300)
+    assert rc == 0, err[-3000:]
     (root / "a_file").write_text("not a folder\n")
     (root / "no_images").mkdir()
     (root / "no_images" / "notes.txt").write_text("no images here\n")
@@ -71,7 +74,13 @@ def files(cli: Runner) -> dict[str, str]:
     Image.new("RGB", (8, 8)).save(root / "picture.png")
     (root / "table.csv").write_text("filepath,a,b\npicture.png,1,2\npicture.png,3,4\n")
     (root / "broken.ipynb").write_text("{ not json")
-    return {"ckpt": str(root / "tiny_run" / "checkpoints" / "last.ckpt"), "root": str(root)}
+    for part in ("unet", "scheduler"):  # the layout of a DDPM pipeline folder (without its files)
+        (root / "ddpm_folder" / part).mkdir(parents=True)
+    (root / "no_paths.csv").write_text("a,b\n1,2\n")
+    (root / "gone_image.csv").write_text("filepath\npicture.png\nnope.png\n")
+    (root / "preds.csv").write_text("an earlier result\n")
+    return {"ckpt": str(root / "tiny_run" / "checkpoints" / "last.ckpt"), "root": str(root),
+            "regressor": str(root / "tiny_regressor" / "checkpoints" / "last.ckpt")}
 
 
 # (name, argv with {ckpt} / {root} placeholders, strings the message must contain)
@@ -106,6 +115,36 @@ CASES = [
     ("sample_guidance_not_a_number", ["sample.py", "ckpt={ckpt}", "guidance_scale=high"], ["`guidance_scale`"]),
     ("sample_negative_seed", ["sample.py", "ckpt={ckpt}", "seed=-5"], ["`seed`"]),
     ("sample_seed_not_a_number", ["sample.py", "ckpt={ckpt}", "seed=abc"], ["`seed`"]),
+    ("sample_sweep_without_vectors", ["sample.py", "ckpt={ckpt}", "sweep={{x3: [0, 1, 9]}}"], ["`sweep`", "unconditional"]),
+    ("sample_regressor_without_vectors", ["sample.py", "ckpt={ckpt}", "regressor={regressor}"],
+     ["`regressor`", "unconditional"]),
+    ("sample_a_regressor_checkpoint", ["sample.py", "ckpt={regressor}", "n=2"], ["`ckpt`", "model=regressor",
+                                                                                "generates images"]),
+    # predict.py
+    ("predict_without_ckpt", ["predict.py", "images={root}/no_images"], ["`ckpt`"]),
+    ("predict_diffusion_checkpoint", ["predict.py", "ckpt={ckpt}", "images={root}/no_images"],
+     ["`ckpt`", "model=ddpm", "not a condition regressor", "model=regressor"]),
+    ("predict_missing_ckpt", ["predict.py", "ckpt={root}/nope.ckpt", "images={root}/no_images"], ["nope.ckpt", "`ckpt`"]),
+    ("predict_without_images", ["predict.py", "ckpt={regressor}"], ["`images`"]),
+    ("predict_missing_folder", ["predict.py", "ckpt={regressor}", "images={root}/nope"], ["nope", "`images`"]),
+    ("predict_folder_without_images", ["predict.py", "ckpt={regressor}", "images={root}/no_images"],
+     ["no_images", "`images`"]),
+    ("predict_images_not_a_folder_or_csv", ["predict.py", "ckpt={regressor}", "images={root}/a_file"],
+     ["a_file", "`images`"]),
+    ("predict_csv_without_path_column", ["predict.py", "ckpt={regressor}", "images={root}/no_paths.csv"],
+     ["no_paths.csv", "`path_column`"]),
+    ("predict_csv_missing_image", ["predict.py", "ckpt={regressor}", "images={root}/gone_image.csv"],
+     ["nope.png", "row 3", "`images`"]),
+    ("predict_path_column_for_a_folder", ["predict.py", "ckpt={regressor}", "images={root}/no_images",
+                                          "path_column=file"], ["`path_column`"]),
+    ("predict_out_exists", ["predict.py", "ckpt={regressor}", "images={root}/gone_image.csv", "out={root}/preds.csv"],
+     ["preds.csv", "`out`", "overwrite=true"]),
+    ("predict_unwritable_out", ["predict.py", "ckpt={regressor}", "images={root}/no_images", "out={root}/a_file/p.csv"],
+     ["a_file", "`out`"]),
+    ("predict_unknown_preprocess", ["predict.py", "ckpt={regressor}", "images={root}/no_images", "preprocess=roi"],
+     ["`preprocess`", "roi"]),
+    ("predict_batch_size_zero", ["predict.py", "ckpt={regressor}", "images={root}/no_images", "batch_size=0"],
+     ["`batch_size`"]),
     # evaluate.py
     ("evaluate_nothing_to_score", ["evaluate.py"], ["`ckpt`", "`images`"]),
     ("evaluate_ckpt_and_images", ["evaluate.py", "ckpt={ckpt}", "images={root}/no_images"], ["`ckpt`", "`images`"]),
@@ -123,6 +162,14 @@ CASES = [
     # compare.py
     ("compare_missing_runs_dir", ["compare.py", "runs_dir={root}/nope"], ["nope", "`runs_dir`"]),
     ("compare_unwritable_out_dir", ["compare.py", "out_dir={root}/a_file/x"], ["a_file/x", "`out_dir`"]),
+    # studio.py (each stops before Gradio loads)
+    ("studio_missing_runs_dir", ["studio.py", "runs_dir={root}/nope"], ["nope", "`runs_dir`"]),
+    ("studio_missing_ckpt_dir", ["studio.py", "ckpt_dirs=[{root}/nope]"], ["nope", "`ckpt_dirs`"]),
+    ("studio_port_not_a_number", ["studio.py", "port=web"], ["`port`", "web"]),
+    ("studio_port_too_large", ["studio.py", "port=70000"], ["`port`", "70000"]),
+    ("studio_host_not_here", ["studio.py", "host=192.0.2.1", "port=0"], ["`host`", "192.0.2.1", "host=127.0.0.1"]),
+    ("studio_max_models_zero", ["studio.py", "max_models=0"], ["`max_models`"]),
+    ("studio_unwritable_out_dir", ["studio.py", "out_dir={root}/a_file/x"], ["a_file/x", "`out_dir`"]),
     # train.py (each would train one step if it got past its check)
     ("train_resolution_18", ["train.py", "debug=fast", "logger=csv", "metrics=none", "data.resolution=18"], ["`data.resolution`", "data.resolution=16 or 20"]),
     ("train_unknown_model", ["train.py", "model=ddpm_9000"], ["ddpm_9000"]),
@@ -158,6 +205,28 @@ CASES = [
      ["`optimized_metric`", "metrics=none"]),
     ("train_optimized_metric_never_validated", ["train.py", *QUICK, "optimized_metric=val/loss", "trainer.max_steps=3",
                                                 "trainer.val_check_interval=5"], ["`optimized_metric`", "val_check_interval"]),
+    # export.py
+    ("export_without_ckpt", ["export.py", "out={root}/export_a"], ["`ckpt`"]),
+    ("export_missing_ckpt", ["export.py", "ckpt={root}/nope.ckpt", "out={root}/export_b"], ["nope.ckpt", "`ckpt`"]),
+    ("export_unknown_format", ["export.py", "ckpt={ckpt}", "format=onnx", "out={root}/export_c"], ["`format`", "onnx"]),
+    ("export_out_not_empty", ["export.py", "ckpt={ckpt}", "out={root}/used_out"], ["used_out", "`out`", "overwrite=true"]),
+    ("export_net_without_diffusers_equivalent", ["export.py", "ckpt={ckpt}", "out={root}/export_d"],
+     ["`model.net.norm_groups`", "[8, 16, 24]"]),  # the tiny net's channel counts that 32 groups do not divide
+    # model=diffusers (a diffusers UNet2DModel pipeline folder)
+    ("sample_diffusers_without_path", ["sample.py", "model=diffusers"], ["`pipeline.path`"]),
+    ("sample_diffusers_not_a_pipeline", ["sample.py", "model=diffusers", "pipeline.path={root}/no_images"],
+     ["no_images", "`pipeline.path`", "model_index.json", "save_pretrained"]),
+    ("sample_diffusers_missing_folder", ["sample.py", "model=diffusers", "pipeline.path={root}/nope_pipeline"],
+     ["nope_pipeline", "`pipeline.path`"]),
+    ("sample_sd_given_a_ddpm_folder", ["sample.py", "model=sd", "pipeline.path={root}/ddpm_folder"],
+     ["ddpm_folder", "model=diffusers"]),
+    ("train_wandb_log_model_not_a_bool", ["train.py", *QUICK, "logger=wandb", "logger.wandb.log_model=maybe"],
+     ["`logger.wandb.log_model`", "maybe"]),
+    ("train_regressor_without_vectors", ["train.py", "model=regressor", "debug=fast", "logger=csv"],
+     ["`model.net.outputs`", "data=shapes"]),
+    ("train_regressor_with_sample_metrics", ["train.py", "model=regressor", "data=shapes", "data.resolution=8",
+                                             "data.num_samples=64", "debug=fast", "logger=csv", "metrics=fast"],
+     ["`metrics`", "metrics=none"]),
     # python -m tools
     ("notebooks_missing_file", ["-m", "difflab.utils.notebooks", "check", "{root}/nope.ipynb"], ["nope.ipynb"]),
     ("notebooks_not_json", ["-m", "difflab.utils.notebooks", "check", "{root}/broken.ipynb"], ["broken.ipynb"]),

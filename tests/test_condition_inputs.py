@@ -104,14 +104,28 @@ SAMPLE_ERRORS = [  # (model, overrides, what the message must name)
     ("vector", ["cond_csv=/no/such/conds.csv"], ["/no/such/conds.csv", "`cond_csv`"]),
     ("vector", ["cond_csv={good}", f"cond={VECTOR}"], ["`cond`", "`cond_csv`"]),
     ("class", ["cond_csv={good}"], ["`cond_csv`", "class_label="]),
+    ("vector", ["sweep={x9: [0, 1, 5]}"], ["`sweep`", "'x9'", "'cx'"]),
+    ("vector", ["sweep={cx: [0.6, 0.4, 5]}"], ["`sweep.cx`", "lo 0.6"]),
+    ("vector", ["sweep={cx: [0.4, 0.6, 1]}"], ["`sweep.cx`", "count 1", ">= 2"]),
+    ("vector", ["sweep={cx: [0.4, 0.6]}"], ["`sweep.cx`", "[lo, hi, count]"]),
+    ("vector", ["sweep={cx: [0.4, wide, 5]}"], ["`sweep.cx`", "'wide'"]),
+    ("vector", ["sweep={cx: [0.4, 0.6, 5], cy: [0.4, 0.6, 5]}"], ["`sweep`", "one column"]),
+    ("vector", ["sweep={cx: [0.4, 0.6, 5]}", "cond={cx: 0.5}"], ["`cond`", "`sweep`", "cx"]),
+    ("vector", ["sweep={cx: [0.4, 0.6, 5]}", "cond={x9: 0.5}"], ["`cond`", "unknown ['x9']"]),
+    ("vector", ["sweep={cx: [0.4, 0.6, 5]}", "sweep_seeds=0"], ["`sweep_seeds`"]),
+    ("vector", ["sweep={cx: [0.4, 0.6, 5]}", "cond_csv={good}"], ["`cond_csv`"]),
+    ("vector", ["sweep={cx: [0.4, 0.6, 5]}", "regressor={vector}"], ["`regressor`", "not a condition regressor"]),
+    ("vector", ["regressor=/no/such/regressor.ckpt", f"cond={VECTOR}"], ["/no/such/regressor.ckpt", "`regressor`"]),
+    ("class", ["sweep={cx: [0, 1, 3]}"], ["`sweep`", "class_label="]),
+    ("class", ["regressor={vector}"], ["`regressor`", "class_label="]),
 ]
 
 
 def test_condition_inputs_that_mean_nothing_are_clear_errors(ckpts: dict[str, Path], tmp_path: Path) -> None:
     failures = []
     for model, overrides, named in SAMPLE_ERRORS:
-        args = [o.format(**{k.removesuffix(".csv"): v for k, v in ckpts.items() if k.endswith(".csv")})
-                if "cond_csv" in o else o for o in overrides]
+        names = {k.removesuffix(".csv"): v for k, v in ckpts.items()}
+        args = [o.format(**names) if o.startswith(("cond_csv", "regressor")) else o for o in overrides]
         code, log = run_script("sample.py", f"ckpt={ckpts[model]}", "n=2", *args, cwd=tmp_path)
         if code != 2 or "Traceback" in log or not all(part in log for part in named):
             failures.append(f"{model} {overrides}: exit {code}\n{log[-1500:]}")

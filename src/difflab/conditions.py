@@ -9,8 +9,8 @@ caller asks it instead of testing the kind:
 - `null`: the null condition of guidance's unconditional branch;
 - `draw(n, datamodule)`: the conditions of images 0..n-1 for in-training grids and metrics
   (class i mod K; validation vector i mod N; prompt i mod len);
-- `parse(inputs, n)`: the command line (`class_label=`, `cond=`, `prompt=`/`negative_prompt=`), with
-  a clear error for an input that means nothing for this model;
+- `parse(inputs, n)`: the command line (`class_label=`, `cond=`, `cond_csv=`, `sweep=`, `prompt=`/
+  `negative_prompt=`), with a clear error for an input that means nothing for this model;
 - `record(requests)`, `rows(requests)`: what samples.json writes about it, and one row per image (the
   `conditions.csv` next to the images);
 - `state_dict` / `load_state_dict`: its state (the z-score statistics of vectors), saved in checkpoints.
@@ -30,8 +30,8 @@ from torch import Tensor
 
 from difflab.errors import ConfigError, IncompatibleCheckpointError
 
-INPUT_KEYS = ("class_label", "cond", "cond_csv", "prompt", "negative_prompt", "prompts", "guidance_scale",
-              "guidance_rescale")
+INPUT_KEYS = ("class_label", "cond", "cond_csv", "sweep", "regressor", "prompt", "negative_prompt", "prompts",
+              "guidance_scale", "guidance_rescale")
 GUIDANCE_KEYS = ("guidance_scale", "guidance_rescale")
 
 
@@ -43,6 +43,7 @@ class Requests:
     labels: Tensor | None = None              # condition accuracy: the requested classes [n]
     vectors: Tensor | None = None             # condition MAE: the requested vectors as the network sees them [n, D]
     texts: list[str] | None = None            # CLIP score: the text each image should show
+    sweep: Any = None                         # a `difflab.data.vectors.Sweep`: images laid out noise x value
 
     def __len__(self) -> int:
         return 0 if self.values is None else len(self.values)
@@ -217,7 +218,7 @@ class Vector(TensorCondition):
     """A vector of measured values per image from `batch["cond"]` (z-scored by the training split's `CondStats`);
     the null vector is a row of NaN (`VectorEmbedding`'s learned null embedding)."""
 
-    kind, key, inputs = "vector", "cond", ("cond", "cond_csv")
+    kind, key, inputs = "vector", "cond", ("cond", "cond_csv", "sweep", "regressor")
     checks, guided = frozenset({"cond_mae"}), True
 
     def __init__(self, drop_prob: float = 0.1) -> None:
@@ -251,21 +252,18 @@ class Vector(TensorCondition):
         return self.stats
 
     def parse(self, inputs: Mapping[str, Any], n: int) -> Requests:
-        from omegaconf import DictConfig, OmegaConf
-
+        """`cond=` (one vector for all n images), `cond_csv=` (one per row) or `sweep=` (one column varied)."""
         self.refuse_foreign(inputs)
         stats = self._require_stats()
+        if inputs.get("cond_csv") is not None and inputs.get("sweep") is not None:
+            raise ConfigError("Config keys `cond_csv` and `sweep` both given: pass one vector per row of a CSV file "
+                              "(cond_csv=...) or one column swept over a range (sweep=...), not both.")
         if inputs.get("cond_csv") is not None:
             return self._parse_table(inputs)
-        values = inputs.get("cond")
+        if inputs.get("sweep") is not None:
+            return self._parse_sweep(inputs)
+        values = _mapping(inputs.get("cond"))
         example = ", ".join(f"{c}: {m:.3g}" for c, m in zip(stats.columns, stats.mean))
-        if isinstance(values, str):
-            try:
-                values = OmegaConf.create(values)  # cond='{x1: 0.3, x2: 1.2}' given as one string
-            except Exception:
-                values = None
-        if isinstance(values, DictConfig):
-            values = OmegaConf.to_container(values)
         if not isinstance(values, Mapping):
             raise ConfigError.bad_value("cond", f"this model is conditioned on {stats.columns} and needs one raw "
                                         f"value per column, got {inputs.get('cond')!r}",
@@ -287,6 +285,21 @@ class Vector(TensorCondition):
                                exact=True)
         return self.requests_of(raw.float())
 
+    def _parse_sweep(self, inputs: Mapping[str, Any]) -> Requests:
+        """`sweep='{x3: [lo, hi, count]}'`: x3 at `count` values, the other columns at `cond=` (any of them) or the
+        training mean, for `sweep_seeds` starting noises (`difflab.data.vectors.Sweep`)."""
+        from difflab.data.vectors import parse_sweep
+
+        held = _mapping(inputs.get("cond"))
+        if held is not None and not isinstance(held, Mapping):
+            raise ConfigError.bad_value("cond", f"{inputs.get('cond')!r} is not a mapping of columns to raw values",
+                                        "With sweep=..., cond='{<column>: <value>, ...}' holds any of the other "
+                                        "columns (the rest stay at the training mean).")
+        sweep = parse_sweep(_mapping(inputs["sweep"]), self.stats, held, inputs.get("sweep_seeds", 1))
+        requests = self.requests_of(sweep.raw(self.stats.columns))
+        requests.sweep = sweep
+        return requests
+
     def requests_of(self, raw: Tensor) -> Requests:
         """Requests of raw vectors [n, D] (encoded as the network saw its training data)."""
         vectors = self._require_stats().encode(raw)
@@ -294,7 +307,8 @@ class Vector(TensorCondition):
 
     def record(self, requests: Requests) -> dict[str, Any]:
         rows = self.rows(requests)
-        return {"cond": rows[0] if all(r == rows[0] for r in rows) else rows}
+        sweep = {"sweep": requests.sweep.record(self.stats.columns)} if requests.sweep is not None else {}
+        return {"cond": rows[0] if all(r == rows[0] for r in rows) else rows, **sweep}
 
     def rows(self, requests: Requests) -> list[dict[str, Any]]:
         raw = self._require_stats().decode(requests.vectors)  # the raw units the user asked in
@@ -384,6 +398,19 @@ class TextPrompt(Condition):
 
     def rows(self, requests: Requests) -> list[dict[str, Any]]:
         return [{"prompt": p} for p in requests.texts or []]
+
+
+def _mapping(value: Any) -> Any:
+    """A command-line value as plain Python: a DictConfig/ListConfig as a container, a string such as
+    '{x1: 0.3, x2: 1.2}' parsed as YAML (left as given when it does not parse)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, str):
+        try:
+            value = OmegaConf.create(value)
+        except Exception:
+            return value
+    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 def legacy_condition(model: Mapping[str, Any]) -> dict[str, Any]:

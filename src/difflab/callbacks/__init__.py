@@ -1,8 +1,9 @@
-"""Training callbacks: EMA, sample grids, sample-quality metrics, throughput, non-finite-loss guard."""
+"""Training callbacks: EMA, sample grids, sample-quality metrics, throughput, progress, non-finite-loss guard."""
 
 from difflab.callbacks.ema import EMA, find_ema
 from difflab.callbacks.metrics import SampleMetrics
 from difflab.callbacks.nan_guard import FiniteLossGuard, NonFiniteLossError
+from difflab.callbacks.progress import TrainProgress
 from difflab.callbacks.sample_grid import SampleGrid, save_grid
 from difflab.callbacks.throughput import TrainThroughput
 
@@ -12,6 +13,7 @@ __all__ = [
     "NonFiniteLossError",
     "SampleGrid",
     "SampleMetrics",
+    "TrainProgress",
     "TrainThroughput",
     "find_ema",
     "save_grid",

@@ -25,6 +25,7 @@ from difflab.callbacks.sample_grid import save_grid
 from difflab.metrics.evaluation import metrics_record, sample_and_score, write_record
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
 from difflab.samplers import SamplerSpec
+from difflab.utils.wandb_artifacts import is_wandb, log_sample_table
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class SampleMetrics(L.Callback):
             for logger in trainer.loggers:
                 if hasattr(logger, "log_image"):
                     logger.log_image(image_key, [str(path)], step=trainer.global_step, caption=[tag])
+                if tag == "final" and image_key == "val/samples" and is_wandb(logger):  # the final metric pass
+                    log_sample_table(logger, grid, step=trainer.global_step)
         log.info("step %d metrics: %s", trainer.global_step, {k: round(v, 4) for k, v in logged.items()})
 
     def protocol(self) -> dict[str, Any]:

@@ -29,6 +29,8 @@ from difflab.metrics.evaluation import metrics_record, sample_and_score, write_r
 from difflab.metrics.likelihood import data_bits_per_dim
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
 from difflab.utils.config import instantiate_group
+from difflab.utils.progress import Progress
+from difflab.utils.wandb_artifacts import is_wandb, log_sample_table
 
 log = logging.getLogger(__name__)
 STRIP = "samples_strip.png"
@@ -58,11 +60,13 @@ def score_folder(folder: Path, datamodule: Any, suite: MetricSuite, batch_size: 
     """Score the images of `folder` (sorted; resized to the data set's resolution when they differ)."""
     files = folder_images(folder)
     dataset = ImageFileDataset(folder, files, None, datamodule.resolution, datamodule.channels, center_crop=False)
-    offset = 0
+    offset, progress = 0, Progress("features", len(files), "images")
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_batch):
         images = batch["image"]
         suite.update(images, torch.arange(offset, offset + images.shape[0]))
         offset += images.shape[0]
+        progress.update(images.shape[0])
+    progress.close()
     values = suite.compute()
     values["n_images"] = float(offset)
     return values
@@ -86,8 +90,10 @@ def read_prompts(path: str) -> list[str]:
 
 
 def _sample_checkpoint(cfg: DictConfig, module: Any, suite: MetricSuite, datamodule: Any, *, n: int, seed: int,
-                       batch_size: int, out_dir: Path, prompts: list[str] | None = None) -> dict[str, float]:
-    """Sample n images from the module into the suite, writing them as PNGs and a grid; returns the values."""
+                       batch_size: int, out_dir: Path, prompts: list[str] | None = None
+                       ) -> tuple[dict[str, float], torch.Tensor | None, list[dict[str, Any]]]:
+    """Sample n images from the module into the suite, writing them as PNGs and a grid; returns the values, the
+    first (up to 64) images and the condition of each image."""
     image_dir = out_dir / "images"
     preview: list[torch.Tensor] = []
 
@@ -107,7 +113,7 @@ def _sample_checkpoint(cfg: DictConfig, module: Any, suite: MetricSuite, datamod
     if preview:
         save_grid(preview[0], out_dir / "grid.png")
         save_grid(preview[0][:STRIP_SAMPLES], out_dir / STRIP, nrow=STRIP_SAMPLES)  # its row of the comparison gallery
-    return values
+    return values, preview[0] if preview else None, module.condition.rows(requests)
 
 
 def _model_and_data(cfg: DictConfig, device: torch.device, prompts: list[str] | None) -> tuple[Any, Any]:
@@ -168,9 +174,10 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
             raise ConfigError.bad_value("metrics", "metrics=nll needs a model", "Pass ckpt=<checkpoint> instead of images=<folder>.")
         values = score_folder(Path(cfg.images), datamodule, suite, mcfg.feature_batch_size)
         n, extra = int(values.pop("n_images")), {"images": str(Path(cfg.images).resolve())}
+        samples, rows = None, []
     else:
-        values = _sample_checkpoint(cfg, module, suite, datamodule, n=n, seed=seed, batch_size=batch_size,
-                                    out_dir=out_dir, prompts=prompts) if n > 0 else {}
+        values, samples, rows = _sample_checkpoint(cfg, module, suite, datamodule, n=n, seed=seed, batch_size=batch_size,
+                                                   out_dir=out_dir, prompts=prompts) if n > 0 else ({}, None, [])
         if mcfg.nll["enabled"]:
             values.update(data_bits_per_dim(module, datamodule, **{k: v for k, v in mcfg.nll.items() if k != "enabled"}))
         extra = {"images": str((out_dir / "images").resolve()) if cfg.save_images and n > 0 else None,
@@ -191,6 +198,8 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     for logger in instantiate_group(cfg.get("logger")):
         logger.log_hyperparams({k: v for k, v in record.items() if k != "values"})
         logger.log_metrics({f"eval/{k}": v for k, v in record["values"].items() if v is not None}, step=0)
+        if samples is not None and is_wandb(logger):
+            log_sample_table(logger, samples, rows[: len(samples)] or None)
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
             logger.experiment.finish()
         elif hasattr(logger, "save"):

@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
 from difflab.callbacks.sample_grid import save_grid
-from difflab.cli import checks
+from difflab.cli import checks, readback
 from difflab.conditions import INPUT_KEYS
 from difflab.errors import ConfigError
 from difflab.lit.checkpoint import load_module
 from difflab.samplers import Edit, StackedGenerator, is_deterministic, sample_seeds, slerp
+from difflab.samplers.base import StepCallback
+from difflab.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +40,28 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
 MODES = ("generate", "img2img", "inpaint", "interpolate")
 
 
-def run_data(module: Any) -> Any:
+def run_data(module: Any, required: bool = False) -> Any:
     """The data module of the checkpoint's run (how it preprocesses image files: ROI crop, resize), or None when
-    the checkpoint names none (e.g. model=sd) or it cannot be built here (then files are centre-cropped)."""
+    the checkpoint names none (e.g. model=sd) or it cannot be built here (then files are centre-cropped); with
+    `required`, both are errors."""
     from hydra.utils import instantiate
 
-    from difflab.errors import user_message
+    from difflab.errors import IncompatibleCheckpointError, user_message
 
     data = (module.run_config or {}).get("data") or {}
     if "_target_" not in data:
+        if required:
+            raise IncompatibleCheckpointError("The checkpoint records no data module, so its preprocessing (ROI crop, "
+                                              "resize) is unknown: use a checkpoint written by python train.py.")
         return None
     try:
         return instantiate(data)
     except Exception as err:  # its training data may live on another machine
         if user_message(err) is None:
             raise
+        if required:
+            raise ConfigError(f"Images are preprocessed as the checkpoint's training images, and its data module "
+                              f"cannot be built here: {user_message(err)}") from None
         log.warning("edit inputs are centre-cropped: the run's data module cannot be built here (%s)", user_message(err))
         return None
 
@@ -108,8 +118,9 @@ def make_edit(cfg: DictConfig, module: Any, seed: int, n: int | None = None) -> 
 
 
 def condition_inputs(cfg: DictConfig) -> dict[str, Any]:
-    """The condition-related keys the user gave (`class_label`, `cond`, `prompt`, ...; None when not given)."""
-    return {key: cfg.get(key) for key in INPUT_KEYS}
+    """The condition-related keys the user gave (`class_label`, `cond`, `prompt`, ...; None when not given), and
+    `sweep_seeds` (it has a default, so only a sweep reads it)."""
+    return {**{key: cfg.get(key) for key in INPUT_KEYS}, "sweep_seeds": cfg.get("sweep_seeds", 1)}
 
 
 def resolve_seed(seed: Any, key: str = "seed") -> int:
@@ -176,30 +187,58 @@ def write_conditions(rows: list[dict[str, Any]], path: Path, with_files: bool) -
     return path
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Sample `n` images from a checkpoint or pretrained pipeline; returns the output folder, NFE and image tensor."""
+def log_to_wandb(cfg: DictConfig, record: dict[str, Any], images: torch.Tensor, rows: list[dict[str, Any]]) -> None:
+    """With `logger=wandb`: the record as the run's config and a Table of the images (linked to the training run)."""
+    from difflab.utils.config import instantiate_group
+    from difflab.utils.wandb_artifacts import log_sample_table, wandb_loggers
+
+    for logger in wandb_loggers(instantiate_group(cfg.get("logger"))):
+        logger.log_hyperparams(record)
+        log_sample_table(logger, images, rows[: len(images)] or None)
+        logger.experiment.finish()
+
+
+def run(cfg: DictConfig, load: Callable[[DictConfig], Any] = load_model,
+        callback: StepCallback | None = None) -> dict[str, Any]:
+    """Sample `n` images from a checkpoint or pretrained pipeline; returns the output folder, NFE, image tensor,
+    grid file and the samples.json record.
+
+    `load` turns the config into the model (the studio passes its cache of loaded models); `callback` is the
+    samplers' step hook, called after the progress count moved with `info["done"]` / `info["total"]` images (the
+    studio's progress bar and Stop button)."""
     seed = resolve_seed(cfg.seed)
     device, precision = check_config(cfg)
-    module = load_model(cfg)
+    module = load(cfg)
     module.to(device)
     condition = module.condition
     requests = condition.parse(condition_inputs(cfg), int(cfg.n))  # before sampling: inputs that mean nothing stop here
-    n = len(requests) or int(cfg.n)  # cond_csv: one image per row
-    edit, edit_record = make_edit(cfg, module, seed, n)
+    sweep = requests.sweep  # sweep=: noise-major images, `sweep.count` per row
+    reader = readback.load_reader(cfg.regressor, condition.stats, sweep) if cfg.get("regressor") else None
+    n = len(requests) or int(cfg.n)  # cond_csv: one image per row; sweep: seeds x count
+    edit, edit_record = make_edit(cfg, module, seed, sweep.seeds if sweep is not None else n)
     with autocast_for(device, precision):
-        cond, uncond = condition.to_net(requests.values), negative_condition(module, cfg.get("negative_prompt"))
-        extra = {"uncond": uncond} if uncond is not None else {}
-        images, nfe = module.generate(n, seed=seed, batch_size=int(cfg.batch_size), cond=cond,
-                                      guidance_scale=cfg.get("guidance_scale"), guidance_rescale=cfg.get("guidance_rescale"),
-                                      edit=edit, **extra)
+        uncond = negative_condition(module, cfg.get("negative_prompt"))
+        progress = Progress("sampling", n, "images")
+        kwargs = {"batch_size": int(cfg.batch_size), "guidance_scale": cfg.get("guidance_scale"),
+                  "guidance_rescale": cfg.get("guidance_rescale"), "edit": edit, "progress": progress, "callback": callback,
+                  **({"uncond": uncond} if uncond is not None else {})}
+        if sweep is not None:
+            images, nfe = readback.generate_sweep(module, requests, seed, **kwargs)
+        else:
+            images, nfe = module.generate(n, seed=seed, cond=condition.to_net(requests.values), **kwargs)
+        progress.close()
 
     out_dir = Path(cfg.out_dir)
     if cfg.save_images:
         (out_dir / "images").mkdir(exist_ok=True)
         for i, img in enumerate(images):
             save_image((img + 1) / 2, out_dir / "images" / f"{i:06d}.png")
-    grid = save_grid(images, out_dir / "grid.png")
-    table = write_conditions(condition.rows(requests), out_dir / "conditions.csv", bool(cfg.save_images))
+    grid = save_grid(images, out_dir / "grid.png", nrow=sweep.count if sweep is not None else None)
+    rows, measured = condition.rows(requests), {}
+    if reader is not None:
+        readings, measured = readback.read_back(reader, cfg.regressor, images, requests, condition.stats, out_dir)
+        rows = [{**row, **reading} for row, reading in zip(rows, readings)]
+    table = write_conditions(rows, out_dir / "conditions.csv", bool(cfg.save_images))
     spec = module.sampling_spec()
     record = {
         "ckpt": str(Path(cfg.ckpt).resolve()) if cfg.get("ckpt") else None, "n": n, "seed": seed, "nfe": nfe,
@@ -211,12 +250,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "condition": condition.kind, **condition.record(requests),
         **({"cond_csv": str(Path(cfg.cond_csv).resolve())} if cfg.get("cond_csv") else {}),
         **({"conditions": str(table)} if table is not None else {}),
+        **({"measured": measured} if measured else {}),
         **({"negative_prompt": cfg.negative_prompt} if cfg.get("negative_prompt") else {}),
         "mode": str(cfg.get("mode", "generate")), **edit_record,
     }
     (out_dir / "samples.json").write_text(json.dumps(record, indent=2))
+    log_to_wandb(cfg, record, images, condition.rows(requests))
     log.info("wrote %d images and %s (NFE %d per image)", len(images), grid, nfe)
-    return {"out_dir": out_dir, "nfe": nfe, "images": images, "grid": grid}
+    return {"out_dir": out_dir, "nfe": nfe, "images": images, "grid": grid, "record": record}
 
 
 def main() -> None:

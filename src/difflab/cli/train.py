@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,6 +28,7 @@ from difflab.utils.checkpoint_files import AtomicCheckpointIO, clean_temp_files,
 from difflab.utils.cluster import is_rank_zero, resume_path
 from difflab.utils.config import config_choices, instantiate_group, sweeper_direction
 from difflab.utils.run_folders import check_run_folder
+from difflab.utils.wandb_artifacts import log_checkpoints, wandb_loggers
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +117,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cache_dir = Path(cfg.paths.data_dir) / "latent_cache"
         datamodule.train_set_override = partial(cached_train_set, datamodule, module.autoencoder, cache_dir)
     callbacks = instantiate_group(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):  # trainer.enable_progress_bar=false: no progress display
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
     metrics = instantiate(cfg.metrics, _convert_="all") if cfg.get("metrics") else None
     if metrics is not None and metrics.enabled:
+        if not hasattr(module, "generate"):  # e.g. model=regressor: scored by its own validation
+            raise ConfigError.bad_value("metrics", f"metrics.n_samples={metrics.n_samples} samples images, and "
+                                        f"{type(module).__name__} generates none (its validation logs its scores)",
+                                        "Pass metrics=none (model=regressor's default).")
         callbacks.append(ReconstructionMetrics(metrics) if hasattr(module, "reconstruct") else SampleMetrics(metrics))
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
@@ -139,6 +147,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     best = next((cb.best_model_path for cb in callbacks if getattr(cb, "monitor", None) and getattr(cb, "best_model_path", "")), "")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     log.info("run folder: %s\nlast checkpoint: %s\nbest checkpoint: %s", run_dir, last, best or "-")
+    for logger in wandb_loggers(loggers) if is_rank_zero() else ():
+        if getattr(logger, "log_model_artifacts", False):  # logger.wandb.log_model
+            log_checkpoints(logger, last, best, {"global_step": trainer.global_step, **metrics})
     for logger in loggers:
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
             logger.experiment.finish()

@@ -70,21 +70,27 @@ class CondStats:
         mean, std = self._mean_std(raw)
         return (raw.float() - mean) / std
 
+    def unzscore(self, z: Tensor) -> Tensor:
+        """z * std + mean: z-scores [..., D] (the regressor's output) -> raw values, whatever `normalize` says."""
+        mean, std = self._mean_std(z)
+        return z.float() * std + mean
+
     def encode(self, raw: Tensor) -> Tensor:
         """Raw values [..., D] -> what the network sees (z-scores, or raw without `normalize`)."""
         return self.zscore(raw) if self.normalize else raw.float()
 
     def decode(self, fed: Tensor) -> Tensor:
         """What the network sees [..., D] -> raw values."""
-        if not self.normalize:
-            return fed.float()
-        mean, std = self._mean_std(fed)
-        return fed.float() * std + mean
+        return self.unzscore(fed) if self.normalize else fed.float()
 
-    def raw_vector(self, values: Mapping[str, Any], key: str = "cond") -> Tensor:
-        """A {column: raw value} mapping as a raw vector [D] in column order; clear errors name the config key."""
+    def raw_vector(self, values: Mapping[str, Any], key: str = "cond", default: Sequence[float] | None = None) -> Tensor:
+        """A {column: raw value} mapping as a raw vector [D] in column order (columns it leaves out take `default`'s
+        values when given); clear errors name the config key."""
         names = {str(k) for k in values}
         missing, unknown = [c for c in self.columns if c not in names], sorted(names - set(self.columns))
+        if default is not None:
+            values = {**dict(zip(self.columns, default)), **values}
+            missing = []
         if missing or unknown:
             raise ConfigError.bad_value(key, f"it must give exactly the columns {self.columns}; missing {missing}, "
                                         f"unknown {unknown}", f"Example: {key}='{{{', '.join(f'{c}: {m:.3g}' for c, m in zip(self.columns, self.mean))}}}'")
@@ -98,6 +104,74 @@ class CondStats:
                 raise ConfigError.bad_value(f"{key}.{c}", f"must be a finite number (raw units), got {values[c]!r}")
             out.append(value)
         return torch.tensor(out, dtype=torch.float32)
+
+
+@dataclass
+class Sweep:
+    """Column `column` at `count` evenly spaced raw values from `lo` to `hi`, every other column held at `held`
+    (raw [D]), for each of `seeds` starting noises: image r * count + j is noise r at value j."""
+
+    column: str
+    lo: float
+    hi: float
+    count: int
+    held: Tensor
+    seeds: int = 1
+
+    @property
+    def values(self) -> Tensor:
+        """The swept raw values [count]."""
+        return torch.linspace(self.lo, self.hi, self.count, dtype=torch.float64).float()
+
+    def raw(self, columns: Sequence[str]) -> Tensor:
+        """The raw vectors [seeds * count, D] of the images, noise-major."""
+        rows = self.held.float().repeat(self.count, 1)  # (count, D)
+        rows[:, list(columns).index(self.column)] = self.values
+        return rows.repeat(self.seeds, 1)
+
+    def record(self, columns: Sequence[str]) -> dict[str, Any]:
+        """What samples.json records about the sweep."""
+        return {"column": self.column, "values": self.values.tolist(), "seeds": self.seeds,
+                "held": {c: float(v) for c, v in zip(columns, self.held.tolist()) if c != self.column},
+                "layout": "image r * count + j: starting noise r (seed index r), value j"}
+
+
+def _number(value: Any, key: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ConfigError.bad_value(key, f"{value!r} is not a finite number")
+    return number
+
+
+def parse_sweep(spec: Mapping[str, Any], stats: CondStats, held: Mapping[str, Any] | None, seeds: Any,
+                key: str = "sweep") -> Sweep:
+    """`sweep={column: [lo, hi, count]}` over a model's columns, the others at `held` (a partial {column: raw
+    value} mapping, `cond=`) or else the training mean; errors name the key and the fix."""
+    example = f"Example: {key}='{{{stats.columns[0]}: [{stats.mean[0] - stats.std[0]:.3g}, {stats.mean[0] + stats.std[0]:.3g}, 9]}}'"
+    if not isinstance(spec, Mapping) or len(spec) != 1:
+        raise ConfigError.bad_value(key, f"{spec!r} must name one column and its range [lo, hi, count]", example)
+    (column, bounds), = spec.items()
+    if str(column) not in stats.columns:
+        raise ConfigError.bad_value(key, f"{column!r} is not a column of this model, whose columns are {stats.columns}",
+                                    example)
+    if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 3:
+        raise ConfigError.bad_value(f"{key}.{column}", f"{bounds!r} is not [lo, hi, count]", example)
+    lo, hi = _number(bounds[0], f"{key}.{column}"), _number(bounds[1], f"{key}.{column}")
+    count = bounds[2]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 2:
+        raise ConfigError.bad_value(f"{key}.{column}", f"the count {count!r} must be an integer >= 2", example)
+    if not lo < hi:
+        raise ConfigError.bad_value(f"{key}.{column}", f"lo {lo:g} must be below hi {hi:g}", example)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError.bad_value("sweep_seeds", f"{seeds!r} must be an integer >= 1 (starting noises: grid rows)")
+    held = dict(held or {})
+    if str(column) in held:
+        raise ConfigError(f"Config keys `cond` and `sweep` both set {column}: the swept column takes the sweep's "
+                          f"values; remove {column} from cond=... .")
+    return Sweep(str(column), lo, hi, count, stats.raw_vector(held, key="cond", default=stats.mean), seeds)
 
 
 class VectorImageDataset(InMemoryImageDataset):

@@ -186,6 +186,7 @@ class DiscreteVPScheduler(Scheduler):
         else:
             raise ValueError(f"unknown beta schedule {betas!r}; choose 'linear', 'scaled_linear' or 'cosine'")
         self.steps_offset = int(steps_offset)
+        self.betas_kind, self.beta_start, self.beta_end = betas, float(beta_start), float(beta_end)
         self.num_train_timesteps = num_train_timesteps
         self.betas = beta_table  # (T,) float64
         self.alphas_cumprod = torch.cumprod(1 - beta_table, dim=0)  # (T,)

@@ -2,6 +2,7 @@
 
 from difflab.lit.autoencoder import AutoencoderModule
 from difflab.lit.diffusion import DiffusionModule
+from difflab.lit.regressor import RegressorModule, load_regressor
 from difflab.lit.text import TextDiffusionModule
 
-__all__ = ["AutoencoderModule", "DiffusionModule", "TextDiffusionModule"]
+__all__ = ["AutoencoderModule", "DiffusionModule", "RegressorModule", "TextDiffusionModule", "load_regressor"]

@@ -74,6 +74,54 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     return ckpt
 
 
+def stored_model_class(ckpt: dict[str, Any], path: str | Path, key: str = "ckpt") -> type:
+    """The class that a checkpoint's stored `model._target_` names, after the trusted-target check (nothing is built).
+
+    A target that is a loader function (model=diffusers: `load_diffusers_pipeline`) stands for the class its return
+    annotation names."""
+    from hydra.utils import get_object
+
+    model = ckpt["config"].get("model") or {}
+    check_stored_targets(model, path, "model")
+    target = model.get("_target_")
+    try:
+        found = get_object(str(target))
+        cls = found
+        if not isinstance(found, type):  # `from __future__ import annotations`: the name, read in its module
+            returned = found.__annotations__["return"]
+            cls = found.__globals__[returned] if isinstance(returned, str) else returned
+        if not isinstance(cls, type):
+            raise TypeError(cls)
+        return cls
+    except Exception:
+        raise IncompatibleCheckpointError(f"The checkpoint '{path}' (config key `{key}`) names the model `{target}`, "
+                                          "which this difflab does not have.") from None
+
+
+def require_model(ckpt: dict[str, Any], path: str | Path, key: str, wanted: Any, what: str, fix: str) -> type:
+    """The stored model class when `wanted(cls)` holds; an IncompatibleCheckpointError naming the key otherwise."""
+    cls = stored_model_class(ckpt, path, key)
+    if not wanted(cls):
+        choice = ((ckpt["config"].get("choices") or {}).get("model")) or cls.__name__
+        raise IncompatibleCheckpointError(f"The checkpoint '{path}' (config key `{key}`) holds a model={choice} "
+                                          f"({cls.__name__}), not {what}. {fix}")
+    return cls
+
+
+def load_weights(module: torch.nn.Module, ckpt: dict[str, Any], use_ema: bool = True) -> None:
+    """Load a checkpoint's weights into `module` (checked against its network first), then its EMA weights when
+    `use_ema` and the checkpoint has them."""
+    state = ckpt["state_dict"]
+    check_state_dict_compatible(state, module.state_dict(), ckpt["config"], ckpt["config"])
+    module.load_state_dict(state)
+    ema = ckpt.get("ema")
+    if use_ema and ema is not None:
+        params = dict(module.named_parameters())
+        with torch.no_grad():
+            for name, value in ema["params"].items():
+                params[name].copy_(value)
+
+
 def load_module(
     path: str | Path,
     sampler: Any = None,
@@ -93,10 +141,11 @@ def load_module(
 
     register_resolvers()
     ckpt = read_checkpoint(path)
-    check_stored_targets(ckpt["config"].get("model"), path, "model")
+    require_model(ckpt, path, "ckpt", lambda cls: hasattr(cls, "generate"), "a model that generates images",
+                  "Pass the checkpoint of a diffusion model (python train.py model=ddpm|cond|cond_vector|ldm ...).")
     cfg = OmegaConf.create(ckpt["config"])
     cfg.model = with_condition(OmegaConf.to_container(cfg.model))  # configs written before `model.condition`
-    if scheduler_overrides:
+    if scheduler_overrides and "scheduler" in cfg.model:
         unknown = sorted(set(scheduler_overrides) - set(cfg.model.scheduler))
         if unknown:  # e.g. scheduler.shift (flow only) for a DDPM checkpoint
             from difflab.errors import ConfigError
@@ -106,6 +155,8 @@ def load_module(
             raise ConfigError.bad_value(f"scheduler.{unknown[0]}", f"the checkpoint's scheduler {target} has no "
                                         f"option {unknown[0]!r}", f"Its options: {options}.")
         cfg.model.scheduler = OmegaConf.merge(cfg.model.scheduler, scheduler_overrides)
+    elif scheduler_overrides:  # a loader (model=diffusers) that builds its scheduler from a pipeline folder
+        cfg.model.scheduler_overrides = scheduler_overrides
     if sampler is not None and not hasattr(sampler, "fn"):
         cfg.model.sampler = sampler
     module = instantiate(cfg.model)
@@ -120,14 +171,6 @@ def load_module(
     module.train_images_seen = int(ckpt.get("train_images_seen", 0))
     module.checkpoint_global_step = int(ckpt.get("global_step", 0))
     module.condition.load_state_dict(ckpt)
-    state = ckpt["state_dict"]
-    check_state_dict_compatible(state, module.state_dict(), ckpt["config"], ckpt["config"])
-    module.load_state_dict(state)
-    ema = ckpt.get("ema")
-    if use_ema and ema is not None:
-        params = dict(module.named_parameters())
-        with torch.no_grad():
-            for name, value in ema["params"].items():
-                params[name].copy_(value)
+    load_weights(module, ckpt, use_ema)
     module.eval()
     return module

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from difflab.conditions import Condition, NoCondition
+from difflab.errors import ConfigError
 from difflab.diffusion.guidance import guided
 from difflab.diffusion.losses import DiffusionLoss
 from difflab.diffusion.precond import Denoiser
@@ -25,8 +26,10 @@ from difflab.lit.checkpoint import check_state_dict_compatible
 from difflab.lit.optim import LRSchedulerFactory, OptimizerFactory, trainable_optimizers
 from difflab.lit.latent import estimate_scale_factor
 from difflab.nets.autoencoder import IdentityFirstStage, LatentAutoencoder
+from difflab.samplers.base import StepCallback
 from difflab.samplers.generate import Edit, SamplerSpec, generate
 from difflab.utils.cluster import run_seed
+from difflab.utils.progress import Progress
 
 
 
@@ -104,6 +107,11 @@ class DiffusionModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:
             self.condition.setup(datamodule)
+            shape = (getattr(datamodule, "channels", None), getattr(datamodule, "resolution", None))
+            if None not in shape and shape != (self.image_shape[0], self.image_shape[-1]):
+                raise ConfigError.bad_value("data.resolution", f"the data has {shape[0]} channels at {shape[1]} pixels, "
+                                            f"but the model makes images {self.image_shape}", "Set data.resolution and "
+                                            "data.channels to the model's (e.g. a pretrained pipeline's) image size.")
 
     def on_fit_start(self) -> None:
         """Latent models: 1 / std of the training latents (LDM App. G) when no scale factor is set; logged."""
@@ -176,6 +184,8 @@ class DiffusionModule(L.LightningModule):
         guidance_rescale: float | None = None,
         edit: Edit | None = None,
         uncond: Tensor | None = None,
+        callback: StepCallback | None = None,
+        progress: Progress | None = None,
     ) -> tuple[Tensor, int]:
         """Sample images first_index .. first_index + n - 1 of the run seeded `seed`, in [-1, 1] (float32, CPU),
         with the current weights; returns (images, NFE per image). Latent models sample latents and decode them
@@ -183,7 +193,8 @@ class DiffusionModule(L.LightningModule):
 
         Conditional models apply classifier-free guidance with `guidance_scale` (default: the model's
         `guidance_scale`; 1 = plain conditional, see `difflab.diffusion.guidance`); `uncond` replaces the null
-        condition of the unconditional branch (e.g. a negative prompt's embedding)."""
+        condition of the unconditional branch (e.g. a negative prompt's embedding). `progress` counts the images;
+        `callback` is the samplers' step hook (the studio's progress bar and Stop button: raising cancels)."""
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         rescale = self.guidance_rescale if guidance_rescale is None else float(guidance_rescale)
         null = uncond if uncond is not None else self.condition.null
@@ -204,6 +215,8 @@ class DiffusionModule(L.LightningModule):
                 first_index=first_index,
                 edit=self._latent_edit(edit, batch_size or n),
                 grid_cache=self.grid_cache,
+                callback=callback,
+                progress=progress,
             )
             x = self._decode_batches(x, batch_size or n)
         finally:

@@ -32,17 +32,28 @@ PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 BETAS = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine"}
 
 
-def sd_folder(path: str) -> Path:
-    """The checkpoint folder, checked for every component; one clear error naming the folder and the fix."""
-    root = resolve_pretrained(path, KEY, "Stable Diffusion checkpoint", EXAMPLE)
-    missing = [p for p in PARTS if not (root / p).is_dir()]
+def pipeline_folder(path: str, parts: tuple[str, ...], what: str, example: str, how: str) -> Path:
+    """A diffusers pipeline folder (or Hub name in the cache) checked for every part it needs (sub-folders or
+    files); one clear error naming the folder, what it lacks, the config key and `how` to get one."""
+    root = resolve_pretrained(path, KEY, what, example)
+    missing = [p for p in parts if not (root / p).exists()]
     if missing:
-        raise PretrainedNotFoundError(
-            f"'{root}' is not a Stable Diffusion checkpoint in diffusers format (config key `{KEY}`): it lacks "
-            f"{', '.join(f'{m}/' for m in missing)}. Get one on a machine with internet with `huggingface-cli download "
-            f"{EXAMPLE}` (then pipeline.path={EXAMPLE}) or `StableDiffusionPipeline.from_pretrained(...)"
-            ".save_pretrained(<folder>)`, and copy it here.")
+        lacks = ", ".join(f"{m}/" if "." not in m else m for m in missing)
+        raise PretrainedNotFoundError(f"'{root}' is not a {what} in diffusers format (config key `{KEY}`): it lacks "
+                                      f"{lacks}. {how}")
     return root
+
+
+def sd_folder(path: str) -> Path:
+    """The Stable Diffusion folder, checked for every component; one clear error naming the folder and the fix."""
+    root = resolve_pretrained(path, KEY, "Stable Diffusion checkpoint", EXAMPLE)
+    unet_only = (root / "unet").is_dir() and not (root / "text_encoder").is_dir()
+    return pipeline_folder(
+        path, PARTS, "Stable Diffusion checkpoint", EXAMPLE,
+        ("A DDPM/DDIM pipeline folder (a UNet2DModel without text encoder) loads with model=diffusers "
+         "pipeline.path=<folder>. " if unet_only else "")
+        + f"Get one on a machine with internet with `huggingface-cli download {EXAMPLE}` (then pipeline.path="
+        f"{EXAMPLE}) or `StableDiffusionPipeline.from_pretrained(...).save_pretrained(<folder>)`, and copy it here.")
 
 
 def sd_scheduler(config: dict[str, Any], **overrides: Any) -> DiscreteVPScheduler:
@@ -60,6 +71,25 @@ def sd_scheduler(config: dict[str, Any], **overrides: Any) -> DiscreteVPSchedule
     }
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     return DiscreteVPScheduler(**kwargs)
+
+
+def diffusers_scheduler_config(scheduler: Any) -> dict[str, Any]:
+    """The diffusers scheduler config of a difflab `DiscreteVPScheduler` (the inverse of `sd_scheduler`): betas,
+    training timesteps, prediction type, timestep spacing and offset; a ConfigError for other schedules."""
+    from difflab.errors import ConfigError
+
+    names = {v: k for k, v in BETAS.items()}
+    if not isinstance(scheduler, DiscreteVPScheduler) or scheduler.betas_kind not in names:
+        raise ConfigError.bad_value("scheduler", f"{scheduler!r} has no diffusers DDPMScheduler equivalent",
+                                    "Only models trained on a discrete DDPM schedule (scheduler=ddpm_linear or "
+                                    "ddpm_cosine) export to a diffusers pipeline.")
+    return {
+        "num_train_timesteps": scheduler.num_train_timesteps, "beta_schedule": names[scheduler.betas_kind],
+        "beta_start": scheduler.beta_start, "beta_end": scheduler.beta_end, "trained_betas": None,
+        "prediction_type": {v: k for k, v in PREDICTIONS.items()}[scheduler.prediction],
+        "timestep_spacing": scheduler.grid if scheduler.grid in ("leading", "trailing", "linspace") else "leading",
+        "steps_offset": scheduler.steps_offset, "variance_type": "fixed_small",
+    }
 
 
 def load_stable_diffusion(

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from difflab.conditions import Requests
 from difflab.metrics.suite import MetricSuite, reduce_scalar, shard, world
+from difflab.utils.progress import Progress
 from difflab.utils.tensors import cuda_sync
 
 Sink = Callable[[Tensor, Tensor], None]  # (images [B, C, H, W] in [-1, 1], global indices [B])
@@ -48,6 +49,7 @@ def sample_and_score(
     elapsed, nfe = 0.0, 0
     requests = module.condition.draw(n) if requests is None else requests
     extra = {"uncond": uncond} if uncond is not None else {}
+    progress = Progress("sampling (and features)", len(part), "images", enabled=rank == 0)
     for start in range(part.start, part.stop, batch_size):
         b = min(batch_size, part.stop - start)
         index = torch.arange(start, start + b)
@@ -55,12 +57,13 @@ def sample_and_score(
         cond = module.condition.to_net(asked.values)
         cuda_sync(device)
         t0 = time.perf_counter()
-        images, nfe = module.generate(b, seed=seed, batch_size=b, cond=cond, first_index=start, **extra)
+        images, nfe = module.generate(b, seed=seed, batch_size=b, cond=cond, first_index=start, progress=progress, **extra)
         cuda_sync(device)
         elapsed += time.perf_counter() - t0
         suite.update(images, index, asked.texts, labels=asked.labels, cond=asked.vectors)
         if sink is not None:
             sink(images, index)
+    progress.close()
     values = suite.compute()
     slowest = reduce_scalar(elapsed, dist.ReduceOp.MAX, suite.device)
     values["samples_per_sec"] = n / slowest if slowest > 0 else math.nan

@@ -23,6 +23,7 @@ from difflab.metrics.fidelity import FeatureStore, ReferenceStats, fidelity_scor
 from difflab.metrics.inception import FeatureExtractor, InceptionFeatures
 from difflab.metrics.perceptual import CLIPScoreMetric, LPIPSDiversity, clip_model_loader, lpips_network
 from difflab.metrics.weights import MetricWeightsError
+from difflab.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class MetricsConfig:
     broken_rate: bool = True           # share of solid / saturated / speckled samples (no pretrained network)
     broken_split: str = "val"          # real images the broken-sample thresholds come from: train | val
     classifier_epochs: int = 5
+    regressor: str | None = None       # cond_mae: a `model=regressor` checkpoint (None = train one here and cache it)
     reference: dict[str, Any] = field(default_factory=lambda: {"split": "train", "n": 10000})
     kid_subsets: int = 100
     kid_subset_size: int = 1000        # capped at the sample counts; the size used is recorded
@@ -204,6 +206,11 @@ class MetricSuite:
             self.mae = ConditionMAE(model, datamodule.cond_stats).to(self.device)
 
     def _load_or_train(self, datamodule: Any, target: str) -> tuple[nn.Module, float]:
+        if target == "cond" and self.config.regressor:  # a trained regressor checkpoint: every rank loads it
+            from difflab.lit.regressor import load_regressor
+
+            model = load_regressor(self.config.regressor, key="metrics.regressor", device=self.device)
+            return model, float(model.last_val.get("mae_std", float("nan")))
         rank, size = world()
         kwargs = {"epochs": self.config.classifier_epochs, "device": self.device, "target": target}
         if rank == 0:
@@ -233,8 +240,11 @@ class MetricSuite:
         log.info("computing reference Inception statistics of %s/%s (%d images) -> %s", datamodule.name, split, n, path)
         store = FeatureStore(self.features.extractor).to(self.device)
         part = shard(n, rank, size)
+        progress = Progress("reference statistics", len(part), "images", enabled=rank == 0)
         for images, index in datamodule.iter_images(split, part.start, part.stop, self.config.feature_batch_size):
             store.update(images, index)
+            progress.update(images.shape[0])
+        progress.close()
         features, _ = store.compute()
         self.reference = ReferenceStats.from_features(features, meta)
         if rank == 0:

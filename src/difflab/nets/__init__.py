@@ -1,6 +1,7 @@
 """Neural networks (nn.Modules only); they know nothing about diffusion."""
 
 from difflab.nets.autoencoder import KLAutoencoder, LatentAutoencoder
+from difflab.nets.cnn import SmallCNN
 from difflab.nets.embeddings import (
     ClassEmbedding,
     TimestepEmbedding,
@@ -9,4 +10,4 @@ from difflab.nets.embeddings import (
 )
 from difflab.nets.unet import UNet
 
-__all__ = ["ClassEmbedding", "KLAutoencoder", "LatentAutoencoder", "TimestepEmbedding", "UNet", "VectorEmbedding", "timestep_embedding"]
+__all__ = ["ClassEmbedding", "KLAutoencoder", "LatentAutoencoder", "SmallCNN", "TimestepEmbedding", "UNet", "VectorEmbedding", "timestep_embedding"]

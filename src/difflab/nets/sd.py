@@ -1,17 +1,25 @@
-"""Stable Diffusion's UNet (diffusers `UNet2DConditionModel`) as a difflab network.
+"""diffusers' UNets as difflab networks: Stable Diffusion's `UNet2DConditionModel` and the `UNet2DModel` of
+DDPM/DDIM pipelines.
 
     F(x_in [B, 4, h, w], c_noise [B], context [B, L, D]) = unet(x_in, t = c_noise, encoder_hidden_states=context)
 
 With `DiscreteVPScheduler` (c_in = 1/sqrt(1 + sigma^2), c_noise = the fractional training timestep t(sigma)),
 `Denoiser(SDUNet(unet), scheduler)` is SD's model in the sigma view: x_in is the VP latent, F is its eps
 (or v) prediction, exactly what diffusers' schedulers feed it after `scale_model_input`.
+
+    F(x_in [B, C, H, W], c_noise [B], labels [B] | None) = unet(x_in, t = c_noise, class_labels=labels)
+
+is `DiffusersUNet`, the same for a `UNet2DModel`; a class-conditional one (`num_class_embeds` = K + 1) takes
+labels 0..K-1 and its last class embedding is the null class (-1) of classifier-free guidance, as in
+difflab's `ClassEmbedding`.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["SDUNet"]
+__all__ = ["DiffusersUNet", "SDUNet"]
 
 
 class SDUNet(nn.Module):
@@ -29,3 +37,26 @@ class SDUNet(nn.Module):
                              "is the unconditional one")
         dtype = self.unet.dtype
         return self.unet(x.to(dtype), c_noise, encoder_hidden_states=cond.to(dtype), return_dict=False)[0]
+
+
+class DiffusersUNet(nn.Module):
+    """A diffusers `UNet2DModel` behind difflab's `net(x, c_noise, cond)`; `cond` holds class labels (-1 = null)."""
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+        classes = unet.config.num_class_embeds
+        self.null_index = int(classes) - 1 if classes else None  # the last class embedding
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the network takes class labels."""
+        return self.null_index is not None
+
+    def forward(self, x: Tensor, c_noise: Tensor, cond: Tensor | None = None) -> Tensor:
+        """(B, C, H, W), (B,) and labels (B,) or None -> (B, C, H, W) in float32."""
+        if cond is not None and self.null_index is None:
+            raise ValueError("cond was given but this UNet2DModel has no class embedding")
+        labels = None if cond is None else torch.where(cond == -1, self.null_index, cond)  # (B,)
+        dtype = self.unet.dtype
+        return self.unet(x.to(dtype), c_noise, class_labels=labels, return_dict=False)[0].float()

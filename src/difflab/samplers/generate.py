@@ -17,6 +17,7 @@ from difflab.diffusion.thresholding import threshold
 from difflab.samplers.aliases import resolve
 from difflab.samplers.base import SAMPLERS, DenoiseFn, StackedGenerator, StepCallback
 from difflab.samplers.grids import cached_optimized_sigmas
+from difflab.utils.progress import Progress
 
 
 @dataclass
@@ -206,6 +207,7 @@ def generate(
     first_index: int = 0,
     edit: Edit | None = None,
     grid_cache: Path | None = None,
+    progress: Progress | None = None,
 ) -> tuple[Tensor, int]:
     """Sample n images of `shape` (C, H, W); returns (x0 [n, C, H, W] float32 on CPU, NFE per image).
 
@@ -213,6 +215,7 @@ def generate(
     (seed, i), so batch size and device count (each rank taking its own range) do not change it.
     `edit` starts from given noises or images instead (img2img, inpainting, interpolation). With the scheduler's
     `grid=optimized` the grid is fitted to this denoiser and sampler first (`grids.py`), cached in `grid_cache`.
+    `progress` counts the images (a share of the batch after every sampler step) and shows the NFE.
     """
     device = torch.device(device)
     sched = spec.scheduler_for(scheduler)
@@ -233,12 +236,31 @@ def generate(
         x_T = _start(part, gen, (b, *shape), float(sigmas[0]), scheduler.prior_std(float(sigmas[0])))
         fn = counter if part is None or part.mask is None else _masked(counter, part.init.float(), part.mask.float())
         c = None if cond is None else cond[start : start + b].to(device)
-        x0 = spec.fn(fn, x_T, sigmas, cond=c, generator=gen, callback=callback, **spec.knobs)
+        step = callback if progress is None else _progress_callback(progress, callback, counter, b, len(sigmas) - 1)
+        x0 = spec.fn(fn, x_T, sigmas, cond=c, generator=gen, callback=step, **spec.knobs)
+        if progress is not None:
+            step({"final": True})
         if part is not None and part.mask is not None:
             x0 = part.mask * part.init.float() + (1 - part.mask) * x0
         out.append(x0.float().cpu())
     nfe = counter.calls // max(1, -(-n // batch_size))
     return torch.cat(out), nfe
+
+
+def _progress_callback(progress: Progress, callback: StepCallback | None, counter: CountingDenoiser, b: int,
+                       steps: int) -> StepCallback:
+    """A step callback that moves `progress` through this batch of `b` images ((i + 1) / steps of it after step i,
+    all of it after the last) with the NFE so far, then calls `callback` (not for the closing call) with the count
+    added to its info: `done` and `total` images."""
+    base, calls = progress.done, counter.calls
+
+    def step(info: dict[str, Any]) -> None:
+        share = 1.0 if info.get("final") else min(1.0, (int(info["i"]) + 1) / max(1, steps))
+        progress.set(base + b * share, NFE=counter.calls - calls)
+        if callback is not None and not info.get("final"):
+            callback({**info, "done": progress.done, "total": progress.total})
+
+    return step
 
 
 def is_deterministic(spec: SamplerSpec) -> bool:

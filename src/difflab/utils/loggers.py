@@ -253,12 +253,23 @@ def wandb_logger(
     mode: str = "auto",
     id: str | None = None,  # noqa: A002  (wandb's name)
     resume_from: str | None = None,
+    log_model: bool = True,
+    evaluates: str | None = None,
     **kwargs: Any,
 ) -> WandbLogger:
     """A Lightning WandbLogger writing under `save_dir`, offline when no API key is configured.
 
     The run id (`id`, else `wandb_run_id(save_dir, resume_from)`) is kept in `save_dir/wandb_id.txt`,
-    so a resumed or requeued run continues the same W&B run."""
+    so a resumed or requeued run continues the same W&B run; the group is `group`, else the run id. `log_model`:
+    train.py logs the final last/best checkpoints as artifacts (online or offline, `utils/wandb_artifacts.py`).
+    `evaluates` (a checkpoint; evaluate.py, sample.py) links this run to the W&B run that trained it."""
+    from difflab.errors import ConfigError
+
+    if not isinstance(log_model, bool):
+        raise ConfigError.bad_value("logger.wandb.log_model", f"{log_model!r} is not true or false",
+                                    "Pass logger.wandb.log_model=true (the final last/best checkpoints as artifacts) "
+                                    "or false.")
+    link = _training_link(evaluates)
     mode = resolve_wandb_mode(mode)
     why = wandb_unreachable() if mode == "online" else None
     if why:
@@ -268,12 +279,30 @@ def wandb_logger(
     os.environ["WANDB_MODE"] = mode
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     run_id = id or wandb_run_id(save_dir, resume_from)
+    group = group or (link or {}).get("group") or run_id  # a training run's group holds its evaluations
     run_dirs = [Path(save_dir)]
     if resume_from:  # a run resumed in a new folder continues the W&B run of the checkpoint's folder
         ckpt = Path(resume_from).resolve()
         run_dirs += [ckpt.parent, ckpt.parent.parent]
-    return ResumableWandbLogger(
+    logger = ResumableWandbLogger(
         save_dir=save_dir, project=project, name=name, group=group, job_type=job_type,
         tags=list(tags or []), offline=(mode == "offline"), mode=mode, id=run_id, resume="allow",
         run_dirs=run_dirs, **kwargs,
     )
+    logger.log_model_artifacts = log_model  # read by train.py (Lightning's own log_model refuses offline runs)
+    if link is not None and run_id is not None:
+        from difflab.utils.wandb_artifacts import link_training_run
+
+        link_training_run(logger, link)
+    return logger
+
+
+def _training_link(ckpt: str | None) -> dict[str, Any] | None:
+    """The W&B training run of checkpoint `ckpt` (None without one, or when that run did not use W&B)."""
+    if not ckpt or not Path(ckpt).is_file():
+        return None
+    from difflab.utils.checkpoint_files import load_checkpoint_file
+    from difflab.utils.wandb_artifacts import training_link
+
+    config = load_checkpoint_file(ckpt, key="ckpt", mmap=True).get("config")
+    return training_link(ckpt, config if isinstance(config, dict) else None)
