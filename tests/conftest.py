@@ -47,3 +47,29 @@ def train_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_config("train", [*extra, *overrides], tmp_path)
 
     return make
+
+
+STUDIO_RUN = ["model=cond_vector", "model.net.emb_channels=32", "data=shapes", "data.resolution=8",
+              "data.num_samples=64", "debug=fast", "logger=csv", *TINY_NET, "metrics=fast", "metrics.n_samples=4",
+              "metrics.batch_size=4", "metrics.fid=false", "metrics.kid=false", "metrics.inception_score=false",
+              "metrics.lpips_diversity=false", "metrics.clip_score=false", "metrics.condition_accuracy=false",
+              "metrics.cond_mae=false"]
+
+
+@pytest.fixture(scope="session")
+def studio_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One tiny vector-conditioned run (shapes, 8 px) with a metrics.json, at <root>/runs/train/tiny, for the
+    studio's tests: {"root", "run_dir", "ckpt"}."""
+    from difflab.cli import train
+    from difflab.utils.config import compose as compose_run
+
+    root = tmp_path_factory.mktemp("studio")
+    done = train.run(compose_run("train", [f"paths.root_dir={root}", *STUDIO_RUN], root / "runs" / "train" / "tiny"))
+    return {"root": root, "run_dir": Path(done["run_dir"]), "ckpt": Path(done["last_ckpt"])}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the folder of test artifacts (the studio's browser screenshots) when a test wrote any."""
+    artifacts = REPO / "test-artifacts"
+    if artifacts.is_dir() and any(artifacts.rglob("*.png")):
+        terminalreporter.write_line(f"test artifacts (screenshots): {artifacts}")

@@ -162,6 +162,14 @@ CASES = [
     # compare.py
     ("compare_missing_runs_dir", ["compare.py", "runs_dir={root}/nope"], ["nope", "`runs_dir`"]),
     ("compare_unwritable_out_dir", ["compare.py", "out_dir={root}/a_file/x"], ["a_file/x", "`out_dir`"]),
+    # studio.py (each stops before Gradio loads)
+    ("studio_missing_runs_dir", ["studio.py", "runs_dir={root}/nope"], ["nope", "`runs_dir`"]),
+    ("studio_missing_ckpt_dir", ["studio.py", "ckpt_dirs=[{root}/nope]"], ["nope", "`ckpt_dirs`"]),
+    ("studio_port_not_a_number", ["studio.py", "port=web"], ["`port`", "web"]),
+    ("studio_port_too_large", ["studio.py", "port=70000"], ["`port`", "70000"]),
+    ("studio_host_not_here", ["studio.py", "host=192.0.2.1", "port=0"], ["`host`", "192.0.2.1", "host=127.0.0.1"]),
+    ("studio_max_models_zero", ["studio.py", "max_models=0"], ["`max_models`"]),
+    ("studio_unwritable_out_dir", ["studio.py", "out_dir={root}/a_file/x"], ["a_file/x", "`out_dir`"]),
     # train.py (each would train one step if it got past its check)
     ("train_resolution_18", ["train.py", "debug=fast", "logger=csv", "metrics=none", "data.resolution=18"], ["`data.resolution`", "data.resolution=16 or 20"]),
     ("train_unknown_model", ["train.py", "model=ddpm_9000"], ["ddpm_9000"]),

@@ -115,11 +115,11 @@ def test_measured_convergence_order_matches_the_declared_one():
     mixture denoiser (EDM Karras grid 80 -> 0.02), against UniPC with 400 steps (error ~1e-7) from the same x_T.
 
     Measured: euler 1.06, heun 2.17, dpmpp_2m 2.11, dpmpp_3m 2.97, unipc (order 3, corrector) 3.80, lms 2.74,
-    plms / ipndm 2.26."""
+    plms / ipndm 2.26, deis (order 3) 2.20 (2.70 from 48 to 96 steps), dpmpp_sde with eta = 0 2.0."""
     from difflab.diffusion.schedules import karras_sigmas
 
     x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80.0
-    run = lambda name, n: SAMPLERS[name](mixture_denoiser, x_T, karras_sigmas(n, 0.02, 80.0))  # noqa: E731
+    run = lambda name, n, **kw: SAMPLERS[name](mixture_denoiser, x_T, karras_sigmas(n, 0.02, 80.0), **kw)  # noqa: E731
     reference = run("unipc", 400)
     names = [k for k, info in SAMPLERS.items() if info.is_deterministic({})]
     measured = {}
@@ -128,6 +128,8 @@ def test_measured_convergence_order_matches_the_declared_one():
             continue
         errs = [(run(name, n) - reference).abs().mean().item() for n in (24, 48)]
         measured[name] = (math.log2(errs[0] / errs[1]), SAMPLERS[name].order)
+    errs = [(run("dpmpp_sde", n, eta=0.0) - reference).abs().mean().item() for n in (24, 48)]  # DPM-Solver++(2S)
+    measured["dpmpp_sde eta=0"] = (math.log2(errs[0] / errs[1]), SAMPLERS["dpmpp_sde"].order)
     assert all(got >= order - 0.3 for got, order in measured.values()), measured
     assert measured["unipc"][0] > 3.5 and measured["dpmpp_3m"][0] > 2.7, measured  # UniC lifts UniP-3 by one order
 
@@ -145,3 +147,68 @@ def test_adaptive_dpm_solver_reports_its_nfe_and_tightens_with_tolerance():
         errors.append((x - reference).abs().mean().item())
         nfes.append(nfe)
     assert nfes[0] < nfes[1] < 400 and errors[1] < errors[0] / 5 and errors[1] < 2e-3, (nfes, errors)
+
+
+@pytest.mark.parametrize("order,steps,spacing", [(2, 10, "linspace"), (3, 20, "linspace"), (3, 8, "leading")])
+def test_deis_matches_diffusers(order, steps, spacing):
+    """Every step's sample against DEISMultistepScheduler (logrho). diffusers ends at sigma_min, not 0, and so
+    does the grid given to difflab here (its last step is then a DEIS step, as diffusers')."""
+    ref = diffusers.DEISMultistepScheduler(**BETAS, solver_order=order, timestep_spacing=spacing)
+    want: list[torch.Tensor] = []
+    z, _ = _vp_loop(ref, steps, seed=3, states=want)
+    got: list[torch.Tensor] = []
+    sigmas = ref.sigmas.double()
+    _difflab("deis", z, sigmas, seed=3, order=order, callback=lambda s: got.append(s["x"]))
+    alphas = (1 + sigmas[1:] ** 2).rsqrt().float()
+    for i in range(steps):
+        torch.testing.assert_close(got[i] * alphas[i], want[i], atol=3e-4, rtol=1e-4)
+
+
+def _brownian_draws(tree, sigmas: torch.Tensor) -> list[torch.Tensor]:
+    """The standard normals (z_1, z_2 per step) that make difflab's dpmpp_sde draw diffusers' Brownian-tree noises.
+
+    The tree is queried at diffusers' own float32 levels (a Brownian path moves by ~sqrt(dt) under a rounding dt)."""
+    draws = []
+    for s, t in zip(sigmas[:-2], sigmas[1:-1]):
+        lam, lam_next = -s.float().log(), -t.float().log()
+        n1 = tree(lam.neg().exp(), (-(lam + (lam_next - lam) * 0.5)).exp())
+        n2 = tree(lam.neg().exp(), lam_next.neg().exp())
+        a, b = s - (s * t).sqrt(), (s * t).sqrt() - t
+        draws += [n1, ((n2 * (a + b).sqrt() - a.sqrt() * n1) / b.sqrt()).float()]
+    return draws
+
+
+@pytest.mark.parametrize("steps", [6, 12])
+def test_dpmpp_sde_matches_diffusers_with_its_brownian_noise(monkeypatch, steps):
+    """DPMSolverSDEScheduler (needs torchsde) step by step: the same update, and the same noise once difflab's two
+    per-step normals are set to diffusers' Brownian-tree increments."""
+    pytest.importorskip("torchsde", reason="diffusers' DPMSolverSDEScheduler needs torchsde (dev extra)")
+    import difflab.samplers.singlestep as singlestep
+
+    ref = diffusers.DPMSolverSDEScheduler(**BETAS, noise_sampler_seed=11)
+    want: list[torch.Tensor] = []
+    z, _ = _vp_loop(ref, steps, seed=3, sigma_view=True, states=want)
+    sigmas = torch.cat([ref.sigmas[:1], ref.sigmas[1:-1:2], ref.sigmas[-1:]]).double()  # diffusers repeats levels
+    draws = iter(_brownian_draws(ref.noise_sampler, sigmas))
+    monkeypatch.setattr(singlestep, "randn_like", lambda x, g: next(draws))
+    got: list[torch.Tensor] = []
+    _difflab("dpmpp_sde", z, sigmas, seed=3, callback=lambda s: got.append(s["x"]))
+    assert next(draws, None) is None  # two normals per step but the last
+    for i in range(steps):  # diffusers' float32 steps at sigma_max = 157 differ by ~3e-5 of the samples' scale
+        target = want[min(2 * i + 1, 2 * steps - 2)]
+        torch.testing.assert_close(got[i], target, atol=1e-4 * float(target.abs().max()), rtol=1e-4)
+
+
+def test_dpmpp_sde_noises_are_one_brownian_path():
+    """With D = 0 from x = 0 the two stages give x_mid = su_1 z_1 and x_next = su_2 n_2: their correlation is that
+    of two increments of one Brownian path from sigma = 4, to 2 and to 1: sqrt(2 / 3)."""
+    inputs: list[torch.Tensor] = []
+
+    def zero(x, sigma, cond=None):
+        inputs.append(x)
+        return torch.zeros_like(x)
+
+    sigmas = torch.tensor([4.0, 1.0, 0.0], dtype=torch.float64)
+    SAMPLERS["dpmpp_sde"](zero, torch.zeros(40000, 1), sigmas, generator=torch.Generator().manual_seed(0))
+    corr = torch.corrcoef(torch.cat([inputs[1].T, inputs[2].T]))[0, 1]
+    assert abs(float(corr) - math.sqrt(2 / 3)) < 0.02, float(corr)

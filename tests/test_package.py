@@ -20,7 +20,8 @@ import pytest
 from conftest import CONF, REPO, TINY_NET
 
 SOURCES = ["src", "conf", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE"]
-SCRIPTS = ["difflab-train", "difflab-sample", "difflab-evaluate", "difflab-compare", "difflab-export", "difflab-predict"]
+SCRIPTS = ["difflab-train", "difflab-sample", "difflab-evaluate", "difflab-compare", "difflab-export", "difflab-predict",
+           "difflab-studio"]
 
 CHECK = """
 import importlib.util

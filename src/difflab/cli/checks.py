@@ -21,7 +21,7 @@ def integer(value: Any, key: str, minimum: int | None = None, fix: str = "") -> 
     """`value` as an int >= minimum; a ConfigError naming `key` otherwise (`abc`, 2.5, 0 for minimum 1)."""
     try:
         number = int(value)
-        if number != float(value):
+        if not isinstance(value, (int, str)) and number != float(value):  # 2.5; exact for ints past 2^53 (seeds)
             raise ValueError
     except (TypeError, ValueError):
         raise ConfigError.bad_value(key, f"{value!r} is not an integer", fix) from None

@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from difflab.conditions import INPUT_KEYS
 from difflab.errors import ConfigError
 from difflab.lit.checkpoint import load_module
 from difflab.samplers import Edit, StackedGenerator, is_deterministic, sample_seeds, slerp
+from difflab.samplers.base import StepCallback
 from difflab.utils.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -196,11 +198,17 @@ def log_to_wandb(cfg: DictConfig, record: dict[str, Any], images: torch.Tensor, 
         logger.experiment.finish()
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Sample `n` images from a checkpoint or pretrained pipeline; returns the output folder, NFE and image tensor."""
+def run(cfg: DictConfig, load: Callable[[DictConfig], Any] = load_model,
+        callback: StepCallback | None = None) -> dict[str, Any]:
+    """Sample `n` images from a checkpoint or pretrained pipeline; returns the output folder, NFE, image tensor,
+    grid file and the samples.json record.
+
+    `load` turns the config into the model (the studio passes its cache of loaded models); `callback` is the
+    samplers' step hook, called after the progress count moved with `info["done"]` / `info["total"]` images (the
+    studio's progress bar and Stop button)."""
     seed = resolve_seed(cfg.seed)
     device, precision = check_config(cfg)
-    module = load_model(cfg)
+    module = load(cfg)
     module.to(device)
     condition = module.condition
     requests = condition.parse(condition_inputs(cfg), int(cfg.n))  # before sampling: inputs that mean nothing stop here
@@ -212,7 +220,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         uncond = negative_condition(module, cfg.get("negative_prompt"))
         progress = Progress("sampling", n, "images")
         kwargs = {"batch_size": int(cfg.batch_size), "guidance_scale": cfg.get("guidance_scale"),
-                  "guidance_rescale": cfg.get("guidance_rescale"), "edit": edit, "progress": progress,
+                  "guidance_rescale": cfg.get("guidance_rescale"), "edit": edit, "progress": progress, "callback": callback,
                   **({"uncond": uncond} if uncond is not None else {})}
         if sweep is not None:
             images, nfe = readback.generate_sweep(module, requests, seed, **kwargs)
@@ -249,7 +257,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     (out_dir / "samples.json").write_text(json.dumps(record, indent=2))
     log_to_wandb(cfg, record, images, condition.rows(requests))
     log.info("wrote %d images and %s (NFE %d per image)", len(images), grid, nfe)
-    return {"out_dir": out_dir, "nfe": nfe, "images": images, "grid": grid}
+    return {"out_dir": out_dir, "nfe": nfe, "images": images, "grid": grid, "record": record}
 
 
 def main() -> None:

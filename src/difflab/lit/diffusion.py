@@ -26,6 +26,7 @@ from difflab.lit.checkpoint import check_state_dict_compatible
 from difflab.lit.optim import LRSchedulerFactory, OptimizerFactory, trainable_optimizers
 from difflab.lit.latent import estimate_scale_factor
 from difflab.nets.autoencoder import IdentityFirstStage, LatentAutoencoder
+from difflab.samplers.base import StepCallback
 from difflab.samplers.generate import Edit, SamplerSpec, generate
 from difflab.utils.cluster import run_seed
 from difflab.utils.progress import Progress
@@ -183,6 +184,7 @@ class DiffusionModule(L.LightningModule):
         guidance_rescale: float | None = None,
         edit: Edit | None = None,
         uncond: Tensor | None = None,
+        callback: StepCallback | None = None,
         progress: Progress | None = None,
     ) -> tuple[Tensor, int]:
         """Sample images first_index .. first_index + n - 1 of the run seeded `seed`, in [-1, 1] (float32, CPU),
@@ -191,7 +193,8 @@ class DiffusionModule(L.LightningModule):
 
         Conditional models apply classifier-free guidance with `guidance_scale` (default: the model's
         `guidance_scale`; 1 = plain conditional, see `difflab.diffusion.guidance`); `uncond` replaces the null
-        condition of the unconditional branch (e.g. a negative prompt's embedding). `progress` counts the images."""
+        condition of the unconditional branch (e.g. a negative prompt's embedding). `progress` counts the images;
+        `callback` is the samplers' step hook (the studio's progress bar and Stop button: raising cancels)."""
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         rescale = self.guidance_rescale if guidance_rescale is None else float(guidance_rescale)
         null = uncond if uncond is not None else self.condition.null
@@ -212,6 +215,7 @@ class DiffusionModule(L.LightningModule):
                 first_index=first_index,
                 edit=self._latent_edit(edit, batch_size or n),
                 grid_cache=self.grid_cache,
+                callback=callback,
                 progress=progress,
             )
             x = self._decode_batches(x, batch_size or n)

@@ -19,6 +19,7 @@ from difflab.conditions import TextPrompt
 from difflab.errors import ConfigError
 from difflab.lit.diffusion import DiffusionModule
 from difflab.nets.text import CLIPTextEncoder
+from difflab.samplers.base import StepCallback
 from difflab.samplers.generate import Edit, SamplerSpec
 
 
@@ -49,7 +50,8 @@ class TextDiffusionModule(DiffusionModule):
     def generate(self, n: int, seed: int = 0, batch_size: int | None = None, sampler: SamplerSpec | None = None,
                  cond: Tensor | None = None, first_index: int = 0, guidance_scale: float | None = None,
                  guidance_rescale: float | None = None, edit: Edit | None = None,
-                 uncond: Tensor | None = None, progress: Any = None) -> tuple[Tensor, int]:
+                 uncond: Tensor | None = None, progress: Any = None,
+                 callback: StepCallback | None = None) -> tuple[Tensor, int]:
         """`DiffusionModule.generate` with `cond` = `encode_prompts(...)` [n, L, D]; `uncond` ([1, L, D], e.g. a
         negative prompt) is guidance's unconditional branch, the empty prompt when None. Without `cond`: the
         unconditional model (the empty prompt, no guidance), e.g. for in-training sample grids."""
@@ -57,4 +59,5 @@ class TextDiffusionModule(DiffusionModule):
             cond, guidance_scale = self.encode_prompts([""]).expand(n, -1, -1), 1.0
         return super().generate(n, seed=seed, batch_size=batch_size, sampler=sampler, cond=cond,
                                 first_index=first_index, guidance_scale=guidance_scale,
-                                guidance_rescale=guidance_rescale, edit=edit, uncond=uncond, progress=progress)
+                                guidance_rescale=guidance_rescale, edit=edit, uncond=uncond, progress=progress,
+                                callback=callback)

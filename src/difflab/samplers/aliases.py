@@ -19,6 +19,8 @@ WEBUI_NAMES: dict[str, tuple[str, str | None]] = {
     "Heun": ("heun", None),
     "DPM++ 2M": ("dpmpp_2m", None),
     "DPM++ 2M Karras": ("dpmpp_2m", "karras"),
+    "DPM++ SDE": ("dpmpp_sde", None),
+    "DPM++ SDE Karras": ("dpmpp_sde", "karras"),
     "DPM++ 2M SDE": ("dpmpp_2m_sde", None),
     "DPM++ 2M SDE Karras": ("dpmpp_2m_sde", "karras"),
     "DPM++ 2M SDE Exponential": ("dpmpp_2m_sde", "logsnr"),
@@ -29,6 +31,7 @@ WEBUI_NAMES: dict[str, tuple[str, str | None]] = {
     "DDPM": ("ddpm", None),
     "PLMS": ("plms", None),
     "UniPC": ("unipc", None),
+    "DEIS": ("deis", None),
     "DPM adaptive": ("dpm_adaptive", None),
 }
 

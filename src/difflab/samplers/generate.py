@@ -250,14 +250,15 @@ def generate(
 def _progress_callback(progress: Progress, callback: StepCallback | None, counter: CountingDenoiser, b: int,
                        steps: int) -> StepCallback:
     """A step callback that moves `progress` through this batch of `b` images ((i + 1) / steps of it after step i,
-    all of it after the last) with the NFE so far, then calls `callback` (not for the closing call)."""
+    all of it after the last) with the NFE so far, then calls `callback` (not for the closing call) with the count
+    added to its info: `done` and `total` images."""
     base, calls = progress.done, counter.calls
 
     def step(info: dict[str, Any]) -> None:
         share = 1.0 if info.get("final") else min(1.0, (int(info["i"]) + 1) / max(1, steps))
         progress.set(base + b * share, NFE=counter.calls - calls)
         if callback is not None and not info.get("final"):
-            callback(info)
+            callback({**info, "done": progress.done, "total": progress.total})
 
     return step
 

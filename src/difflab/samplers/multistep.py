@@ -1,8 +1,9 @@
-"""Linear multistep methods on the probability-flow ODE dx/dsigma = d(x, sigma): LMS, PLMS and iPNDM.
+"""Linear multistep methods on the probability-flow ODE dx/dsigma = d(x, sigma): LMS, PLMS, iPNDM and DEIS.
 
 Papers: Karras et al. 2022 (EDM) eq. (3) for d; linear multistep (Adams-Bashforth) as used by k-diffusion's
 `sample_lms`; Liu et al. 2022, "Pseudo Numerical Methods for Diffusion Models" (PNDM/PLMS), eqs. (11)-(13);
-Zhang & Chen 2023, "Fast Sampling of Diffusion Models with Exponential Integrator" (DEIS), Sec. 4 (iPNDM).
+Zhang & Chen 2023, "Fast Sampling of Diffusion Models with Exponential Integrator" (DEIS), Sec. 4 (iPNDM) and
+eq. (15) / the "rho AB-DEIS" variant (polynomial extrapolation of eps_hat in log rho, diffusers' `logrho`).
 
 Notation (sigma view, x = x0 + sigma * eps):
     d_i          (x_i - D(x_i, sigma_i)) / sigma_i = eps_hat_i, the ODE direction                  EDM eq. (3)
@@ -15,6 +16,12 @@ Notation (sigma view, x = x0 + sigma * eps):
     PLMS         AB_q with q = min(i + 1, 4) after a first step whose d_hat = (d_0 + d(x_1', sigma_1)) / 2
                  (PNDM's pseudo improved-Euler start as in the skip-PRK variant: one extra evaluation)
     iPNDM        AB_q with q = min(i + 1, 4) from the first step (Adams-Bashforth warm-up, no extra evaluation)
+    DEIS         x_{i+1} = x_i + sum_{k<q} c_k d_{i-k},  c_k = int_{sigma_i}^{sigma_{i+1}} l_k(log s) ds, with l_k the
+                 Lagrange basis in log sigma (= log rho, rho = sigma_vp / alpha) on the last q points; exact through
+                 int s P(log s) ds = s sum_j (-1)^j P^(j)(log s), which is 0 at s = 0. In the VP view this is
+                 DEIS eq. (15): x_{i+1}/alpha_{i+1} = x_i/alpha_i + sum_k c_k eps_{i-k}. q = min(order, i + 1);
+                 first order (x = D) on the last step to sigma = 0, and with lower_order_final and fewer than 15
+                 steps at most q = 2 on the step before and q = 1 on the last one (diffusers' rule).
 """
 
 from __future__ import annotations
@@ -37,6 +44,59 @@ def lms_coefficients(nodes: list[float], lo: float, hi: float) -> list[float]:
         antideriv = np.polyint(poly)
         out.append(float(antideriv(hi) - antideriv(lo)))
     return out
+
+
+def log_lagrange_coefficients(nodes: list[float], lo: float, hi: float) -> list[float]:
+    """int_lo^hi l_k(log s) ds for the Lagrange basis l_k on log(nodes) (newest first), exactly; hi may be 0."""
+    logs = [np.log(m) for m in nodes]
+
+    def antiderivative(poly: np.poly1d, s: float) -> float:  # s * sum_j (-1)^j P^(j)(log s)
+        if s == 0:
+            return 0.0
+        total, deriv, sign = 0.0, poly, 1.0
+        while True:
+            total += sign * float(deriv(np.log(s)))
+            if deriv.order == 0:
+                return s * total
+            deriv, sign = np.polyder(deriv), -sign
+
+    out = []
+    for k, node in enumerate(logs):
+        others = [m for j, m in enumerate(logs) if j != k]
+        poly = np.poly1d(others, r=True) / float(np.prod([node - m for m in others])) if others else np.poly1d([1.0])
+        out.append(antiderivative(poly, hi) - antiderivative(poly, lo))
+    return out
+
+
+@register("deis", order=2)  # theory 3 (order 3); measured 2.2 at 24 -> 48 steps, 2.7 at 48 -> 96 (mixture)
+@torch.no_grad()
+def sample_deis(
+    denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, *, cond: object = None, generator: Generator = None,
+    callback: StepCallback | None = None, order: int = 3, lower_order_final: bool = True,
+) -> Tensor:
+    """DEIS (Zhang & Chen 2023, rho AB-DEIS in log rho): exponential-integrator multistep of order 1-3, one
+    evaluation per step (notation above). Registered with order 2: on the exact mixture (Karras 80 -> 0.02) order 3
+    measures 2.2 from 24 to 48 steps and 2.7 from 48 to 96, reaching its theoretical 3 only asymptotically."""
+    if order not in (1, 2, 3):
+        raise ValueError(f"DEIS order must be 1, 2 or 3, got {order}")
+    n = len(sigmas) - 1
+    ds: list[Tensor] = []
+    for i in range(n):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0 = denoise_fn(x, sigma_batch(sigma, x), cond)
+        ds = ([to_d(x, x0, sigma)] + ds)[:order]  # newest first
+        q = len(ds)
+        if lower_order_final and n < 15:
+            q = min(q, 1 if i == n - 1 else 2 if i == n - 2 else q)
+        if sigma_next == 0:
+            x = x0  # q = 1 to sigma = 0: x - sigma d = D
+        else:
+            nodes = [float(s) for s in sigmas[i - q + 1 : i + 1].flip(0)]
+            coeffs = log_lagrange_coefficients(nodes, float(sigma), float(sigma_next))
+            x = x + sum(c * d for c, d in zip(coeffs, ds))
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": x0})
+    return x
 
 
 @register("lms", order=2)
