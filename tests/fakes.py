@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import struct
 import tempfile
@@ -126,9 +127,18 @@ def byte_level_clip_tokenizer(folder: Path) -> Path:
     others = [b for b in range(256) if b not in printable]
     chars = [chr(b) for b in printable] + [chr(256 + k) for k in range(len(others))]
     tokens = chars + [c + "</w>" for c in chars] + ["at</w>", "<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\na t</w>\n")  # one merge, so that save/load round trips keep a merges file
+    _write_whole(folder / "vocab.json", json.dumps({t: i for i, t in enumerate(tokens)}))
+    _write_whole(folder / "merges.txt", "#version: 0.2\na t</w>\n")  # one merge: save/load round trips keep a merges file
     return folder
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write through a temp file and a rename: parallel test workers write the shared stand-in folder at import,
+    and a reader must never see a half-written file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    os.replace(tmp, path)
 
 
 REAL_CLIP_TOKENIZER = ASSETS / "clip_tokenizer"
