@@ -70,24 +70,30 @@ def batches(dm: DigitsDataModule, steps: int) -> Iterator[Tensor]:
 
 
 class Snapshots(L.Callback):
-    """difflab: the EMA weights (a module copy) at the given global steps, and the time spent in training steps."""
+    """difflab: the EMA weights (module copies, `modules[step]`) at the given global steps, with `raw` the raw
+    weights too (`raw[step]`), and the time spent in training steps."""
 
-    def __init__(self, at: set[int]) -> None:
-        self.at, self.modules, self.seconds, self._t0 = at, {}, 0.0, 0.0
+    def __init__(self, at: set[int], raw: bool = False) -> None:
+        self.at, self.keep_raw, self.modules, self.raw, self.seconds, self._t0 = at, raw, {}, {}, 0.0, 0.0
 
     def on_train_batch_start(self, *args: Any) -> None:
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self.seconds += time.perf_counter() - self._t0  # forward, backward, optimizer, EMA (callbacks before this one)
-        if trainer.global_step in self.at and trainer.global_step not in self.modules:
+        step = trainer.global_step
+        if step in self.at and step not in self.modules:
+            if self.keep_raw:
+                self.raw[step] = copy.deepcopy(pl_module).eval()
             ema = next(cb for cb in trainer.callbacks if type(cb).__name__ == "EMA")
             with ema.swapped(pl_module):
-                self.modules[trainer.global_step] = copy.deepcopy(pl_module).eval()
+                self.modules[step] = copy.deepcopy(pl_module).eval()
 
 
-def train_difflab(dm: DigitsDataModule, steps: int, at: set[int], overrides: list[str]) -> tuple[dict, float, Any]:
-    """difflab's default recipe through Lightning; returns ({step: module}, training seconds, one module)."""
+def train_difflab(dm: DigitsDataModule | None, steps: int, at: set[int], overrides: list[str], *,
+                  stop: int | None = None, raw: bool = False, root: str = "/tmp/difflab_peers") -> tuple[Snapshots, Any]:
+    """difflab's default recipe (plus `overrides`) with the LR schedule of a `steps`-step run, through Lightning,
+    trained to `stop` (default `steps`) on `dm` (default: the config's data module); returns (snapshots, config)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
@@ -95,17 +101,17 @@ def train_difflab(dm: DigitsDataModule, steps: int, at: set[int], overrides: lis
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"trainer.max_steps={steps}", "paths.run_dir=/tmp/difflab_peers",
-                                          "logger=csv", *overrides])
+        cfg = compose("train", overrides=[f"trainer.max_steps={steps}", f"paths.run_dir={root}", "logger=csv",
+                                          *overrides])
     L.seed_everything(0)
     module = instantiate(cfg.model)
-    snaps = Snapshots(at)
-    trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=steps, logger=False,
+    snaps = Snapshots(at, raw)
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=stop or steps, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=cfg.trainer.gradient_clip_val,
-                        callbacks=[instantiate(cfg.callbacks.ema), snaps], default_root_dir="/tmp/difflab_peers")
-    trainer.fit(module, datamodule=dm)
-    return snaps.modules, snaps.seconds, cfg
+                        callbacks=[instantiate(cfg.callbacks.ema), snaps], default_root_dir=root)
+    trainer.fit(module, datamodule=dm if dm is not None else instantiate(cfg.data))
+    return snaps, cfg
 
 
 class EpsNet(nn.Module):
@@ -248,7 +254,8 @@ def main() -> None:
     for stack in args.stacks:
         print(f"training {stack} for {args.steps} steps", flush=True)
         if stack == "difflab":
-            modules, seconds, _ = train_difflab(data(), args.steps, at, args.difflab_overrides)
+            snaps, _ = train_difflab(data(), args.steps, at, args.difflab_overrides)
+            modules, seconds = snaps.modules, snaps.seconds
             first = next(iter(modules.values()))
             entry = {"params": params(first.net), "clip": first.sampling_spec().clip_denoised}
             nets = {s: (m.denoiser, m.scheduler) for s, m in modules.items()}

@@ -15,18 +15,15 @@ A recipe is NAME (one of RECIPES below) or defined on the command line with --re
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 
 from denoiser_error import SIGMAS, module_errors  # benchmarks/ is on sys.path when run as a script
-from peers import CONF, SAMPLERS, score
+from peers import SAMPLERS, score, train_difflab
 
 from difflab.data import DigitsDataModule
 from difflab.metrics import MetricsConfig, MetricSuite
@@ -48,46 +45,12 @@ RECIPES: dict[str, list[str]] = {
 }
 
 
-class Snapshots(L.Callback):
-    """The EMA and the raw weights (module copies) at the given global steps, and the training-step seconds."""
-
-    def __init__(self, at: set[int]) -> None:
-        self.at, self.modules, self.seconds, self._t0 = at, {}, 0.0, 0.0
-
-    def on_train_batch_start(self, *args: Any) -> None:
-        self._t0 = time.perf_counter()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self.seconds += time.perf_counter() - self._t0
-        step = trainer.global_step
-        if step in self.at and (step, "ema") not in self.modules:
-            self.modules[(step, "raw")] = copy.deepcopy(pl_module).eval()
-            ema = next(cb for cb in trainer.callbacks if type(cb).__name__ == "EMA")
-            with ema.swapped(pl_module):
-                self.modules[(step, "ema")] = copy.deepcopy(pl_module).eval()
-
-
 def train(overrides: list[str], total: int, at: set[int]) -> tuple[dict, float]:
-    """The default config + overrides with the LR schedule of a `total`-step run, trained to max(at)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    from difflab.utils.config import register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"trainer.max_steps={total}", "paths.run_dir=/tmp/difflab_recipes",
-                                          "logger=csv", *overrides])
-    L.seed_everything(0)
-    module = instantiate(cfg.model)
-    snaps = Snapshots(at)
-    dm = instantiate(cfg.data)
-    trainer = L.Trainer(accelerator="cpu", devices=1, precision="32-true", max_steps=max(at), logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=cfg.trainer.gradient_clip_val,
-                        callbacks=[instantiate(cfg.callbacks.ema), snaps], default_root_dir="/tmp/difflab_recipes")
-    trainer.fit(module, datamodule=dm)
-    return snaps.modules, snaps.seconds
+    """The default config + overrides with the LR schedule of a `total`-step run, trained to max(at); returns
+    ({(step, "ema" | "raw"): module}, training seconds)."""
+    snaps, _ = train_difflab(None, total, at, overrides, stop=max(at), raw=True, root="/tmp/difflab_recipes")
+    modules = {**{(s, "ema"): m for s, m in snaps.modules.items()}, **{(s, "raw"): m for s, m in snaps.raw.items()}}
+    return modules, snaps.seconds
 
 
 def main() -> None:
