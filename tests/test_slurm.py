@@ -110,7 +110,10 @@ def test_sweep_through_submitit_and_sbatch_ddp_with_two_tasks(cluster: dict[str,
     done = subprocess.run(sweep, cwd=REPO, env=cluster, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = sorted(p.name for p in (sweep_dir / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name))
-    assert len(jobs) == 2 and all(_state(cluster, j)["JobState"] == "COMPLETED" for j in jobs), jobs
+    # the launcher has both results; SLURM may still be COMPLETING a job that returned them
+    states = {j: _wait(cluster, j, timeout=60)["JobState"] for j in jobs}
+    logs = "\n".join(f"{p}:\n{p.read_text()[-2000:]}" for p in sorted((sweep_dir / ".submitit").rglob("*.err")))
+    assert len(jobs) == 2 and set(states.values()) == {"COMPLETED"}, (states, logs)
     for num, model in enumerate(("ddpm", "ddim")):
         run = sweep_dir / str(num)
         assert _load(run / "checkpoints" / "last.ckpt")["global_step"] == 1
