@@ -26,6 +26,10 @@ broken rate: difflab.metrics.broken (thresholds from the validation split).
 
     python benchmarks/peers.py --steps 2000 --fractions 0.25 0.5 1 --n-ddpm 64 --n 256 \
         --inception ../shared/assets/inception/inception_fid_trunk.pth --out benchmarks/results/peers.md
+    python benchmarks/peers.py --speed 5 --speed-steps 200 --threads 1     # training images/s only, interleaved
+
+The img/s column of the main run times each stack's training once, at different moments of a long run; on a
+shared machine `--speed` (the stacks' training steps interleaved, median of the rounds) is the ratio to quote.
 """
 
 from __future__ import annotations
@@ -224,8 +228,42 @@ def params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
+def train_seconds(stack: str, dm: DigitsDataModule, steps: int, overrides: list[str]) -> float:
+    """Seconds spent in `steps` training steps of a fresh `stack` model (no snapshots)."""
+    if stack == "difflab":
+        snaps, _ = train_difflab(dm, steps, set(), overrides)
+        return snaps.seconds
+    return (train_diffusers if stack == "diffusers" else train_lucidrains)(dm, steps, set())[1]
+
+
+def speed(args: argparse.Namespace, data: Callable[[], DigitsDataModule]) -> None:
+    """Training images/s of the stacks side by side: `--speed` rounds of `--speed-steps` steps each, the stacks
+    interleaved (order reversed every other round) so that they share the machine's state; median per stack."""
+    import statistics
+
+    rates: dict[str, list[float]] = {s: [] for s in args.stacks}
+    for r in range(args.speed):
+        for stack in args.stacks if r % 2 == 0 else args.stacks[::-1]:
+            rate = args.speed_steps * 64 / train_seconds(stack, data(), args.speed_steps, args.difflab_overrides)
+            rates[stack].append(rate)
+            print(f"round {r + 1}: {stack} {rate:.1f} training images/s", flush=True)
+    base = statistics.median(rates["difflab"]) if "difflab" in rates else None
+    lines = ["| stack | median img/s | vs difflab | rounds |", "|---|---:|---:|---|"]
+    for stack, values in rates.items():
+        med = statistics.median(values)
+        lines.append(f"| {stack} | {med:.1f} | {med / base:.2f} | {', '.join(f'{v:.1f}' for v in values)} |"
+                     if base else f"| {stack} | {med:.1f} | – | {', '.join(f'{v:.1f}' for v in values)} |")
+    note = (f"\n{args.speed} rounds of {args.speed_steps} training steps (batch 64) per stack, interleaved, "
+            f"{args.threads or torch.get_num_threads()} thread(s); seconds of the training steps only.\n")
+    out = Path(args.out).with_name(Path(args.out).stem + "_speed.md")
+    out.write_text("\n".join(lines) + "\n" + note)
+    print("\n".join(lines), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--speed", type=int, default=0, help="only measure training images/s: this many rounds")
+    parser.add_argument("--speed-steps", type=int, default=200, help="training steps per stack and --speed round")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--n", type=int, default=256, help="samples for DDIM-50 and DPM-Solver++ 2M")
@@ -244,6 +282,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     at = {max(1, round(f * args.steps)) for f in args.fractions}
     data = lambda: DigitsDataModule(resolution=16, batch_size=64, seed=0)  # noqa: E731  (a fresh one per stack)
+    if args.speed:
+        return speed(args, data)
     config = MetricsConfig(n_samples=args.n, fid=not args.no_fid, kid=False, inception_score=False, lpips_diversity=False, clip_score=False,
                            reference={"split": "train", "n": args.ref_n}, cache_dir=args.cache_dir, download=False,
                            feature_batch_size=64, weights={"inception": args.inception})
