@@ -7,11 +7,11 @@ upsampled by the Inception pipeline) with the shared FID Inception weights (`--i
 samples is biased upwards (the bias shrinks like 1/n): compare cells within one table only, never with FIDs of
 other sample counts or papers.
 
-difflab rows run `generate` with the checkpoint's scheduler and the sampler's `clip_denoised=auto` (dynamic
-thresholding for this pixel model); `@optimized` rows fit grid=optimized to this network first (cached beside the
+difflab rows run `generate` with the checkpoint's scheduler and the sampler's `clip_denoised=auto` (x0_hat
+clamped to [-1, 1] for this pixel model); `@optimized` rows fit grid=optimized to this network first (cached beside the
 checkpoint, `grids/<ckpt>-<sha>/`). diffusers rows run diffusers' scheduler loop on the same network through the
-eps adapter of `benchmarks/samplers.py` (x_t -> x = x_t / sqrt(alpha_bar), D(x, sigma) with the same dynamic
-thresholding, eps = (x - D) / sigma), starting from the same noises. NFE counts actual network calls per image.
+eps adapter of `benchmarks/samplers.py` (x_t -> x = x_t / sqrt(alpha_bar), D(x, sigma) with the same x0
+clipping, eps = (x - D) / sigma), starting from the same noises. NFE counts actual network calls per image.
 
     python benchmarks/fid_samplers.py runs/train/<run>/checkpoints/last.ckpt            # n = 500, NFE 5 10 20
     python benchmarks/fid_samplers.py <ckpt> --n 200 --nfe 10 20 --recipe "python train.py (default), 2000 steps"
