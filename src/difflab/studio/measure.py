@@ -17,12 +17,17 @@ from typing import Any
 from difflab.errors import ConfigError
 
 
+def require_images(images: Sequence[str | Path]) -> None:
+    """A ConfigError when no image was uploaded (checked before any regressor is loaded or trained)."""
+    if not images:
+        raise ConfigError("Measuring needs at least one image: upload PNG or JPEG files.")
+
+
 def read_values(regressor: Any, images: Sequence[str | Path], datamodule: Any) -> list[dict[str, float]]:
     """{column: raw value} for each image file, read by a `RegressorModule` as `python predict.py` reads them."""
     from difflab.cli.predict import read_images
 
-    if not images:
-        raise ConfigError("Measuring needs at least one image: upload PNG or JPEG files.")
+    require_images(images)
     values = regressor.predict(read_images([Path(p) for p in images], datamodule, regressor, "auto"))
     return [dict(zip(regressor.columns, row)) for row in values.double().tolist()]
 
@@ -36,12 +41,8 @@ def predict_values(module: Any, images: Sequence[str | Path], cache_dir: str | P
     if getattr(module.condition, "stats", None) is None or "cond" not in module.condition.inputs:
         raise ConfigError(f"Measuring needs a condition regressor (model=regressor) or a vector-conditioned model "
                           f"(model=cond_vector); this one is {module.condition.describe()}. Pick one of those.")
-    if not images:
-        raise ConfigError("Measuring needs at least one image: upload PNG or JPEG files.")
-    data = run_data(module)
-    if data is None:
-        raise ConfigError("Measuring trains its regressor on the checkpoint's training data, and that data "
-                          "module cannot be built on this machine: put the data where the run had it.")
+    require_images(images)
+    data = run_data(module, required=True)  # the regressor is trained on it
     regressor, _, _ = load_or_train_classifier(data, cache_dir, epochs=epochs, seed=seed, target="cond")
     return read_values(regressor, images, data)
 
