@@ -40,14 +40,15 @@ from torch import Tensor
 from difflab.diffusion import DiscreteVPScheduler
 from difflab.diffusion.toy import three_gaussians, w2_between_fits
 from difflab.samplers import SAMPLERS
-from difflab.samplers.grids import optimize_sigmas
+from difflab.samplers.grids import FittedGrid, optimize_grid
 
 MIX = three_gaussians()  # difflab.diffusion.toy: 3 isotropic 2-D Gaussians with an exact denoiser
 mixture_denoiser = MIX.denoiser
 
 DIFFLAB = ("ddpm", "ddim", "euler", "heun", "euler_a", "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "dpmpp_3m_sde", "unipc",
-           "deis", "dpmpp_sde", "lms", "plms", "ipndm", "pc", "euler_maruyama", "ode")
-OPTIMIZED = ("heun", "dpmpp_2m", "dpmpp_3m", "unipc", "deis", "lms", "ipndm")  # rows also run on grid=optimized
+           "unipc_bh1", "deis", "dpmpp_sde", "lms", "plms", "ipndm", "pc", "euler_maruyama", "ode")
+OPTIMIZED = ("heun", "dpmpp_2m", "dpmpp_3m", "unipc", "unipc_bh1", "deis", "lms", "ipndm")  # also on grid=optimized
+ROW_SAMPLERS = {"unipc_bh1": ("unipc", {"variant": "bh1"})}  # difflab rows that are a sampler with knobs
 DIFFUSERS = {  # row name -> (diffusers scheduler, its options)
     "ddpm": ("DDPMScheduler", {}), "ddim": ("DDIMScheduler", {}), "euler": ("EulerDiscreteScheduler", {}),
     "euler_a": ("EulerAncestralDiscreteScheduler", {}), "heun": ("HeunDiscreteScheduler", {}),
@@ -55,6 +56,11 @@ DIFFUSERS = {  # row name -> (diffusers scheduler, its options)
     "dpmpp_3m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 3}),
     "dpmpp_3m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
     "unipc": ("UniPCMultistepScheduler", {"solver_order": 3}), "unipc2": ("UniPCMultistepScheduler", {}),
+    # UniPC with B(h) = h (bh1) gives NaN with diffusers' default final_sigmas_type="zero" (h = inf on the last step);
+    # it runs, as order-3 bh2 also does, with the last step to sigma_min (which wins at 5-10 NFE on the mixture)
+    "unipc_bh1": ("UniPCMultistepScheduler", {"solver_order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}),
+    "unipc2_bh1": ("UniPCMultistepScheduler", {"solver_type": "bh1", "final_sigmas_type": "sigma_min"}),
+    "unipc_sigma_min": ("UniPCMultistepScheduler", {"solver_order": 3, "final_sigmas_type": "sigma_min"}),
     "deis": ("DEISMultistepScheduler", {}), "deis3": ("DEISMultistepScheduler", {"solver_order": 3}),
     "dpmpp_sde": ("DPMSolverSDEScheduler", {"noise_sampler_seed": 0}), "lms": ("LMSDiscreteScheduler", {}),
     "plms": ("PNDMScheduler", {"skip_prk_steps": True}),
@@ -105,8 +111,11 @@ class Counted:
         return self.fn(*args)
 
 
-def difflab_plan(name: str, nfe: int) -> tuple[int, dict[str, Any]]:
-    """(steps, knobs) spending at most `nfe` evaluations for a difflab sampler."""
+def difflab_plan(row: str, nfe: int) -> tuple[int, dict[str, Any]]:
+    """(steps, knobs) spending at most `nfe` evaluations for a difflab row (a sampler, or one of ROW_SAMPLERS)."""
+    name, knobs = ROW_SAMPLERS.get(row, (row, {}))
+    if name != row:
+        return nfe, dict(knobs)
     if name in ("heun", "ode", "dpmpp_sde"):
         return (nfe + 1) // 2, ({"method": "heun"} if name == "ode" else {})  # 2 * steps - 1 evaluations
     if name == "pc":
@@ -117,22 +126,25 @@ def difflab_plan(name: str, nfe: int) -> tuple[int, dict[str, Any]]:
 
 
 GRID_SEED = 1000  # the optimized grids are fitted on starting points drawn from another seed than the rows'
-GRID_FIT_N = 512  # starting points the optimized grids are fitted on
-_FITTED: dict[tuple[str, int], Tensor] = {}  # (sampler, steps) -> its optimized grid, fitted once per run
+GRID_FIT_N = 4000  # starting points the optimized grids are fitted on (the mixture's denoiser is cheap)
+GRID_EVALS: dict[str, int | None] = {"max_evals": None, "query_evals": None}  # search budgets (None: the library's)
+_FITTED: dict[tuple[str, int], FittedGrid] = {}  # (row, steps) -> its optimized grid, fitted once per run
 
 
-def run_difflab(name: str, nfe: int, grid: str, z: Tensor, seed: int) -> tuple[Tensor, int]:
-    """Samples of one difflab sampler at an NFE budget, and the evaluations it spent."""
+def run_difflab(row: str, nfe: int, grid: str, z: Tensor, seed: int) -> tuple[Tensor, int]:
+    """Samples of one difflab row at an NFE budget, and the evaluations it spent."""
     sched = DiscreteVPScheduler(grid=grid)
-    steps, knobs = difflab_plan(name, nfe)
+    name = ROW_SAMPLERS.get(row, (row, {}))[0]
+    steps, knobs = difflab_plan(row, nfe)
+    denoiser = mixture_denoiser
     if grid == "optimized":
-        if (name, steps) not in _FITTED:
-            _FITTED[name, steps] = optimize_sigmas(mixture_denoiser, sched, name, steps, knobs, (2,), n=GRID_FIT_N,
-                                                   seed=GRID_SEED)
-        sigmas = _FITTED[name, steps]
+        if (row, steps) not in _FITTED:
+            _FITTED[row, steps] = optimize_grid(mixture_denoiser, sched, name, steps, knobs, (2,), n=GRID_FIT_N,
+                                                seed=GRID_SEED, **GRID_EVALS)
+        sigmas, denoiser = _FITTED[row, steps].sigmas, _FITTED[row, steps].denoiser(mixture_denoiser)
     else:
         sigmas = sched.inference_sigmas(steps)
-    model = Counted(mixture_denoiser)
+    model = Counted(denoiser)
     x_T = z * sched.prior_std(float(sigmas[0]))
     x = SAMPLERS[name](model, x_T, sigmas, generator=torch.Generator().manual_seed(seed), **knobs)
     return x, model.calls
@@ -335,12 +347,25 @@ def spread(results: Results, nfes: list[int], n: int, seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
+def budget_options(args: argparse.Namespace) -> str:
+    """The search-budget options as typed on the command line ('' for the library's defaults)."""
+    return "".join(f" --{flag} {v}" for flag, v in (("grid-evals", args.grid_evals), ("query-evals", args.query_evals))
+                   if v is not None)
+
+
+def budget_text(args: argparse.Namespace) -> str:
+    """The optimized grids' search budget in words."""
+    levels = "20 (N + 1)" if args.grid_evals is None else str(args.grid_evals)
+    queries = "20 (2 N + 1)" if args.query_evals is None else str(args.query_evals)
+    return f"{levels} sampler runs over the levels, then {queries} over levels and query levels"
+
+
 def report(results: Results, rk45: list[str], scatter: str, args: argparse.Namespace, seconds: float) -> str:
     """The Markdown report: settings, best-vs-best summaries, the metrics' scatter, main table, RK45 rows."""
     return "\n".join([
         f"# Sampler error on a 2-D Gaussian mixture (grids={args.grid}, n={args.n}, seed={args.seed})", "",
         f"Command: `python benchmarks/samplers.py --grid {args.grid} --nfe {' '.join(map(str, args.nfe))} --n {args.n}"
-        f" --seed {args.seed}` ({seconds:.0f} s).", "",
+        f" --seed {args.seed}{budget_options(args)}` ({seconds:.0f} s).", "",
         "Best per NFE budget among rows that spent at most NFE denoiser calls. Headline: the coupled RMSE",
         "sqrt(mean_i ||x_i - ref_i||^2) to the fine ODE solve from the same x_T: for a deterministic sampler it is",
         "the discretisation error alone (0 for the reference itself, no Monte-Carlo floor) and an upper bound on W2",
@@ -355,8 +380,8 @@ def report(results: Results, rk45: list[str], scatter: str, args: argparse.Names
         f"The best rows rerun on other starting points (n={args.n} each): the scatter of each metric.", "",
         scatter, "",
         "Cells: W2 to the mixture / mixture-weight L1 error / W2 to the reference solve / coupled RMSE to it;",
-        "(k) = evaluations actually spent when != NFE. `@optimized`: grid=optimized fitted on"
-        f" {GRID_FIT_N} other starting points (seed {GRID_SEED}).", "",
+        "(k) = evaluations actually spent when != NFE. `@optimized`: grid=optimized (levels and query levels) fitted"
+        f" on {GRID_FIT_N} other starting points (seed {GRID_SEED}), search budget: {budget_text(args)}.", "",
         format_table(results, args.nfe), "",
         "Adaptive RK45 (difflab `ode`, method=rk45), own NFE:", "",
         "| rtol = atol | NFE | W2 / werr / W2 to reference / coupled RMSE |", "|---|---|---|", *rk45, "",
@@ -376,6 +401,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--spread-seeds", type=int, nargs="*", default=[1, 2, 3],
                    help="starting-point seeds the best rows are rerun on (the metrics' scatter)")
+    p.add_argument("--grid-evals", type=int, default=None,
+                   help="sampler runs of grid=optimized's search over the levels (default: the library's 20 (N + 1))")
+    p.add_argument("--query-evals", type=int, default=None,
+                   help="sampler runs of its joint search with the query levels (default: the library's 20 (2 N + 1))")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     return p.parse_args()
 
@@ -383,6 +412,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     """Run every sampler, print and save the Markdown report and the plot."""
     args = parse_args()
+    GRID_EVALS.update(max_evals=args.grid_evals, query_evals=args.query_evals)
     t0 = time.perf_counter()
     grid_list = list(GRIDS) if args.grid == "all" else [args.grid]
     results = run_all(args.nfe, args.n, grid_list, args.seed)

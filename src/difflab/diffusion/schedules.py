@@ -33,7 +33,7 @@ Grid = Literal["leading", "trailing", "linspace", "karras", "logsnr", "optimized
 COMMON_GRIDS: tuple[str, ...] = ("karras", "logsnr", "optimized")  # grids every scheduler offers
 GRIDS: tuple[str, ...] = ("leading", "trailing", "linspace", *COMMON_GRIDS)
 OPTIMIZED_NEEDS_MODEL = (
-    "grid=optimized depends on the model and the sampler: it is chosen by `difflab.samplers.grids.optimized_sigmas` "
+    "grid=optimized depends on the model and the sampler: it is chosen by `difflab.samplers.grids.optimize_grid` "
     "when sampling (generate), not by the scheduler alone"
 )
 

@@ -16,7 +16,7 @@ from difflab.errors import ConfigError
 from difflab.diffusion.thresholding import threshold
 from difflab.samplers.aliases import resolve
 from difflab.samplers.base import SAMPLERS, DenoiseFn, StackedGenerator, StepCallback
-from difflab.samplers.grids import cached_optimized_sigmas
+from difflab.samplers.grids import cached_optimized_grid, search_budget
 from difflab.utils.progress import Progress
 
 
@@ -26,6 +26,8 @@ class SamplerSpec:
 
     `name` is a registered sampler or a web UI name ("DPM++ 2M Karras", `aliases.py`), which may bring a grid.
     `grid` (default: the scheduler's own) replaces the scheduler's grid for this sampler: karras, logsnr, ...
+    `grid_effort` scales the search budget of `grid=optimized` (1: 20 (steps + 1) + 20 (2 steps + 1) sampler runs on
+    64 starting points, `grids.py`); a larger one fits longer, once per checkpoint (cached).
     `steps=None` means the scheduler's full training grid (DDPM's 1000 steps) where it has one.
     `clip_denoised` keeps x0_hat in the data range at every step (see `difflab.diffusion.thresholding`):
     True clamps to [-1, 1] (DDPM's original code does), "dynamic" is Imagen's dynamic thresholding at
@@ -40,10 +42,11 @@ class SamplerSpec:
     clip_denoised: bool | str = False
     dynamic_percentile: float = 0.995
     grid: str | None = None
+    grid_effort: float = 1.0
     knobs: dict[str, Any] = field(default_factory=dict)
 
     def __init__(self, name: str = "ddpm", steps: int | None = None, clip_denoised: bool | str = False,
-                 grid: str | None = None, dynamic_percentile: float = 0.995, **knobs: Any):
+                 grid: str | None = None, dynamic_percentile: float = 0.995, grid_effort: float = 1.0, **knobs: Any):
         if clip_denoised not in (True, False, "auto", "dynamic"):
             raise ConfigError.bad_value("sampler.clip_denoised", f"{clip_denoised!r} is not a clipping mode",
                                         "Use auto (clip pixel models, not latent ones), true, false or dynamic "
@@ -51,6 +54,11 @@ class SamplerSpec:
         if not 0.5 <= float(dynamic_percentile) <= 1.0:
             raise ConfigError.bad_value("sampler.dynamic_percentile", f"{dynamic_percentile} is outside [0.5, 1]",
                                         "Imagen uses 0.995.")
+        if not 0 < float(grid_effort) <= 1000:
+            raise ConfigError.bad_value("sampler.grid_effort", f"{grid_effort} is outside (0, 1000]",
+                                        "1 is the default search budget of grid=optimized; 4 searches four times "
+                                        "as long.")
+        self.grid_effort = float(grid_effort)
         self.name, alias_grid = resolve(name)
         self.steps, self.clip_denoised, self.knobs = steps, clip_denoised, dict(knobs)
         self.dynamic_percentile = float(dynamic_percentile)
@@ -70,7 +78,7 @@ class SamplerSpec:
         if self.clip_denoised != "auto":
             return self
         return SamplerSpec(self.name, self.steps, pixel_space, self.grid,
-                           self.dynamic_percentile, **self.knobs)
+                           self.dynamic_percentile, self.grid_effort, **self.knobs)
 
     def record(self) -> dict[str, Any]:
         """Name, steps, knobs and the x0 clipping, as written to samples.json / metrics.json."""
@@ -214,15 +222,20 @@ def generate(
     The images are numbers first_index .. first_index + n - 1 of the run: image i depends only on
     (seed, i), so batch size and device count (each rank taking its own range) do not change it.
     `edit` starts from given noises or images instead (img2img, inpainting, interpolation). With the scheduler's
-    `grid=optimized` the grid is fitted to this denoiser and sampler first (`grids.py`), cached in `grid_cache`.
+    `grid=optimized` the grid and its query levels are fitted to this denoiser (with the spec's x0 clipping) and
+    sampler first (`grids.py`), cached in `grid_cache`.
     `progress` counts the images (a share of the batch after every sampler step) and shows the NFE.
     """
     device = torch.device(device)
     sched = spec.scheduler_for(scheduler)
-    if sched.grid == "optimized":
+    if sched.grid == "optimized":  # fitted to the denoiser as it samples: with this spec's x0 clipping
         c = None if cond is None else cond[:64].to(device)
-        full = cached_optimized_sigmas(grid_cache, denoise_fn, sched, spec.name, spec.steps_for(scheduler), spec.knobs,
-                                       shape, n=64 if cond is None else len(c), cond=c, device=device)
+        fitted = cached_optimized_grid(grid_cache, CountingDenoiser(denoise_fn, spec.clip_denoised,
+                                                                    spec.dynamic_percentile),
+                                       sched, spec.name, spec.steps_for(scheduler), spec.knobs, shape,
+                                       n=64 if cond is None else len(c), cond=c, device=device,
+                                       **search_budget(spec.steps_for(scheduler), spec.grid_effort))
+        full, denoise_fn = fitted.sigmas, fitted.denoiser(denoise_fn)
     else:
         full = spec.sigmas(scheduler)
     sigmas = full if edit is None else edit.grid(full)
