@@ -38,7 +38,7 @@ from difflab.metrics.fidelity import ReferenceStats, fidelity_scores  # noqa: E4
 from difflab.metrics.inception import InceptionFeatures  # noqa: E402
 from difflab.samplers import SamplerSpec, StackedGenerator, generate, sample_seeds  # noqa: E402
 from difflab.samplers.generate import CountingDenoiser  # noqa: E402
-from difflab.samplers.grids import cached_optimized_grid, checkpoint_grid_cache  # noqa: E402
+from difflab.samplers.grids import checkpoint_grid_cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 INCEPTION = REPO.parent / "shared" / "assets" / "inception" / "inception_fid_trunk.pth"
@@ -66,15 +66,9 @@ def run_difflab(module: Any, ckpt: Path, row: str, nfe: int, n: int, args: argpa
     label, grid = row.split("@")
     name = ROW_SAMPLERS.get(label, (label, {}))[0]
     steps, knobs = difflab_plan(label, nfe)
-    spec = module.sampling_spec(SamplerSpec(name, steps, grid=grid, **knobs))
-    cache = checkpoint_grid_cache(ckpt)
-    if grid == "optimized":  # fit once with this script's budget, as generate samples (generate then reads the cache)
-        clipped = CountingDenoiser(module.denoiser, spec.clip_denoised, spec.dynamic_percentile)
-        cached_optimized_grid(cache, clipped, spec.scheduler_for(module.scheduler), name, steps, spec.knobs,
-                              module.latent_shape, n=args.grid_n, max_evals=args.grid_evals,
-                              query_evals=args.query_evals)
+    spec = module.sampling_spec(SamplerSpec(name, steps, grid=grid, grid_effort=args.grid_effort, **knobs))
     return generate(module.denoiser, module.scheduler, spec, n=n, shape=module.latent_shape, seed=SEED,
-                    batch_size=args.batch_size, grid_cache=cache)
+                    batch_size=args.batch_size, grid_cache=checkpoint_grid_cache(ckpt))  # optimized: fitted, cached
 
 
 def run_diffusers(module: Any, row: str, nfe: int, n: int, args: argparse.Namespace) -> tuple[Tensor, int]:
@@ -102,9 +96,8 @@ def report(fids: dict[str, dict[int, tuple[float, int]]], args: argparse.Namespa
     """Markdown: the recipe and settings, the goal line and the FID table."""
     nfes = args.nfe
     ref_opt = f" --ref-n {args.ref_n}" if args.ref_n else ""
-    query_opt = "" if args.query_evals is None else f" --query-evals {args.query_evals}"
-    command = (f"python benchmarks/fid_samplers.py <ckpt> --n {args.n} --nfe {' '.join(map(str, nfes))} --grid-n "
-               f"{args.grid_n} --grid-evals {args.grid_evals}{query_opt}{ref_opt}")
+    command = (f"python benchmarks/fid_samplers.py <ckpt> --n {args.n} --nfe {' '.join(map(str, nfes))} "
+               f"--grid-effort {args.grid_effort:g}{ref_opt}")
     lines = [f"# FID versus NFE on the digits DDPM ({args.n} samples per cell)", "",
              f"Checkpoint: `{ckpt}` (recipe: {args.recipe}). Command: `{command}` ({seconds:.0f} s).",
              f"Reference: the digits training split ({ref_count} images); EMA weights; per-image noises (seed {SEED}, i)",
@@ -151,10 +144,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20])
     p.add_argument("--difflab", nargs="*", default=list(DIFFLAB_ROWS), help="sampler@grid rows")
     p.add_argument("--diffusers", nargs="*", default=list(DIFFUSERS_ROWS), help="rows of benchmarks/samplers.py")
-    p.add_argument("--grid-n", type=int, default=32, help="images the optimized grids are fitted on")
-    p.add_argument("--grid-evals", type=int, default=40, help="sampler runs of each grid's search over its levels")
-    p.add_argument("--query-evals", type=int, default=None,
-                   help="sampler runs of the joint search with the query levels (default: the library's, 0: none)")
+    p.add_argument("--grid-effort", type=float, default=1.0,
+                   help="sampler.grid_effort of the optimized rows (1: the library's search budget)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--ref-n", type=int, default=None, help="reference images (default: the whole training split)")
     p.add_argument("--inception", type=Path, default=INCEPTION)
