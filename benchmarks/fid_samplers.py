@@ -42,8 +42,8 @@ from difflab.samplers.grids import checkpoint_grid_cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 INCEPTION = REPO.parent / "shared" / "assets" / "inception" / "inception_fid_trunk.pth"
-DIFFLAB_ROWS = ("unipc@optimized", "dpmpp_3m@optimized", "deis@optimized", "ipndm@optimized", "dpmpp_2m@karras")
-DIFFUSERS_ROWS = ("unipc@leading", "dpmpp_3m@leading", "deis3@leading", "dpmpp_2m@karras")
+DIFFLAB_ROWS = ("unipc@optimized", "unipc_bh1@optimized", "dpmpp_3m@optimized", "unipc@logsnr", "dpmpp_2m@karras")
+DIFFUSERS_ROWS = ("unipc@leading", "unipc2_bh1@leading", "dpmpp_3m@leading", "deis3@leading", "dpmpp_2m@karras")
 SEED = 1  # the per-image noises of every cell: (SEED, i)
 
 
@@ -59,6 +59,24 @@ def fid(extractor: InceptionFeatures, images: Tensor, ref: ReferenceStats) -> fl
     """FID of images [n, C, H, W] in [-1, 1] against the reference."""
     feats, logits = zip(*(extractor(images[i : i + 250]) for i in range(0, len(images), 250)))
     return fidelity_scores(torch.cat(feats), torch.cat(logits), ref, kid=False, inception_score=False)["fid"]
+
+
+REFERENCE_STEPS = 200  # the fine solve the coupled errors are measured against
+
+
+def coupled_rmse(images: Tensor, fine: Tensor) -> float:
+    """sqrt(mean over images and pixels of (x - x_fine)^2): the discretisation error from the same noises."""
+    return float(((images.double() - fine.double()) ** 2).mean().sqrt()) if torch.isfinite(images).all() else math.nan
+
+
+def error_table(errors: dict[str, dict[int, float]], nfes: list[int], fine_fid: float) -> str:
+    """Markdown: each cell's coupled RMSE to the fine solve from the same noises, and that solve's FID."""
+    lines = ["", f"Coupled RMSE (per pixel, images in [-1, 1]) to the fine ODE solve from the same noises (UniPC, "
+             f"{REFERENCE_STEPS} log-SNR steps, FID {fine_fid:.2f}):", "",
+             "| sampler@grid | " + " | ".join(f"NFE {k}" for k in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
+    for row, cells in errors.items():
+        lines.append(f"| {row} | " + " | ".join(f"{cells[k]:.4f}" if k in cells else "–" for k in nfes) + " |")
+    return "\n".join(lines + [""])
 
 
 def run_difflab(module: Any, ckpt: Path, row: str, nfe: int, n: int, args: argparse.Namespace) -> tuple[Tensor, int]:
@@ -165,7 +183,13 @@ def main() -> None:
     module = load_module(args.ckpt, use_ema=True).eval()
     extractor = InceptionFeatures(str(args.inception), download=False).eval()
     ref = reference_stats(extractor, module.image_shape[-1], args.ref_n)
+    fine = module.sampling_spec(SamplerSpec("unipc", REFERENCE_STEPS, grid="logsnr"))  # the ODE solved finely
+    fine_images = generate(module.denoiser, module.scheduler, fine, n=args.n, shape=module.latent_shape, seed=SEED,
+                           batch_size=args.batch_size)[0]
+    fine_fid = fid(extractor, fine_images.clamp(-1, 1), ref)
+    print(f"reference solve (UniPC, {REFERENCE_STEPS} log-SNR steps): FID {fine_fid:.2f}", flush=True)
     fids: dict[str, dict[int, tuple[float, int]]] = {}
+    errors: dict[str, dict[int, float]] = {}
     for side, rows in (("difflab", args.difflab), ("diffusers", args.diffusers)):
         for row in rows:
             for k in args.nfe:
@@ -175,8 +199,11 @@ def main() -> None:
                     images, calls = run_diffusers(module, row, k, args.n, args)
                 value = fid(extractor, images.clamp(-1, 1), ref) if torch.isfinite(images).all() else math.nan
                 fids.setdefault(f"{row} [{side}]", {})[k] = (value, calls)
-                print(f"{row} [{side}] NFE {k} ({calls}): FID {value:.2f}  {time.perf_counter() - t0:.0f} s", flush=True)
+                errors.setdefault(f"{row} [{side}]", {})[k] = coupled_rmse(images, fine_images)
+                print(f"{row} [{side}] NFE {k} ({calls}): FID {value:.2f}, coupled RMSE "
+                      f"{errors[f'{row} [{side}]'][k]:.4f}  {time.perf_counter() - t0:.0f} s", flush=True)
     text = report(fids, args, args.ckpt, time.perf_counter() - t0, int(ref.meta["count"]))
+    text += error_table(errors, args.nfe, fine_fid)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fid_samplers.md").write_text(text)
     plot(fids, args.nfe, args.out / "fid_samplers.png")
