@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from samplers import ROW_SAMPLERS, difflab_plan, make_diffusers, vp_eps_model  # noqa: E402  (the mixture benchmark's adapters)
+from samplers import difflab_plan, make_diffusers, row_sampler, vp_eps_model  # noqa: E402  (the mixture benchmark's adapters)
 
 from difflab.data import DigitsDataModule  # noqa: E402
 from difflab.lit.checkpoint import load_module  # noqa: E402
@@ -82,7 +82,7 @@ def error_table(errors: dict[str, dict[int, float]], nfes: list[int], fine_fid: 
 def run_difflab(module: Any, ckpt: Path, row: str, nfe: int, n: int, args: argparse.Namespace) -> tuple[Tensor, int]:
     """n images of one difflab sampler@grid at an NFE budget, and the evaluations per image."""
     label, grid = row.split("@")
-    name = ROW_SAMPLERS.get(label, (label, {}))[0]
+    name = row_sampler(label)[0]
     steps, knobs = difflab_plan(label, nfe)
     spec = module.sampling_spec(SamplerSpec(name, steps, grid=grid, grid_effort=args.grid_effort, **knobs))
     return generate(module.denoiser, module.scheduler, spec, n=n, shape=module.latent_shape, seed=SEED,

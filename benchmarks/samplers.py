@@ -111,11 +111,17 @@ class Counted:
         return self.fn(*args)
 
 
+def row_sampler(row: str) -> tuple[str, dict[str, Any]]:
+    """(registered sampler, knobs) of a difflab row: a sampler's own name, or one of ROW_SAMPLERS."""
+    name, knobs = ROW_SAMPLERS.get(row, (row, {}))
+    return name, dict(knobs)
+
+
 def difflab_plan(row: str, nfe: int) -> tuple[int, dict[str, Any]]:
     """(steps, knobs) spending at most `nfe` evaluations for a difflab row (a sampler, or one of ROW_SAMPLERS)."""
-    name, knobs = ROW_SAMPLERS.get(row, (row, {}))
+    name, knobs = row_sampler(row)
     if name != row:
-        return nfe, dict(knobs)
+        return nfe, knobs
     if name in ("heun", "ode", "dpmpp_sde"):
         return (nfe + 1) // 2, ({"method": "heun"} if name == "ode" else {})  # 2 * steps - 1 evaluations
     if name == "pc":
@@ -134,7 +140,7 @@ _FITTED: dict[tuple[str, int], FittedGrid] = {}  # (row, steps) -> its optimized
 def run_difflab(row: str, nfe: int, grid: str, z: Tensor, seed: int) -> tuple[Tensor, int]:
     """Samples of one difflab row at an NFE budget, and the evaluations it spent."""
     sched = DiscreteVPScheduler(grid=grid)
-    name = ROW_SAMPLERS.get(row, (row, {}))[0]
+    name = row_sampler(row)[0]
     steps, knobs = difflab_plan(row, nfe)
     denoiser = mixture_denoiser
     if grid == "optimized":

@@ -86,11 +86,12 @@ def shifted_denoiser(denoise_fn: DenoiseFn, levels: Tensor, queries: Tensor) -> 
     return fn
 
 
-def _error(run: Callable[[Tensor, Tensor], Tensor], log_sigmas: Tensor, x_ref: Tensor, shift: Tensor | None = None
-           ) -> float:
-    """E(grid) for the positive levels exp(log_sigmas), then 0, with the denoiser asked at exp(log_sigmas + shift)."""
+def _error(run: Callable[[Tensor, Tensor], Tensor], log_sigmas: Tensor, x_ref: Tensor,
+           log_queries: Tensor | None = None) -> float:
+    """E(grid) for the positive levels exp(log_sigmas), then 0, with the denoiser asked at exp(log_queries)
+    (default: at the levels)."""
     sigmas = torch.cat([log_sigmas.exp(), log_sigmas.new_zeros(1)])
-    queries = sigmas[:-1] if shift is None else (log_sigmas + shift).exp()
+    queries = sigmas[:-1] if log_queries is None else log_queries.exp()
     err = ((run(sigmas, queries) - x_ref).double() ** 2).flatten(1).sum(1).mean()
     return float(err) if torch.isfinite(err) else math.inf
 
@@ -135,7 +136,7 @@ def _search(run: Callable[[Tensor, Tensor], Tensor], start: Tensor, x_ref: Tenso
 
     def measure(levels: Tensor, shift: Tensor | None) -> float:
         log_q = levels if shift is None else (levels + shift).clamp(log_min, log_max)
-        err = _error(run, levels, x_ref, log_q - levels)
+        err = _error(run, levels, x_ref, log_q)
         if err < best[2]:
             best[:] = [levels, log_q, err]
         return err
@@ -172,10 +173,9 @@ def optimize_grid(denoise_fn: DenoiseFn, scheduler: Scheduler, sampler: str, ste
         return info.fn(fn, z * scheduler.prior_std(float(sig[0])), sig, cond=cond, **knobs)
 
     start = min(_starting_grids(scheduler, steps), key=lambda ls: _error(run, ls, x_ref))
-    grid_evals = search_budget(steps)["max_evals"] if max_evals is None else max_evals
-    query_evals = search_budget(steps)["query_evals"] if query_evals is None else query_evals
+    budget = search_budget(steps, max_evals=max_evals, query_evals=query_evals)
     bounds = (math.log(scheduler.sigma_min), math.log(scheduler.sigma_max))
-    log_sigmas, log_queries = _search(run, start, x_ref, bounds, grid_evals, query_evals)
+    log_sigmas, log_queries = _search(run, start, x_ref, bounds, budget["max_evals"], budget["query_evals"])
     return FittedGrid(torch.cat([log_sigmas.exp(), log_sigmas.new_zeros(1)]), log_queries.exp())
 
 
@@ -189,9 +189,12 @@ def checkpoint_grid_cache(ckpt: str | Path) -> Path:
     return ckpt.parent / "grids" / f"{ckpt.stem}-{digest.hexdigest()[:12]}"
 
 
-def search_budget(steps: int, effort: float = 1.0) -> dict[str, int]:
-    """The default sampler runs of the two searches, scaled by `effort` (`sampler.grid_effort`)."""
-    return {"max_evals": round(effort * 20 * (steps + 1)), "query_evals": round(effort * 20 * (2 * steps + 1))}
+def search_budget(steps: int, effort: float = 1.0, *, max_evals: int | None = None, query_evals: int | None = None
+                  ) -> dict[str, int]:
+    """The sampler runs of the two searches: the given ones, else the defaults scaled by `effort`
+    (`sampler.grid_effort`): 20 (steps + 1) over the levels, 20 (2 steps + 1) over levels and query levels."""
+    return {"max_evals": round(effort * 20 * (steps + 1)) if max_evals is None else max_evals,
+            "query_evals": round(effort * 20 * (2 * steps + 1)) if query_evals is None else query_evals}
 
 
 def cached_optimized_grid(cache: Path | None, denoise_fn: DenoiseFn, scheduler: Scheduler, sampler: str, steps: int,
@@ -199,9 +202,7 @@ def cached_optimized_grid(cache: Path | None, denoise_fn: DenoiseFn, scheduler: 
                           query_evals: int | None = None, **kwargs: Any) -> FittedGrid:
     """`optimize_grid`, read from / written to `cache`/<sampler>-<steps>.json when a cache folder is given (keyed by
     sampler, steps, knobs, scheduler and the fit's sample count and budgets: a grid fitted otherwise is refitted)."""
-    budget = search_budget(steps)
-    budget = {"max_evals": budget["max_evals"] if max_evals is None else max_evals,
-              "query_evals": budget["query_evals"] if query_evals is None else query_evals}
+    budget = search_budget(steps, max_evals=max_evals, query_evals=query_evals)
     key = {"version": CACHE_VERSION, "sampler": sampler, "steps": steps, "knobs": knobs, "scheduler": repr(scheduler),
            "fit": {"n": n, **budget}}
     path = None if cache is None else Path(cache) / f"{sampler}-{steps}.json"
