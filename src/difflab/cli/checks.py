@@ -55,7 +55,8 @@ def seed(value: Any, key: str = "seed") -> int:
 
 def sampler_spec(node: Any, key: str = "sampler") -> Any:
     """The SamplerSpec of a `sampler` config node (None for null), built before any loading: an unknown sampler or
-    option is SamplerSpec's own ConfigError; a step count below 1 names `sampler.steps`."""
+    option is SamplerSpec's own ConfigError; a step count below 1 names `sampler.steps`, a non-number `grid_effort` or
+    `dynamic_percentile` names its key."""
     from difflab.samplers import SamplerSpec
 
     if node is None:
@@ -63,6 +64,9 @@ def sampler_spec(node: Any, key: str = "sampler") -> Any:
     fields = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
     if fields.get("steps") is not None:
         fields["steps"] = integer(fields["steps"], f"{key}.steps", 1, f"Pass {key}.steps=20 (any count >= 1).")
+    for name in ("grid_effort", "dynamic_percentile"):  # numbers; SamplerSpec checks their ranges
+        if name in fields:
+            fields[name] = real(fields[name], f"{key}.{name}")
     return SamplerSpec(**fields)
 
 
