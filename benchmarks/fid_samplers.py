@@ -9,7 +9,8 @@ other sample counts or papers.
 
 difflab rows run `generate` with the checkpoint's scheduler and the sampler's `clip_denoised=auto` (x0_hat
 clamped to [-1, 1] for this pixel model); `@optimized` rows fit grid=optimized to this network first (cached beside the
-checkpoint, `grids/<ckpt>-<sha>/`). diffusers rows run diffusers' scheduler loop on the same network through the
+checkpoint, `grids/<ckpt>-<sha>/`), in pixels or, with `--grid-distance inception`, in the Inception features FID
+uses (written to fid_samplers_inception.md / .png). diffusers rows run diffusers' scheduler loop on the same network through the
 eps adapter of `benchmarks/samplers.py` (x_t -> x = x_t / sqrt(alpha_bar), D(x, sigma) with the same x0
 clipping, eps = (x - D) / sigma), starting from the same noises. NFE counts actual network calls per image.
 
@@ -84,7 +85,9 @@ def run_difflab(module: Any, ckpt: Path, row: str, nfe: int, n: int, args: argpa
     label, grid = row.split("@")
     name = row_sampler(label)[0]
     steps, knobs = difflab_plan(label, nfe)
-    spec = module.sampling_spec(SamplerSpec(name, steps, grid=grid, grid_effort=args.grid_effort, **knobs))
+    spec = module.sampling_spec(SamplerSpec(name, steps, grid=grid, grid_effort=args.grid_effort,
+                                            grid_distance=args.grid_distance, grid_inception=str(args.inception),
+                                            **knobs))
     return generate(module.denoiser, module.scheduler, spec, n=n, shape=module.latent_shape, seed=SEED,
                     batch_size=args.batch_size, grid_cache=checkpoint_grid_cache(ckpt))  # optimized: fitted, cached
 
@@ -115,7 +118,7 @@ def report(fids: dict[str, dict[int, tuple[float, int]]], args: argparse.Namespa
     nfes = args.nfe
     ref_opt = f" --ref-n {args.ref_n}" if args.ref_n else ""
     command = (f"python benchmarks/fid_samplers.py <ckpt> --n {args.n} --nfe {' '.join(map(str, nfes))} "
-               f"--grid-effort {args.grid_effort:g}{ref_opt}")
+               f"--grid-effort {args.grid_effort:g} --grid-distance {args.grid_distance}{ref_opt}")
     lines = [f"# FID versus NFE on the digits DDPM ({args.n} samples per cell)", "",
              f"Checkpoint: `{ckpt}` (recipe: {args.recipe}). Command: `{command}` ({seconds:.0f} s).",
              f"Reference: the digits training split ({ref_count} images); EMA weights; per-image noises (seed {SEED}, i)",
@@ -164,6 +167,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--diffusers", nargs="*", default=list(DIFFUSERS_ROWS), help="rows of benchmarks/samplers.py")
     p.add_argument("--grid-effort", type=float, default=1.0,
                    help="sampler.grid_effort of the optimized rows (1: the library's search budget)")
+    p.add_argument("--grid-distance", default="pixel", choices=["pixel", "inception"],
+                   help="sampler.grid_distance of the optimized rows (inception: fitted in FID's feature space)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--ref-n", type=int, default=None, help="reference images (default: the whole training split)")
     p.add_argument("--inception", type=Path, default=INCEPTION)
@@ -205,8 +210,9 @@ def main() -> None:
     text = report(fids, args, args.ckpt, time.perf_counter() - t0, int(ref.meta["count"]))
     text += error_table(errors, args.nfe, fine_fid)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fid_samplers.md").write_text(text)
-    plot(fids, args.nfe, args.out / "fid_samplers.png")
+    stem = "fid_samplers" if args.grid_distance == "pixel" else f"fid_samplers_{args.grid_distance}"
+    (args.out / f"{stem}.md").write_text(text)
+    plot(fids, args.nfe, args.out / f"{stem}.png")
     print(text)
 
 

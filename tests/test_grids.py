@@ -16,6 +16,7 @@ from difflab.samplers.grids import FittedGrid, cached_optimized_grid, optimize_g
 from test_fast_samplers import mixture_denoiser
 
 generate_module = importlib.import_module("difflab.samplers.generate")
+grids_module = importlib.import_module("difflab.samplers.grids")
 
 
 @pytest.mark.parametrize("scheduler", [DiscreteVPScheduler(grid="logsnr"), EDMScheduler(grid="logsnr"),
@@ -182,3 +183,79 @@ def test_grid_effort_scales_the_search_and_is_checked(monkeypatch):
     assert budgets == [(100, 180), (250, 450)]  # 20 (N + 1) and 20 (2 N + 1) runs, times the effort
     with pytest.raises(ConfigError, match="sampler.grid_effort"):
         SamplerSpec("unipc", 4, grid_effort=0)
+
+
+def test_grid_distance_measures_the_fit_in_the_embedding():
+    """`embed` is applied to the reference and to every run, and the fit minimises the error there: fitted in the
+    first coordinate alone, the grid beats every starting grid in that coordinate, and differs from the grid fitted
+    in both."""
+    sched, shapes = DiscreteVPScheduler(grid="optimized"), []
+
+    def first(x):
+        shapes.append(tuple(x.shape))
+        return x[:, :1]
+
+    kw = dict(n=256, seed=0, max_evals=40, query_evals=0, reference_steps=100)
+    in_first = optimize_grid(mixture_denoiser, sched, "dpmpp_2m", 5, {}, (2,), embed=first, **kw)
+    assert len(shapes) > 40 and set(shapes) == {(256, 2)}
+    in_both = optimize_grid(mixture_denoiser, sched, "dpmpp_2m", 5, {}, (2,), **kw)
+    assert not torch.equal(in_first.sigmas, in_both.sigmas)
+    z = torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
+    sigmas_ref = sched.with_grid("logsnr").inference_sigmas(100)
+    x_ref = SAMPLERS["unipc"](mixture_denoiser, z * sched.prior_std(float(sigmas_ref[0])), sigmas_ref, order=3)
+
+    def first_error(sigmas):
+        x = SAMPLERS["dpmpp_2m"](mixture_denoiser, z * sched.prior_std(float(sigmas[0])), sigmas)
+        return float(((x - x_ref)[:, 0] ** 2).mean())
+
+    starts = [torch.cat([ls.exp(), ls.new_zeros(1)]) for ls in grids_module._starting_grids(sched, 5)]
+    assert first_error(in_first.sigmas) < 0.95 * min(first_error(s) for s in starts)
+
+
+def test_grid_distance_is_checked_and_keys_the_cache(tmp_path, monkeypatch):
+    from difflab.metrics.weights import MetricWeightsError
+
+    with pytest.raises(ConfigError, match="sampler.grid_distance"):
+        SamplerSpec("unipc", 4, grid_distance="lpips")
+    with pytest.raises(ConfigError, match="latent"):
+        SamplerSpec("unipc", 4, grid="optimized", grid_distance="inception").resolve(pixel_space=False)
+    with pytest.raises(ConfigError, match="1- or 3-channel images"):
+        generate(mixture_denoiser, DiscreteVPScheduler(grid="optimized"),
+                 SamplerSpec("unipc", 4, grid_distance="inception"), n=2, shape=(2,))
+    with pytest.raises(MetricWeightsError, match="sampler.grid_inception"):
+        generate(lambda x, s, c=None: x * 0, DiscreteVPScheduler(grid="optimized"),
+                 SamplerSpec("unipc", 2, grid_distance="inception", grid_inception=str(tmp_path / "nope.pth")),
+                 n=1, shape=(1, 8, 8))
+    d = Counting()
+    sched = DiscreteVPScheduler(grid="optimized")
+    cached_optimized_grid(tmp_path, d, sched, "dpmpp_2m", 4, {}, (2,), n=32, max_evals=10, reference_steps=50)
+    d.calls = 0
+    cached_optimized_grid(tmp_path, d, sched, "dpmpp_2m", 4, {}, (2,), n=32, max_evals=10, reference_steps=50,
+                          distance="first", embed=lambda x: x[:, :1])
+    assert d.calls > 0 and (tmp_path / "dpmpp_2m-4-first.json").is_file()  # another distance: its own fit
+    assert json.loads((tmp_path / "dpmpp_2m-4-first.json").read_text())["key"]["fit"]["distance"] == "first"
+
+
+def test_inception_grid_distance_uses_the_fid_features(tmp_path, monkeypatch):
+    """generate fits with the FID Inception pool features of the clamped samples (the shared weights file)."""
+    from pathlib import Path
+
+    from difflab.metrics.inception import InceptionFeatures
+
+    weights = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "inception" / "inception_fid_trunk.pth"
+    if not weights.is_file():
+        pytest.skip(f"needs the shared Inception weights at {weights}")
+    seen = {}
+
+    def fake_fit(cache, denoise_fn, scheduler, sampler, steps, knobs, shape, **kwargs):
+        seen.update(kwargs)
+        return FittedGrid.unshifted(DiscreteVPScheduler(grid="logsnr").inference_sigmas(steps))
+
+    monkeypatch.setattr(generate_module, "cached_optimized_grid", fake_fit)
+    spec = SamplerSpec("unipc", 2, grid_distance="inception", grid_inception=str(weights))
+    generate(lambda x, s, c=None: x * 0, DiscreteVPScheduler(grid="optimized"), spec, n=1, shape=(1, 8, 8))
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 1.5
+    expected = InceptionFeatures(str(weights), download=False).eval()(x.clamp(-1, 1))[0]
+    assert seen["distance"] == "inception"
+    torch.testing.assert_close(seen["embed"](x), expected)
+    assert seen["embed"](x).shape == (3, 2048)
