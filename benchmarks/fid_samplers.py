@@ -10,8 +10,8 @@ other sample counts or papers.
 difflab rows run `generate` with the checkpoint's scheduler and the sampler's `clip_denoised=auto` (x0_hat
 clamped to [-1, 1] for this pixel model); `@optimized` rows fit grid=optimized to this network first (cached beside the
 checkpoint, `grids/<ckpt>-<sha>/`), in pixels or, with `--grid-distance inception`, in the Inception features FID
-uses (written to fid_samplers_inception.md / .png). diffusers rows run diffusers' scheduler loop on the same network through the
-eps adapter of `benchmarks/samplers.py` (x_t -> x = x_t / sqrt(alpha_bar), D(x, sigma) with the same x0
+uses (written to fid_samplers_inception.md / .png). diffusers rows run diffusers' scheduler loop on the same network
+through the eps adapter of `benchmarks/samplers.py` (x_t -> x = x_t / sqrt(alpha_bar), D(x, sigma) with the same x0
 clipping, eps = (x - D) / sigma), starting from the same noises. NFE counts actual network calls per image.
 
     python benchmarks/fid_samplers.py runs/train/<run>/checkpoints/last.ckpt            # n = 500, NFE 5 10 20

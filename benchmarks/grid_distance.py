@@ -26,7 +26,7 @@ from fid_samplers import INCEPTION, REFERENCE_STEPS, SEED, coupled_rmse, fid, re
 from difflab.lit.checkpoint import load_module  # noqa: E402
 from difflab.metrics.inception import InceptionFeatures  # noqa: E402
 from difflab.samplers import SamplerSpec, generate  # noqa: E402
-from difflab.samplers.generate import CountingDenoiser  # noqa: E402
+from difflab.samplers.generate import CountingDenoiser, grid_embed  # noqa: E402
 from difflab.samplers.grids import optimize_grid  # noqa: E402
 
 generate_module = importlib.import_module("difflab.samplers.generate")
@@ -50,9 +50,8 @@ def main() -> None:
     module = load_module(args.ckpt, use_ema=True).eval()
     net = InceptionFeatures(str(args.inception), download=False).eval()
 
-    def features(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([net(x[i : i + 250].clamp(-1, 1))[0] for i in range(0, len(x), 250)])
-
+    features = grid_embed(SamplerSpec("unipc", grid_distance="inception", grid_inception=str(args.inception)),
+                          module.latent_shape, torch.device("cpu"))  # the fit's own distance, also for the scores
     ref = reference_stats(net, module.image_shape[-1], None)
     fine = module.sampling_spec(SamplerSpec("unipc", REFERENCE_STEPS, grid="logsnr"))
     fine_images = generate(module.denoiser, module.scheduler, fine, n=args.n, shape=module.latent_shape, seed=SEED,

@@ -219,6 +219,8 @@ def test_grid_distance_is_checked_and_keys_the_cache(tmp_path, monkeypatch):
         SamplerSpec("unipc", 4, grid_distance="lpips")
     with pytest.raises(ConfigError, match="latent"):
         SamplerSpec("unipc", 4, grid="optimized", grid_distance="inception").resolve(pixel_space=False)
+    with pytest.raises(ConfigError, match="latent"):  # the optimized grid may be the scheduler's own
+        SamplerSpec("unipc", 4, grid_distance="inception").resolve(pixel_space=False)
     with pytest.raises(ConfigError, match="1- or 3-channel images"):
         generate(mixture_denoiser, DiscreteVPScheduler(grid="optimized"),
                  SamplerSpec("unipc", 4, grid_distance="inception"), n=2, shape=(2,))

@@ -87,7 +87,7 @@ class SamplerSpec:
 
     def resolve(self, pixel_space: bool) -> SamplerSpec:
         """This spec with `clip_denoised="auto"` made concrete: clamping to [-1, 1] for pixel models, none in a latent space."""
-        if self.grid_distance == "inception" and not pixel_space and self.grid == "optimized":
+        if self.grid_distance == "inception" and not pixel_space:  # the grid may come from the scheduler: always
             raise ConfigError.bad_value("sampler.grid_distance", "inception measures images, and this model samples "
                                         "latents", "Use grid_distance=pixel (the latent error) for a latent model.")
         if self.clip_denoised != "auto":
@@ -209,7 +209,8 @@ def _start(edit: Edit | None, gen: StackedGenerator, shape: tuple[int, ...], sig
 
 def grid_embed(spec: SamplerSpec, shape: tuple[int, ...], device: torch.device) -> Callable[[Tensor], Tensor] | None:
     """The features grid=optimized measures its error in: None for pixels, else the FID Inception pool features of
-    the samples clamped to [-1, 1] (quantized to 8 bits as FID sees them)."""
+    the samples clamped to [-1, 1] (quantized to 8 bits as FID sees them). The weights file is found now (a missing
+    one is an error before any work); the network is built at the first call, so a cached grid never loads it."""
     if spec.grid_distance == "pixel":
         return None
     if len(shape) != 3 or shape[0] not in (1, 3):
@@ -221,8 +222,14 @@ def grid_embed(spec: SamplerSpec, shape: tuple[int, ...], device: torch.device) 
     from difflab.metrics.weights import INCEPTION, resolve_weights
 
     path = resolve_weights(replace(INCEPTION, config_key="sampler.grid_inception"), spec.grid_inception)
-    net = InceptionFeatures(str(path), download=False).to(device).eval()
-    return lambda x: torch.cat([net(x[i : i + 64].clamp(-1, 1))[0] for i in range(0, len(x), 64)])
+    nets: list[InceptionFeatures] = []
+
+    def embed(x: Tensor) -> Tensor:
+        if not nets:
+            nets.append(InceptionFeatures(str(path), download=False).to(device).eval())
+        return torch.cat([nets[0](x[i : i + 64].clamp(-1, 1))[0] for i in range(0, len(x), 64)])
+
+    return embed
 
 
 def _masked(denoise_fn: DenoiseFn, init: Tensor, mask: Tensor) -> DenoiseFn:
