@@ -58,8 +58,13 @@ def reference_stats(extractor: InceptionFeatures, resolution: int, limit: int | 
 
 def fid(extractor: InceptionFeatures, images: Tensor, ref: ReferenceStats) -> float:
     """FID of images [n, C, H, W] in [-1, 1] against the reference."""
-    feats, logits = zip(*(extractor(images[i : i + 250]) for i in range(0, len(images), 250)))
-    return fidelity_scores(torch.cat(feats), torch.cat(logits), ref, kid=False, inception_score=False)["fid"]
+    feats = torch.cat([extractor(images[i : i + 250])[0] for i in range(0, len(images), 250)])
+    return feature_fid(feats, ref)
+
+
+def feature_fid(features: Tensor, ref: ReferenceStats) -> float:
+    """FID of Inception pool features [n, 2048] against the reference."""
+    return fidelity_scores(features, features, ref, kid=False, inception_score=False)["fid"]  # logits unused
 
 
 REFERENCE_STEPS = 200  # the fine solve the coupled errors are measured against
