@@ -261,3 +261,15 @@ def test_inception_grid_distance_uses_the_fid_features(tmp_path, monkeypatch):
     assert seen["distance"] == "inception"
     torch.testing.assert_close(seen["embed"](x), expected)
     assert seen["embed"](x).shape == (3, 2048)
+
+
+def test_record_names_the_grid_settings_a_user_set():
+    """samples.json / metrics.json say which grid produced the samples, and compare's labels tell them apart."""
+    from difflab.compare.table import sampler_labels
+
+    assert SamplerSpec("unipc", 10).record() == {"name": "unipc", "steps": 10, "clip_denoised": False}
+    fitted = SamplerSpec("unipc", 10, grid="optimized", grid_effort=4, grid_distance="inception").record()
+    assert (fitted["grid"], fitted["grid_effort"], fitted["grid_distance"]) == ("optimized", 4.0, "inception")
+    assert SamplerSpec("DPM++ 2M Karras", 10).record()["grid"] == "karras"  # the web UI name's grid
+    records = [{"sampler": SamplerSpec("unipc", 10, grid=g).record()} for g in ("karras", "optimized")]
+    assert sampler_labels(records) == ["unipc grid=karras", "unipc grid=optimized"]

@@ -96,11 +96,17 @@ class SamplerSpec:
                            self.grid_distance, self.grid_inception, **self.knobs)
 
     def record(self) -> dict[str, Any]:
-        """Name, steps, knobs and the x0 clipping, as written to samples.json / metrics.json."""
+        """Name, steps, knobs, the x0 clipping and the grid settings a user set (the grid, a grid_effort or
+        grid_distance off their defaults), as written to samples.json / metrics.json."""
         clip = {"clip_denoised": self.clip_denoised}
         if self.clip_denoised == "dynamic":
             clip["dynamic_percentile"] = self.dynamic_percentile
-        return {"name": self.name, "steps": self.steps, **self.knobs, **clip}
+        grid = {"grid": self.grid} if self.grid is not None else {}
+        if self.grid_effort != 1.0:
+            grid["grid_effort"] = self.grid_effort
+        if self.grid_distance != "pixel":
+            grid["grid_distance"] = self.grid_distance
+        return {"name": self.name, "steps": self.steps, **self.knobs, **clip, **grid}
 
     @property
     def fn(self) -> Callable[..., Tensor]:
