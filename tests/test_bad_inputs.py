@@ -79,8 +79,41 @@ def files(cli: Runner) -> dict[str, str]:
     (root / "no_paths.csv").write_text("a,b\n1,2\n")
     (root / "gone_image.csv").write_text("filepath\npicture.png\nnope.png\n")
     (root / "preds.csv").write_text("an earlier result\n")
-    return {"ckpt": str(root / "tiny_run" / "checkpoints" / "last.ckpt"), "root": str(root),
-            "regressor": str(root / "tiny_regressor" / "checkpoints" / "last.ckpt")}
+    ckpt, regressor = root / "tiny_run" / "checkpoints" / "last.ckpt", root / "tiny_regressor" / "checkpoints" / "last.ckpt"
+    hostile_checkpoints(root, ckpt, regressor)
+    return {"ckpt": str(ckpt), "root": str(root), "regressor": str(regressor)}
+
+
+class Payload:
+    """Pickled, it runs `touch <marker>` when a loader that allows code unpickles it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def hostile_checkpoints(root: Path, ckpt: Path, regressor: Path) -> None:
+    """Real checkpoints whose stored configs would run code (touch <root>/payload_ran) if they were built: the
+    network as `torch.load` of a pickle, as `torch.hub.load` of a local hubconf.py, the data module as os.system."""
+    import pickle
+
+    marker = root / "payload_ran"
+    (root / "payload.pkl").write_bytes(pickle.dumps(Payload(marker)))
+    (root / "hub").mkdir()
+    (root / "hub" / "hubconf.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef net():\n    return None\n")
+    nets = {"hostile_load": {"_target_": "torch.load", "f": str(root / "payload.pkl"), "weights_only": False},
+            "hostile_hub": {"_target_": "torch.hub.load", "repo_or_dir": str(root / "hub"), "model": "net",
+                            "source": "local"}}
+    for name, net in nets.items():
+        for base, path in ((ckpt, root / f"{name}.ckpt"), (regressor, root / f"{name}_regressor.ckpt")):
+            blob = torch.load(base, weights_only=True)
+            blob["config"]["model"]["net"] = net
+            torch.save(blob, path)
+    blob = torch.load(ckpt, weights_only=True)
+    blob["config"]["data"] = {"_target_": "subprocess.run", "args": ["touch", str(marker)]}
+    torch.save(blob, root / "hostile_data.ckpt")
 
 
 # (name, argv with {ckpt} / {root} placeholders, strings the message must contain)
@@ -214,6 +247,25 @@ CASES = [
      ["`optimized_metric`", "metrics=none"]),
     ("train_optimized_metric_never_validated", ["train.py", *QUICK, "optimized_metric=val/loss", "trainer.max_steps=3",
                                                 "trainer.val_check_interval=5"], ["`optimized_metric`", "val_check_interval"]),
+    # a checkpoint's stored config that would run code: refused by name, on every command that loads one
+    ("sample_ckpt_config_torch_load", ["sample.py", "ckpt={root}/hostile_load.ckpt", "n=1"],
+     ["hostile_load.ckpt", "`ckpt`", "`_target_: torch.load` at model.net", "nothing of it was run"]),
+    ("sample_ckpt_config_torch_hub", ["sample.py", "ckpt={root}/hostile_hub.ckpt", "n=1"],
+     ["hostile_hub.ckpt", "`_target_: torch.hub.load` at model.net"]),
+    ("export_ckpt_config_torch_load", ["export.py", "ckpt={root}/hostile_load.ckpt", "out={root}/export_h1"],
+     ["hostile_load.ckpt", "`_target_: torch.load` at model.net"]),
+    ("export_ckpt_config_torch_hub", ["export.py", "ckpt={root}/hostile_hub.ckpt", "out={root}/export_h2"],
+     ["hostile_hub.ckpt", "`_target_: torch.hub.load` at model.net"]),
+    ("evaluate_ckpt_config_torch_hub", ["evaluate.py", "ckpt={root}/hostile_hub.ckpt", "metrics=fast",
+                                        "out_dir={root}/eval_h1"], ["hostile_hub.ckpt", "`_target_: torch.hub.load`"]),
+    ("evaluate_ckpt_data_config_subprocess", ["evaluate.py", "ckpt={root}/hostile_data.ckpt", "metrics=fast",
+                                              "n_samples=2", "out_dir={root}/eval_h2"],
+     ["hostile_data.ckpt", "`_target_: subprocess.run` at data"]),
+    ("sample_img2img_data_config_subprocess", ["sample.py", "ckpt={root}/hostile_data.ckpt", "mode=img2img", "n=1",
+                                               "init_image={root}/picture.png", "out_dir={root}/sample_h3"],
+     ["hostile_data.ckpt", "`_target_: subprocess.run` at data"]),
+    ("predict_ckpt_config_torch_load", ["predict.py", "ckpt={root}/hostile_load_regressor.ckpt",
+                                        "images={root}/no_images"], ["hostile_load_regressor.ckpt", "`_target_: torch.load`"]),
     # export.py
     ("export_without_ckpt", ["export.py", "out={root}/export_a"], ["`ckpt`"]),
     ("export_missing_ckpt", ["export.py", "ckpt={root}/nope.ckpt", "out={root}/export_b"], ["nope.ckpt", "`ckpt`"]),
@@ -258,6 +310,12 @@ def test_bad_input_is_one_clear_message_and_status_2(cli: Runner, files: dict[st
     assert rc == 2, f"exit status {rc}:\n{err[-3000:]}"
     for needle in needles:
         assert needle.format(**files) in err, f"{needle!r} not in:\n{err[-2000:]}"
+
+
+def test_no_hostile_checkpoint_ran_its_payload(cli: Runner, files: dict[str, str]) -> None:
+    for name in ("hostile_load", "hostile_hub", "hostile_data"):
+        cli("sample.py", f"ckpt={files['root']}/{name}.ckpt", "n=1", f"out_dir={files['root']}/ran_{name}")
+    assert not (Path(files["root"]) / "payload_ran").exists()
 
 
 def test_the_corpus_is_large_enough() -> None:

@@ -30,6 +30,7 @@ from difflab.metrics.likelihood import data_bits_per_dim
 from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
 from difflab.utils.config import instantiate_group
 from difflab.utils.progress import Progress
+from difflab.utils.stored_config import instantiate_stored
 from difflab.utils.wandb_artifacts import is_wandb, log_sample_table
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ def _model_and_data(cfg: DictConfig, device: torch.device, prompts: list[str] | 
             module.guidance_scale = float(cfg.guidance_scale)
     if prompts and cfg.get("data") is None:
         return module, None
+    if cfg.get("data") is None and module is not None:  # the checkpoint's own data module: its config is data
+        return module, instantiate_stored(_data_config(cfg, module.run_config), getattr(module, "checkpoint_path", "the model"), "data")
     return module, instantiate(_data_config(cfg, module.run_config if module is not None else None))
 
 

@@ -44,9 +44,8 @@ def run_data(module: Any, required: bool = False) -> Any:
     """The data module of the checkpoint's run (how it preprocesses image files: ROI crop, resize), or None when
     the checkpoint names none (e.g. model=sd) or it cannot be built here (then files are centre-cropped); with
     `required`, both are errors."""
-    from hydra.utils import instantiate
-
     from difflab.errors import IncompatibleCheckpointError, user_message
+    from difflab.utils.stored_config import UntrustedTargetError, instantiate_stored
 
     data = (module.run_config or {}).get("data") or {}
     if "_target_" not in data:
@@ -55,7 +54,9 @@ def run_data(module: Any, required: bool = False) -> Any:
                                               "resize) is unknown: use a checkpoint written by python train.py.")
         return None
     try:
-        return instantiate(data)
+        return instantiate_stored(data, getattr(module, "checkpoint_path", "the checkpoint"), "data")
+    except UntrustedTargetError:
+        raise  # a hostile config is never worked around
     except Exception as err:  # its training data may live on another machine
         if user_message(err) is None:
             raise

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from difflab.errors import IncompatibleCheckpointError, MissingFileError
-from difflab.utils.checkpoint_files import check_stored_targets, load_checkpoint_file
+from difflab.utils.checkpoint_files import load_checkpoint_file
+from difflab.utils.stored_config import instantiate_stored, stored_target
 
 
 class CheckpointMismatchError(IncompatibleCheckpointError):
@@ -75,17 +76,14 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
 
 
 def stored_model_class(ckpt: dict[str, Any], path: str | Path, key: str = "ckpt") -> type:
-    """The class that a checkpoint's stored `model._target_` names, after the trusted-target check (nothing is built).
+    """The class that a checkpoint's stored `model._target_` names, after the trusted-target check of the whole
+    model config (nothing is built; `utils/stored_config.py`).
 
     A target that is a loader function (model=diffusers: `load_diffusers_pipeline`) stands for the class its return
     annotation names."""
-    from hydra.utils import get_object
-
     model = ckpt["config"].get("model") or {}
-    check_stored_targets(model, path, "model")
-    target = model.get("_target_")
+    found = stored_target(model, path, "model", key)
     try:
-        found = get_object(str(target))
         cls = found
         if not isinstance(found, type):  # `from __future__ import annotations`: the name, read in its module
             returned = found.__annotations__["return"]
@@ -94,8 +92,8 @@ def stored_model_class(ckpt: dict[str, Any], path: str | Path, key: str = "ckpt"
             raise TypeError(cls)
         return cls
     except Exception:
-        raise IncompatibleCheckpointError(f"The checkpoint '{path}' (config key `{key}`) names the model `{target}`, "
-                                          "which this difflab does not have.") from None
+        raise IncompatibleCheckpointError(f"The checkpoint '{path}' (config key `{key}`) names the model "
+                                          f"`{model.get('_target_')}`, which this difflab does not have.") from None
 
 
 def require_model(ckpt: dict[str, Any], path: str | Path, key: str, wanted: Any, what: str, fix: str) -> type:
@@ -133,7 +131,6 @@ def load_module(
     `sampler` (a config node or SamplerSpec) replaces the saved sampler; `scheduler_overrides`
     (e.g. {"grid": "trailing"}) are merged onto the saved scheduler config.
     """
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from difflab.conditions import with_condition
@@ -159,10 +156,11 @@ def load_module(
         cfg.model.scheduler_overrides = scheduler_overrides
     if sampler is not None and not hasattr(sampler, "fn"):
         cfg.model.sampler = sampler
-    module = instantiate(cfg.model)
+    module = instantiate_stored(cfg.model, path, "model")
     if sampler is not None and hasattr(sampler, "fn"):
         module.sampler = sampler
     module.run_config = ckpt["config"]
+    module.checkpoint_path = str(path)
     chosen = [getattr(getattr(module, part, None), "grid", None) for part in ("scheduler", "sampler")]
     if "optimized" in chosen:
         from difflab.samplers.grids import checkpoint_grid_cache

@@ -186,18 +186,17 @@ def load_regressor(path: str | Path, key: str = "ckpt", device: torch.device | s
                    use_ema: bool = True) -> RegressorModule:
     """A `model=regressor` checkpoint's regressor in eval mode; any other checkpoint is an IncompatibleCheckpointError
     naming `key`."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
     from difflab.utils.config import register_resolvers
+    from difflab.utils.stored_config import instantiate_stored
 
     register_resolvers()
     ckpt = read_checkpoint(path, key=key)
     require_model(ckpt, path, key, lambda cls: issubclass(cls, RegressorModule), "a condition regressor",
                   "Train one with `python train.py model=regressor data=<the data of the images>` and pass its "
                   f"checkpoints/last.ckpt as {key}=...")
-    module = instantiate(OmegaConf.create(ckpt["config"]).model)
+    module = instantiate_stored(ckpt["config"]["model"], path, "model", key)
     module.run_config = ckpt["config"]
+    module.checkpoint_path = str(path)
     module.restore(ckpt)
     load_weights(module, ckpt, use_ema)
     return module.to(device).eval()

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from difflab.errors import MissingFileError
-from difflab.utils.checkpoint_files import check_stored_targets, load_checkpoint_file
+from difflab.utils.checkpoint_files import load_checkpoint_file
+from difflab.utils.stored_config import instantiate_stored
 from difflab.nets.unet import AttentionBlock, Downsample, _norm
 
 __all__ = [
@@ -393,15 +394,12 @@ def load_kl_autoencoder(ckpt: str | None, scale_factor: float | None = None, lat
             f"autoencoder checkpoint not found: '{path}' (config key `model.autoencoder.ckpt`). Train one with "
             "`python train.py model=vae data=<data>` (it writes <run>/checkpoints/last.ckpt), or set the key to null "
             "to train stage 1 inside the LDM run.")
-    from hydra.utils import instantiate
-
     blob = load_checkpoint_file(path, key="model.autoencoder.ckpt")
     net_cfg = ((blob.get("config") or {}).get("model") or {}).get("net") if isinstance(blob, dict) else None
     if not isinstance(net_cfg, dict) or "state_dict" not in blob:
         raise AutoencoderNotFoundError(f"'{path}' is not a difflab autoencoder checkpoint (no model.net config "
                                        "and state_dict in it); it must come from `python train.py model=vae`")
-    check_stored_targets(net_cfg, path, "model.net")
-    net = instantiate(net_cfg)
+    net = instantiate_stored(net_cfg, path, "model.net", key="model.autoencoder.ckpt")
     if not isinstance(net, KLAutoencoder):
         raise AutoencoderNotFoundError(f"'{path}' holds a {type(net).__name__}, not a KLAutoencoder "
                                        "(config key `model.autoencoder.ckpt` must point at a model=vae checkpoint)")

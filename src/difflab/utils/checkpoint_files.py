@@ -26,8 +26,6 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from difflab.errors import CorruptFileError, IncompatibleCheckpointError
 
 TEMP_SUFFIX = ".tmp"
-# Packages whose classes and functions a config stored in a checkpoint may name as `_target_`.
-TRUSTED_TARGET_PACKAGES = ("difflab", "torch", "torchvision", "lightning")
 
 
 def temp_name_pattern(name: str = "*") -> str:
@@ -117,23 +115,6 @@ def load_checkpoint_file(path: str | Path, key: str = "ckpt", map_location: Any 
         reason = f"it is truncated or not a PyTorch checkpoint ({_first_reason(err)})"
     raise CorruptFileError.for_file(path, f"{reason}, config key `{key}`",
                                     "Pass a .ckpt written by difflab (<run>/checkpoints/last.ckpt).")
-
-
-def check_stored_targets(node: Any, path: str | Path, where: str = "config") -> None:
-    """Refuse a stored config that names a `_target_` outside difflab/torch/torchvision/lightning (before anything
-    of it is instantiated): a checkpoint is data, and its config must not choose the code that runs."""
-    if isinstance(node, dict):
-        target = node.get("_target_")
-        if target is not None and str(target).split(".", 1)[0] not in TRUSTED_TARGET_PACKAGES:
-            raise IncompatibleCheckpointError(
-                f"Refusing to build the model of '{path}': its stored config names `_target_: {target}` at {where}, "
-                f"and only {', '.join(TRUSTED_TARGET_PACKAGES)} targets are instantiated from a checkpoint. "
-                "Use a checkpoint written by difflab, or fix the config stored in it.")
-        for key, value in node.items():
-            check_stored_targets(value, path, f"{where}.{key}")
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            check_stored_targets(value, path, f"{where}[{i}]")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
