@@ -3,4 +3,4 @@
 from difflab.cli.export import main
 
 if __name__ == "__main__":
-    main()  # difflab.cli.entry.hydra_main: conf/export.yaml under the error contract
+    main()  # difflab.utils.entry.hydra_main: conf/export.yaml under the error contract

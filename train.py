@@ -3,4 +3,4 @@
 from difflab.cli.train import main
 
 if __name__ == "__main__":
-    main()  # difflab.cli.entry.hydra_main: conf/train.yaml under the error contract
+    main()  # difflab.utils.entry.hydra_main: conf/train.yaml under the error contract

@@ -36,7 +36,7 @@ from samplers import difflab_plan, make_diffusers, row_sampler, vp_eps_model  # 
 from difflab.data import DigitsDataModule  # noqa: E402
 from difflab.lit.checkpoint import load_module  # noqa: E402
 from difflab.metrics.fidelity import ReferenceStats, fidelity_scores  # noqa: E402
-from difflab.metrics.inception import InceptionFeatures  # noqa: E402
+from difflab.metrics.inception import InceptionFeatures, grid_embed  # noqa: E402
 from difflab.samplers import SamplerSpec, StackedGenerator, generate, sample_seeds  # noqa: E402
 from difflab.samplers.generate import CountingDenoiser  # noqa: E402
 from difflab.samplers.grids import checkpoint_grid_cache  # noqa: E402
@@ -93,8 +93,9 @@ def run_difflab(module: Any, ckpt: Path, row: str, nfe: int, n: int, args: argpa
     spec = module.sampling_spec(SamplerSpec(name, steps, grid=grid, grid_effort=args.grid_effort,
                                             grid_distance=args.grid_distance, grid_inception=str(args.inception),
                                             **knobs))
+    embed = grid_embed(spec, module.latent_shape, torch.device("cpu")) if grid == "optimized" else None
     return generate(module.denoiser, module.scheduler, spec, n=n, shape=module.latent_shape, seed=SEED,
-                    batch_size=args.batch_size, grid_cache=checkpoint_grid_cache(ckpt))  # optimized: fitted, cached
+                    batch_size=args.batch_size, grid_cache=checkpoint_grid_cache(ckpt), embed=embed)  # optimized: fitted, cached
 
 
 def run_diffusers(module: Any, row: str, nfe: int, n: int, args: argparse.Namespace) -> tuple[Tensor, int]:

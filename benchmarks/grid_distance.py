@@ -31,7 +31,8 @@ from fid_samplers import (  # noqa: E402
 from difflab.lit.checkpoint import load_module  # noqa: E402
 from difflab.metrics.inception import InceptionFeatures  # noqa: E402
 from difflab.samplers import SamplerSpec, generate  # noqa: E402
-from difflab.samplers.generate import CountingDenoiser, grid_embed  # noqa: E402
+from difflab.metrics.inception import grid_embed  # noqa: E402
+from difflab.samplers.generate import CountingDenoiser  # noqa: E402
 from difflab.samplers.grids import optimize_grid  # noqa: E402
 
 generate_module = importlib.import_module("difflab.samplers.generate")
@@ -92,7 +93,7 @@ def main() -> None:
         fit = f"{time.perf_counter() - start:.0f} s"
         generate_module.cached_optimized_grid = lambda *a, fitted=fitted, **k: fitted  # sample on this fit
         images = generate(module.denoiser, module.scheduler, spec, n=args.n, shape=module.latent_shape, seed=SEED,
-                          batch_size=250)[0]
+                          batch_size=250, embed=embed)[0]
         rows.append(row(f"UniPC {args.steps} steps, fitted in {distance}", images, features(images), fit))
     ours = f"UniPC {args.steps} steps, fitted in inception"
     diffs = [a - b for a, b in zip(blocks[ours], blocks[theirs])]

@@ -53,7 +53,8 @@ def _digits(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def fidelity_part(args: argparse.Namespace) -> list[str]:
     import torch_fidelity
 
-    from difflab.metrics import MetricsConfig, MetricSuite, to_uint8_rgb
+    from difflab.evaluation import MetricSuite, MetricsConfig
+    from difflab.metrics import to_uint8_rgb
     from difflab.metrics.fidelity import ReferenceStats
 
     real, fake = _digits(args.images)

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from difflab.data import DigitsDataModule
 from difflab.diffusion import DiscreteVPScheduler
 from difflab.diffusion.precond import Denoiser
-from difflab.metrics import MetricsConfig, MetricSuite
+from difflab.evaluation import MetricSuite, MetricsConfig
 from difflab.samplers import SamplerSpec, generate
 from difflab.utils.config import conf_dir
 

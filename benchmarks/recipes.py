@@ -26,7 +26,7 @@ from denoiser_error import SIGMAS, module_errors  # benchmarks/ is on sys.path w
 from peers import SAMPLERS, score, train_difflab
 
 from difflab.data import DigitsDataModule
-from difflab.metrics import MetricsConfig, MetricSuite
+from difflab.evaluation import MetricSuite, MetricsConfig
 from difflab.samplers import SamplerSpec
 
 RECIPES: dict[str, list[str]] = {

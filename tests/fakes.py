@@ -108,7 +108,7 @@ def tiny_lpips():  # noqa: ANN201
 
 
 def tiny_networks():  # noqa: ANN201
-    from difflab.metrics import Networks
+    from difflab.evaluation import Networks
 
     return Networks(inception=tiny_extractor, lpips=tiny_lpips)
 

@@ -12,7 +12,7 @@ from torch.distributions import Normal, kl_divergence
 from difflab.callbacks.reconstruction import psnr
 from difflab.lit.autoencoder import AutoencoderModule, PerceptualLoss, lpips_loss
 from difflab.lit.latent import estimate_scale_factor
-from difflab.metrics.weights import MetricWeightsError
+from difflab.utils.weights import MetricWeightsError
 from difflab.nets.autoencoder import DiagonalGaussian, KLAutoencoder, KLLatent
 from difflab.nets.discriminator import PatchDiscriminator
 from fakes import ASSETS
@@ -167,7 +167,7 @@ def test_reconstruction_metrics_of_a_perfect_and_a_noisy_autoencoder(tmp_path):
     """Identity reconstructions score rFID ~ 0 against their own split, LPIPS 0 and the PSNR cap; noise scores worse."""
     from difflab.callbacks.reconstruction import ReconstructionMetrics
     from difflab.data.image_folder import ImageFolderDataModule
-    from difflab.metrics import MetricsConfig
+    from difflab.evaluation import MetricsConfig
     from fakes import fake_images, tiny_networks
 
     data = ImageFolderDataModule(str(fake_images(tmp_path / "images", per_class=8)), resolution=16, val_fraction=0.5,

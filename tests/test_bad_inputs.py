@@ -291,7 +291,7 @@ CASES = [
     # python -m tools
     ("notebooks_missing_file", ["-m", "difflab.utils.notebooks", "check", "{root}/nope.ipynb"], ["nope.ipynb"]),
     ("notebooks_not_json", ["-m", "difflab.utils.notebooks", "check", "{root}/broken.ipynb"], ["broken.ipynb"]),
-    ("prepare_captions_missing_source", ["-m", "difflab.data.prepare_captions", "{root}/no_captions", "--out",
+    ("prepare_captions_missing_source", ["-m", "difflab.cli.prepare_captions", "{root}/no_captions", "--out",
                                          "{root}/clean.jsonl"], ["no_captions"]),
 ]
 if not torch.cuda.is_available():

@@ -9,7 +9,8 @@ import torch
 
 from difflab.data import DigitsDataModule
 from difflab.errors import ConfigError
-from difflab.metrics import MetricsConfig, MetricSuite, to_uint8_rgb
+from difflab.evaluation import MetricSuite, MetricsConfig
+from difflab.metrics import to_uint8_rgb
 from difflab.metrics.broken import BrokenRate, BrokenThresholds
 
 

@@ -27,7 +27,7 @@ from difflab.compare import (
     to_markdown,
 )
 from difflab.conditions import NoCondition
-from difflab.metrics.evaluation import metrics_record, write_record
+from difflab.evaluation.score import metrics_record, write_record
 from difflab.samplers import SamplerSpec
 
 EXPECTED_COLUMNS = ["variant", "scheduler", "sampler", "steps", "nfe", "samples_per_sec", "fid", "broken_rate", "is",

@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import CONF, REPO, TINY_NET
-from difflab.cli.train import run
+from difflab.api.training import run
 from fakes import ASSETS, fake_captioned_images, fake_cifar, fake_csv, fake_images, fake_mnist
 
 

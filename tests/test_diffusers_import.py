@@ -26,7 +26,7 @@ def round_trip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pa
 
 def sample(root: Path, out: str, *overrides: str) -> torch.Tensor:
     """sample.py's images for these overrides (4 images, seed 5)."""
-    from difflab.cli.sample import run
+    from difflab.api.sampling import run
 
     return run(compose_config("sample", ["n=4", "seed=5", "save_images=false", f"out_dir={root}/{out}", *overrides], root))["images"]
 
@@ -44,7 +44,7 @@ def test_an_exported_model_imported_back_samples_the_same_images(round_trip, sam
 
 
 def test_evaluate_scores_an_imported_pipeline(round_trip):
-    from difflab.cli.evaluate import run
+    from difflab.api.evaluating import run
 
     root, _, folder = round_trip
     cfg = compose_config("evaluate", ["model=diffusers", f"pipeline.path={folder}", "data=digits", "metrics=none",
@@ -54,7 +54,7 @@ def test_evaluate_scores_an_imported_pipeline(round_trip):
 
 
 def test_train_fine_tunes_an_imported_pipeline(round_trip):
-    from difflab.cli.train import run
+    from difflab.api.training import run
     from difflab.lit.checkpoint import load_module
 
     root, _, folder = round_trip

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from difflab.cli.sample import make_edit
+from difflab.api.sampling import make_edit
 from difflab.data.csv_table import CSVDataModule
 from fakes import fake_csv
 

@@ -40,7 +40,7 @@ def test_a_config_that_does_not_compose_exits_2(tmp_path: Path) -> None:
 
 
 def test_a_bug_keeps_its_traceback(tmp_path: Path) -> None:
-    code = ("from difflab.cli.entry import run_script\n"
+    code = ("from difflab.utils.entry import run_script\n"
             "def main():\n    raise RuntimeError('an internal bug')\n"
             "run_script(main)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -63,6 +63,6 @@ def test_user_errors_are_found_through_wrapping_exceptions() -> None:
 
 @pytest.mark.parametrize("name", ["DataNotFoundError", "CorruptDataError", "CorruptImageError"])
 def test_existing_error_types_are_user_errors(name: str) -> None:
-    import difflab.data.base as base
+    import difflab.data.files as base
 
     assert issubclass(getattr(base, name), UserError)

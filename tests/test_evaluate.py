@@ -70,7 +70,7 @@ def test_bad_requests_fail_clearly(ckpt: Path, tmp_path: Path) -> None:
 def test_dequantisation_stays_inside_each_pixels_bin() -> None:
     import torch
 
-    from difflab.metrics.likelihood import dequantize
+    from difflab.evaluation.likelihood import dequantize
     from difflab.samplers.base import StackedGenerator
 
     values = torch.arange(256, dtype=torch.float32).reshape(1, 1, 16, 16)

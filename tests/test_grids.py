@@ -213,7 +213,8 @@ def test_grid_distance_measures_the_fit_in_the_embedding():
 
 
 def test_grid_distance_is_checked_and_keys_the_cache(tmp_path, monkeypatch):
-    from difflab.metrics.weights import MetricWeightsError
+    from difflab.metrics.inception import grid_embed
+    from difflab.utils.weights import MetricWeightsError
 
     with pytest.raises(ConfigError, match="sampler.grid_distance"):
         SamplerSpec("unipc", 4, grid_distance="lpips")
@@ -222,12 +223,14 @@ def test_grid_distance_is_checked_and_keys_the_cache(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="latent"):  # the optimized grid may be the scheduler's own
         SamplerSpec("unipc", 4, grid_distance="inception").resolve(pixel_space=False)
     with pytest.raises(ConfigError, match="1- or 3-channel images"):
-        generate(mixture_denoiser, DiscreteVPScheduler(grid="optimized"),
-                 SamplerSpec("unipc", 4, grid_distance="inception"), n=2, shape=(2,))
+        grid_embed(SamplerSpec("unipc", 4, grid_distance="inception"), (2,), torch.device("cpu"))
     with pytest.raises(MetricWeightsError, match="sampler.grid_inception"):
+        grid_embed(SamplerSpec("unipc", 2, grid_distance="inception", grid_inception=str(tmp_path / "nope.pth")),
+                   (1, 8, 8), torch.device("cpu"))
+    assert grid_embed(SamplerSpec("unipc", 4), (2,), torch.device("cpu")) is None  # pixels: no features
+    with pytest.raises(ValueError, match="embed"):  # the samplers' layer never builds a metric network itself
         generate(lambda x, s, c=None: x * 0, DiscreteVPScheduler(grid="optimized"),
-                 SamplerSpec("unipc", 2, grid_distance="inception", grid_inception=str(tmp_path / "nope.pth")),
-                 n=1, shape=(1, 8, 8))
+                 SamplerSpec("unipc", 2, grid_distance="inception"), n=1, shape=(1, 8, 8))
     d = Counting()
     sched = DiscreteVPScheduler(grid="optimized")
     cached_optimized_grid(tmp_path, d, sched, "dpmpp_2m", 4, {}, (2,), n=32, max_evals=10, reference_steps=50)
@@ -242,7 +245,7 @@ def test_inception_grid_distance_uses_the_fid_features(tmp_path, monkeypatch):
     """generate fits with the FID Inception pool features of the clamped samples (the shared weights file)."""
     from pathlib import Path
 
-    from difflab.metrics.inception import InceptionFeatures
+    from difflab.metrics.inception import InceptionFeatures, grid_embed
 
     weights = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "inception" / "inception_fid_trunk.pth"
     if not weights.is_file():
@@ -255,7 +258,8 @@ def test_inception_grid_distance_uses_the_fid_features(tmp_path, monkeypatch):
 
     monkeypatch.setattr(generate_module, "cached_optimized_grid", fake_fit)
     spec = SamplerSpec("unipc", 2, grid_distance="inception", grid_inception=str(weights))
-    generate(lambda x, s, c=None: x * 0, DiscreteVPScheduler(grid="optimized"), spec, n=1, shape=(1, 8, 8))
+    generate(lambda x, s, c=None: x * 0, DiscreteVPScheduler(grid="optimized"), spec, n=1, shape=(1, 8, 8),
+             embed=grid_embed(spec, (1, 8, 8), torch.device("cpu")))
     x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 1.5
     expected = InceptionFeatures(str(weights), download=False).eval()(x.clamp(-1, 1))[0]
     assert seen["distance"] == "inception"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from difflab.compare.table import NOT_COMPUTED, build_table, to_markdown
-from difflab.metrics import MetricsConfig, MetricSuite, Networks
-from difflab.metrics.evaluation import metrics_record
+from difflab.evaluation import MetricSuite, MetricsConfig, Networks
+from difflab.evaluation.score import metrics_record
 from difflab.metrics.inception import classifier_missing
 from fakes import ASSETS, TinyExtractor
 
@@ -41,7 +41,7 @@ def test_classifier_missing_tells_a_zero_head_from_a_real_one() -> None:
 
 def test_headless_weights_give_no_inception_score_but_a_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     images = torch.rand(16, 3, 16, 16) * 2 - 1
-    with caplog.at_level(logging.WARNING, logger="difflab.metrics.suite"):
+    with caplog.at_level(logging.WARNING, logger="difflab.evaluation.suite"):
         suite = _suite(tmp_path, HeadlessExtractor)
     assert [r.message for r in caplog.records].count(f"Inception Score not computed: {suite.unavailable['is']}.") == 1
     assert "inception_score" not in suite.active and {"fid", "kid"} <= set(suite.active)

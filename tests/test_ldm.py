@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import CONF
-from difflab.cli.train import group_aliases, run
+from difflab.api.config import group_aliases
+from difflab.api.training import run
 from difflab.lit.checkpoint import load_module
 from difflab.nets.autoencoder import AutoencoderNotFoundError, DiffusersLatent, pretrained_autoencoder
 from fakes import fake_images

@@ -10,19 +10,10 @@ import pytest
 import scipy.linalg
 import torch
 
-from difflab.metrics import (
-    FeatureStore,
-    MetricsConfig,
-    MetricSuite,
-    MetricWeightsError,
-    ReferenceStats,
-    fidelity_scores,
-    reference_cache_path,
-    resolve_weights,
-    shard,
-    to_uint8_rgb,
-)
-from difflab.metrics.weights import INCEPTION
+from difflab.evaluation import MetricSuite, MetricsConfig
+from difflab.metrics import FeatureStore, MetricWeightsError, ReferenceStats, fidelity_scores, reference_cache_path, resolve_weights, to_uint8_rgb
+from difflab.utils.cluster import shard
+from difflab.utils.weights import INCEPTION
 from fakes import CLIP_TOKENIZER, TinyExtractor, tiny_networks
 
 
@@ -204,7 +195,7 @@ def _tiny_clip():  # noqa: ANN202
 
 
 def test_clip_score_of_a_tiny_random_clip_equals_the_cosine_formula(tmp_path: Path) -> None:
-    from difflab.metrics import Networks
+    from difflab.evaluation import Networks
     from difflab.conditions import ClassLabel
 
     model, processor = _tiny_clip()
@@ -237,7 +228,8 @@ def test_clip_score_of_a_tiny_random_clip_equals_the_cosine_formula(tmp_path: Pa
 
 def test_condition_accuracy_classifier_learns_digits_is_cached_and_scores_requested_labels(tmp_path: Path) -> None:
     from difflab.data import DigitsDataModule
-    from difflab.metrics.classifier import ConditionAccuracy, load_or_train_classifier
+    from difflab.evaluation.classifier import load_or_train_classifier
+    from difflab.metrics.conditions import ConditionAccuracy
 
     dm = DigitsDataModule(batch_size=8)
     model, acc, path = load_or_train_classifier(dm, tmp_path, epochs=5)

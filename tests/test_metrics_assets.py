@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from difflab.data import MNISTDataModule
-from difflab.metrics import MetricsConfig, MetricSuite, fidelity_scores, lpips_network, to_uint8_rgb
+from difflab.evaluation import MetricSuite, MetricsConfig
+from difflab.metrics import fidelity_scores, lpips_network, to_uint8_rgb
 from difflab.metrics.perceptual import LPIPSDiversity
 from fakes import ASSETS
 

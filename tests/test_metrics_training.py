@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from difflab.callbacks import SampleMetrics
 from difflab.cli import train
 from difflab.data import DigitsDataModule
-from difflab.metrics import MetricsConfig
+from difflab.evaluation import MetricsConfig
 from fakes import tiny_networks
 
 

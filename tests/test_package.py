@@ -84,7 +84,7 @@ def test_console_scripts_train_and_sample_from_an_empty_folder(installed: Path, 
     module_file, scripts = check.stdout.splitlines()[-2:]
     assert Path(module_file).is_relative_to(installed), f"difflab imported from {module_file}, not from the wheel"
     for name in SCRIPTS:
-        module = f"difflab.cli.{name.removeprefix('difflab-')}"
+        module = "difflab.studio.server" if name == "difflab-studio" else f"difflab.cli.{name.removeprefix('difflab-')}"
         assert f"'{name}': '{module}:main'" in scripts, scripts
         assert (installed / module.replace(".", "/")).with_suffix(".py").is_file()
     bin_dir = installed / "bin"

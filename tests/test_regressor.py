@@ -145,8 +145,8 @@ def test_predict_crops_to_the_roi_of_a_csv_regressor(tmp_path: Path) -> None:
 
 def test_cond_mae_uses_a_regressor_checkpoint(runs: dict[str, Path], tmp_path: Path) -> None:
     from difflab.lit import load_regressor
-    from difflab.metrics.classifier import ConditionMAE
-    from difflab.metrics.suite import MetricsConfig, MetricSuite
+    from difflab.metrics.conditions import ConditionMAE
+    from difflab.evaluation.suite import MetricsConfig, MetricSuite
 
     dm = shapes()
     config = MetricsConfig(fid=False, kid=False, inception_score=False, lpips_diversity=False, broken_rate=False,
@@ -164,7 +164,7 @@ def test_cond_mae_uses_a_regressor_checkpoint(runs: dict[str, Path], tmp_path: P
 
 
 def test_sweep_holds_the_noise_per_row_and_reads_the_values_back(runs: dict[str, Path], tmp_path: Path) -> None:
-    from difflab.cli import sample
+    from difflab.api import sampling as sample
 
     out = tmp_path / "sweep"
     args = [f"ckpt={runs['vec']}", "sweep={cx: [0.4, 0.6, 3]}", "sweep_seeds=2", "cond={r: 0.9}", "sampler=ddim",

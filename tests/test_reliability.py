@@ -10,7 +10,7 @@ import pytest
 from hydra.utils import instantiate
 
 from conftest import compose_config
-from difflab.metrics import weights
+from difflab.utils import weights
 
 
 @pytest.mark.parametrize("overrides,attention", [

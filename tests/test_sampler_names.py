@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import CONF, compose_config
-from difflab.cli.train import group_aliases
+from difflab.api.config import group_aliases
 from difflab.diffusion import DiscreteVPScheduler, EDMScheduler
 from difflab.errors import ConfigError
 from difflab.samplers import SAMPLERS, SamplerSpec

@@ -110,7 +110,7 @@ def test_negative_prompt_is_the_unconditional_branch_and_changes_the_output(sd) 
 
 
 def test_sample_py_model_sd_with_a_random_seed(sd, tmp_path: Path) -> None:
-    from difflab.cli.sample import run
+    from difflab.api.sampling import run
 
     folder, _, _ = sd
     cfg = compose_config("sample", ["model=sd", f"pipeline.path={folder}", f"prompt='({PROMPT}:1.3)'",
@@ -161,7 +161,7 @@ def test_missing_weights_offline_is_one_clear_error(tmp_path: Path, monkeypatch)
 
 def test_evaluate_model_sd_prompts_reports_clip_score_and_fid_against_a_reference_folder(sd, tmp_path: Path) -> None:
     from difflab.cli import evaluate
-    from difflab.metrics import Networks
+    from difflab.evaluation import Networks
     from fakes import fake_images, tiny_extractor, tiny_lpips
     from test_metrics import _tiny_clip
 

@@ -65,7 +65,7 @@ def hostile(tmp: Path) -> dict[str, dict]:
                                      "weights_only": False},
         "os through a difflab module": {"_target_": "difflab.utils.checkpoint_files.os.system", "_args_": [touch]},
         "a difflab loader not on the list": {"_target_": "difflab.lit.checkpoint.load_module", "path": "x.ckpt"},
-        "a difflab front end": {"_target_": "difflab.cli.train.run", "cfg": {}},
+        "a difflab front end": {"_target_": "difflab.cli.train.objective", "cfg": {}},
         "a difflab class outside the model packages": {"_target_": "difflab.utils.loggers.CSVLogger",
                                                        "save_dir": str(tmp)},
         "a method of a trusted class": {"_target_": "difflab.nets.UNet.load_state_dict"},

@@ -141,8 +141,8 @@ def test_measure_reads_raw_values_through_the_regressor(vector: dict[str, Any], 
     columns: raw = mean + z * std, for images preprocessed by the run's data module."""
     from torchvision.utils import save_image
 
-    from difflab.cli.sample import run_data
-    from difflab.metrics.classifier import VectorTarget, cache_path
+    from difflab.api.sampling import run_data
+    from difflab.evaluation.classifier import VectorTarget, cache_path
     from difflab.studio.measure import predict_values
 
     studio = vector["studio"]
@@ -238,7 +238,7 @@ def test_runs_read_as_compare_py_tables_them(vector: dict[str, Any], tmp_path: P
 
 def test_recorded_seeds_replay(tmp_path: Path) -> None:
     """A seed drawn by seed=-1 (up to 2^63) is taken back exactly from the command line."""
-    from difflab.cli import checks
+    from difflab.api import checks
 
     cfg = compose_sample(SampleForm(model=str(tmp_path / "m.ckpt"), seed=(1 << 63) - 1).overrides(), tmp_path)
     assert checks.seed(cfg.seed) == (1 << 63) - 1

@@ -94,7 +94,7 @@ class Replay:
 @pytest.fixture(scope="module")
 def studio(studio_run: dict[str, Path], connections: Connections) -> Iterator[dict[str, Any]]:
     """The session's tiny vector-conditioned run under <root>/runs and the studio serving <root> on a free port."""
-    from difflab.cli.studio import serve
+    from difflab.studio.server import serve
 
     replay = Replay()
     root = studio_run["root"]
@@ -204,7 +204,7 @@ def test_runs_tab_lists_the_run(page: Any, studio: dict[str, Any]) -> None:
 
 
 def test_user_errors_are_the_cli_paragraph(page: Any, studio: dict[str, Any], tmp_path: Path) -> None:
-    from difflab.cli.sample import run
+    from difflab.api.sampling import run
     from difflab.errors import user_message
 
     missing = studio["root"] / "runs" / "nope.ckpt"

@@ -86,7 +86,7 @@ def test_unet_cross_attention_is_off_by_default_and_uses_the_context() -> None:
 def test_image_text_data_from_a_folder_and_from_jsonl_csv_indexes(tmp_path) -> None:
     import json
 
-    from difflab.data.base import CorruptDataError
+    from difflab.data.files import CorruptDataError
     from difflab.data.image_text import ImageTextDataModule
     from fakes import fake_captioned_images
 
@@ -110,8 +110,8 @@ def test_image_text_data_from_a_folder_and_from_jsonl_csv_indexes(tmp_path) -> N
 
 
 def test_text_conditioned_ldm_trains_and_samples_from_a_prompt(train_cfg, tmp_path) -> None:
-    from difflab.cli.sample import run as sample
-    from difflab.cli.train import run
+    from difflab.api.sampling import run as sample
+    from difflab.api.training import run
     from conftest import compose_config
     from fakes import fake_captioned_images, tiny_clip_text_folder, tiny_vae_folder
 
@@ -163,7 +163,7 @@ def test_prepare_captions_filters_by_clip_similarity_and_reports_every_drop(tmp_
     from PIL import Image
 
     from difflab.data.image_text import ImageTextDataModule
-    from difflab.data.prepare_captions import clip_similarity, main
+    from difflab.cli.prepare_captions import clip_similarity, main
     from fakes import fake_captioned_images
     from test_metrics import _tiny_clip
 

@@ -65,7 +65,8 @@ SHAPES = ["data=shapes", "data.resolution=16", "data.num_samples=600"]
 
 def test_regressor_is_cached_and_scores_requested_vectors(shapes_cache: Path) -> None:
     from difflab.data import ShapesDataModule
-    from difflab.metrics.classifier import ConditionMAE, load_or_train_classifier
+    from difflab.evaluation.classifier import load_or_train_classifier
+    from difflab.metrics.conditions import ConditionMAE
 
     dm = ShapesDataModule(resolution=16, num_samples=600)
     model, mae_std, path = load_or_train_classifier(dm, shapes_cache, target="cond")

@@ -11,7 +11,7 @@ import torch
 from difflab.diffusion.thresholding import dynamic_threshold, threshold
 from difflab.errors import ConfigError
 from difflab.lit import DiffusionModule
-from difflab.metrics.evaluation import _sampler_record
+from difflab.evaluation.score import _sampler_record
 from difflab.nets.autoencoder import IdentityFirstStage
 from difflab.samplers import SamplerSpec
 from difflab.samplers.generate import CountingDenoiser

@@ -1,7 +1,7 @@
 """The user-error family: mistakes a person can fix, reported as one paragraph and exit status 2.
 
 Every entry point (`train.py`, `sample.py`, `evaluate.py`, `compare.py`, `python -m difflab...`) runs
-under `difflab.cli.entry`: an exception of this family (or one caused by it) prints its message on
+under `difflab.utils.entry`: an exception of this family (or one caused by it) prints its message on
 stderr, without a traceback, and the process exits with status 2. Everything else is a bug and keeps
 its traceback. `HYDRA_FULL_ERROR=1` shows the traceback of user errors too.
 

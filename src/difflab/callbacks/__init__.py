@@ -4,7 +4,8 @@ from difflab.callbacks.ema import EMA, find_ema
 from difflab.callbacks.metrics import SampleMetrics
 from difflab.callbacks.nan_guard import FiniteLossGuard, NonFiniteLossError
 from difflab.callbacks.progress import TrainProgress
-from difflab.callbacks.sample_grid import SampleGrid, save_grid
+from difflab.callbacks.sample_grid import SampleGrid
+from difflab.utils.images import save_grid
 from difflab.callbacks.throughput import TrainThroughput
 
 __all__ = [

@@ -21,9 +21,9 @@ import torch
 
 from difflab.callbacks.ema import find_ema
 from difflab.callbacks.nan_guard import check_finite_state
-from difflab.callbacks.sample_grid import save_grid
-from difflab.metrics.evaluation import metrics_record, sample_and_score, write_record
-from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks
+from difflab.utils.images import save_grid
+from difflab.evaluation.score import metrics_record, sample_and_score, write_record
+from difflab.evaluation.suite import MetricsConfig, MetricSuite, Networks
 from difflab.samplers import SamplerSpec
 from difflab.utils.wandb_artifacts import is_wandb, log_sample_table
 

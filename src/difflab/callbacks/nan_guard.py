@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from difflab.errors import UserError
+from difflab.callbacks.ema import find_ema
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
@@ -59,8 +60,6 @@ def _non_finite(tensors: Any) -> bool:
 def check_finite_state(trainer: L.Trainer, pl_module: L.LightningModule, what: str) -> None:
     """Raise NonFiniteLossError before a `what` (checkpoint, sample grid, metrics) is made from a non-finite
     state: a NaN/inf loss seen by the guard since its last check, or non-finite weights or EMA weights."""
-    from difflab.callbacks.ema import find_ema
-
     guard = next((cb for cb in trainer.callbacks if isinstance(cb, FiniteLossGuard)), None)
     if guard is not None:
         guard.check(trainer, what)

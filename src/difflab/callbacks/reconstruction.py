@@ -27,8 +27,9 @@ from difflab.callbacks.nan_guard import check_finite_state
 from difflab.callbacks.metrics import SampleMetrics, metrics_record_variant
 from difflab.metrics.inception import to_uint8
 from difflab.metrics.perceptual import LPIPSDiversity, lpips_network
-from difflab.metrics.suite import MetricsConfig, MetricSuite, Networks, reduce_scalar, shard, world
-from difflab.metrics.weights import MetricWeightsError
+from difflab.evaluation.suite import MetricSuite, MetricsConfig, Networks
+from difflab.utils.cluster import reduce_scalar, shard, world
+from difflab.utils.weights import MetricWeightsError
 
 log = logging.getLogger(__name__)
 

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
 
 from difflab.callbacks.ema import find_ema
 from difflab.callbacks.nan_guard import check_finite_state
-
-
-def to_uint8_grid(images: Tensor, nrow: int | None = None) -> Tensor:
-    """[-1, 1] images [N, C, H, W] -> one uint8 grid [3 or 1, H', W'] with a 2-pixel border."""
-    nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))
-    grid = make_grid((images.float().clamp(-1, 1) + 1) / 2, nrow=nrow, padding=2, pad_value=1.0)
-    return (grid * 255).round().to(torch.uint8)
-
-
-def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Write [-1, 1] images as one PNG grid; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))
-    save_image((images.float().clamp(-1, 1) + 1) / 2, path, nrow=nrow, padding=2, pad_value=1.0)
-    return path
+from difflab.utils.images import save_grid
 
 
 class SampleGrid(L.Callback):

@@ -11,8 +11,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from difflab.cli.entry import user_errors
+from difflab.utils.entry import user_errors
 from difflab.utils.run_folders import check_run_folder, make_unique_folder
+from difflab.compare import collect_local, log_wandb_table, write_comparison
+from difflab.utils.cluster import is_rank_zero
+from difflab.utils import loggers
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +27,6 @@ class CompareOnMultirunEnd(Callback):
     in the config, the table (with its column of sample images), plots and gallery go to one more W&B run."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from difflab.cli.compare import write_comparison
-        from difflab.compare import collect_local
-
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
@@ -41,13 +41,10 @@ def log_comparison_to_wandb(config: DictConfig, rows: list[dict[str, Any]], imag
                             sweep_dir: Path) -> None:
     """The comparison as its own W&B run (job type "compare", grouped with the sweep's runs) in `logger.wandb`'s
     project and mode."""
-    from difflab.compare import log_wandb_table
-    from difflab.utils.loggers import wandb_logger
-
     def setting(key: str, default: Any) -> Any:
         return OmegaConf.select(config, f"logger.wandb.{key}", default=default, throw_on_resolution_failure=False)
 
-    logger = wandb_logger(save_dir=str(sweep_dir / "comparison_wandb"), project=str(setting("project", "difflab")),
+    logger = loggers.wandb_logger(save_dir=str(sweep_dir / "comparison_wandb"), project=str(setting("project", "difflab")),
                           name=f"comparison {sweep_dir.name}", group=sweep_dir.name, job_type="compare",
                           mode=str(setting("mode", "auto")))
     log_wandb_table(rows, logger.experiment, plots=images)
@@ -59,8 +56,6 @@ class ClaimRunFolder(Callback):
     refuses an existing run's folder unless the run resumes it (see `check_run_folder`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from difflab.utils.cluster import is_rank_zero
-
         if not is_rank_zero():  # DDP workers join the folder that rank 0 created
             return
         with user_errors():  # before Hydra's own error handling: one paragraph and exit status 2

@@ -8,6 +8,7 @@ from difflab.compare.plots import (
     plot_fid_vs_throughput,
     write_plots,
 )
+from difflab.compare.report import write_comparison
 from difflab.compare.table import (
     COLUMNS,
     build_table,
@@ -32,6 +33,7 @@ __all__ = [
     "record_from_wandb",
     "to_csv",
     "to_markdown",
+    "write_comparison",
     "write_gallery",
     "write_plots",
 ]

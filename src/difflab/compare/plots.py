@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from difflab.compare.table import COLUMNS, MISSING, Row
+from difflab.compare.gallery import row_label
 
 PLOTS = {"fid_vs_nfe": "fid_vs_nfe.png", "fid_vs_samples_per_sec": "fid_vs_samples_per_sec.png"}
 
@@ -89,8 +90,6 @@ def log_wandb_table(rows: Sequence[Row], logger_or_run: Any, plots: Mapping[str,
     drawn into a temporary folder.
     """
     import wandb
-
-    from difflab.compare.gallery import row_label
 
     run = getattr(logger_or_run, "experiment", logger_or_run)
 

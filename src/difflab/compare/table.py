@@ -1,6 +1,6 @@
 """The variant comparison table: metrics.json records (local runs or a W&B project) -> rows, Markdown, CSV.
 
-A record is what `difflab.metrics.evaluation.metrics_record` writes; a row is one line of the table,
+A record is what `difflab.evaluation.score.metrics_record` writes; a row is one line of the table,
 with the columns of `COLUMNS` and None where a value was not computed. Autoencoder records (kind "autoencoder",
 the stage 1 of an LDM or `model=vae`) fill rFID and PSNR instead of the sample metrics. A row whose record has a
 `sample_strip` carries the strip's path as `samples` (the comparison gallery and the W&B Table's image column).

@@ -1,11 +1,7 @@
 """Lightning data modules yielding {"image": [B, C, H, W] in [-1, 1], "label": [B]} batches."""
 
-from difflab.data.base import (
-    CorruptDataError,
-    CorruptImageError,
-    DataNotFoundError,
-    ImageDataModule,
-)
+from difflab.data.base import ImageDataModule
+from difflab.data.files import CorruptDataError, CorruptImageError, DataNotFoundError
 from difflab.data.cifar10 import CIFAR10DataModule
 from difflab.data.csv_table import CSVDataModule
 from difflab.data.digits import DigitsDataModule

@@ -21,34 +21,12 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
 
-from difflab.errors import ConfigError, CorruptFileError, MissingFileError
+from difflab.data.files import Batch, ImageFileDataset, to_model_range
+from difflab.errors import ConfigError
 from difflab.utils.cluster import run_seed
 
 log = logging.getLogger(__name__)
 
-Batch = dict[str, Tensor]
-
-
-class DataNotFoundError(MissingFileError):
-    """A data set is missing on disk; the message names the path, config key and how to get it."""
-
-    @classmethod
-    def for_path(cls, path: str | Path, config_key: str, how_to_get: str, what: str = "Data") -> DataNotFoundError:
-        """Build the standard message for `what` missing at `path`, set by `config_key`."""
-        return super().for_path(path, config_key, how_to_get, what)
-
-
-class CorruptDataError(CorruptFileError):
-    """A data file exists but cannot be parsed; the message names the file."""
-
-    @classmethod
-    def for_file(cls, path: str | Path, reason: str, hint: str = "") -> CorruptDataError:
-        """Build the standard message for the unreadable file `path`."""
-        return super().for_file(path, reason, hint or "Delete or replace the file (re-download or re-extract the data set).")
-
-
-class CorruptImageError(CorruptDataError):
-    """An image file cannot be decoded; the message names the file."""
 
 
 @rank_zero_only
@@ -61,13 +39,6 @@ def check_config(ok: bool, key: str, message: str) -> None:
     """Raise a ConfigError (a ValueError) naming the config key `key` when `ok` is false."""
     if not ok:
         raise ConfigError(f"Bad value for config key `{key}`: {message}")
-
-
-def to_model_range(images: Tensor) -> Tensor:
-    """Map uint8 images in [0, 255] or float images in [0, 1] to float32 in [-1, 1]."""
-    if images.dtype == torch.uint8:
-        return images.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0)
-    return images.to(torch.float32).mul(2.0).sub_(1.0).clamp_(-1.0, 1.0)
 
 
 def resize_square(images: Tensor, resolution: int) -> Tensor:
@@ -261,8 +232,6 @@ class ImageDataModule(L.LightningDataModule, ABC):
 
     def file_dataset(self, path: Path, channels: int | None = None) -> Dataset:
         """One image file outside the data set (e.g. an img2img input) preprocessed as the training images are."""
-        from difflab.data.image_folder import ImageFileDataset
-
         return ImageFileDataset(path.parent, [path.name], None, self.resolution, channels or self.channels,
                                 center_crop=self.center_crop)
 

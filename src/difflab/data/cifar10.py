@@ -11,13 +11,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from difflab.data.base import (
-    CorruptDataError,
-    DataNotFoundError,
-    ImageDataModule,
-    InMemoryImageDataset,
-    official_or_split,
-)
+from difflab.data.base import ImageDataModule, InMemoryImageDataset, official_or_split
+from difflab.data.files import CorruptDataError, DataNotFoundError
 
 FOLDER = "cifar-10-batches-py"
 CLASS_NAMES = [

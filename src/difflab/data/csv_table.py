@@ -21,17 +21,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from difflab.data.base import (
-    Batch,
-    CorruptDataError,
-    CorruptImageError,
-    DataNotFoundError,
-    ImageDataModule,
-    check_config,
-    split_indices,
-    to_model_range,
-)
-from difflab.data.image_folder import ImageFileDataset, describe_error, to_mode
+from difflab.data.base import ImageDataModule, check_config, split_indices
+from difflab.data.files import Batch, CorruptDataError, CorruptImageError, DataNotFoundError, to_model_range
+from difflab.data.files import ImageFileDataset, describe_error, to_mode
 from difflab.data.vectors import CondStats
 from difflab.errors import ConfigError
 

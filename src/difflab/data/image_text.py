@@ -5,7 +5,7 @@
     data.root=<index.csv>     a header with path and caption columns (same aliases)
 
 Paths in an index are relative to the index's folder (or absolute). Batches hold "image" [B, C, R, R] in
-[-1, 1] and "caption" (a list of B strings). `python -m difflab.data.prepare_captions` writes such an index.
+[-1, 1] and "caption" (a list of B strings). `python -m difflab.cli.prepare_captions` writes such an index.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from difflab.data.base import Batch, CorruptDataError, DataNotFoundError
-from difflab.data.image_folder import EXTENSIONS, ImageFileDataset, ImageFolderDataModule, list_images
+from difflab.data.files import Batch, CorruptDataError, DataNotFoundError
+from difflab.data.files import EXTENSIONS, ImageFileDataset, list_images
+from difflab.data.image_folder import ImageFolderDataModule
 
 PATH_KEYS, CAPTION_KEYS = ("path", "file_name", "image"), ("caption", "text")
 HOW_TO_GET = ("Point data.root at a folder of images with same-named .txt captions (a.png + a.txt), or at a "
-              ".jsonl / .csv index of path and caption (e.g. written by `python -m difflab.data.prepare_captions`).")
+              ".jsonl / .csv index of path and caption (e.g. written by `python -m difflab.cli.prepare_captions`).")
 
 
 def _field(row: dict[str, Any], keys: tuple[str, ...], where: str) -> str:

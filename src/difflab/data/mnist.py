@@ -13,13 +13,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from difflab.data.base import (
-    CorruptDataError,
-    DataNotFoundError,
-    ImageDataModule,
-    InMemoryImageDataset,
-    official_or_split,
-)
+from difflab.data.base import ImageDataModule, InMemoryImageDataset, official_or_split
+from difflab.data.files import CorruptDataError, DataNotFoundError
 
 IDX_UBYTE = 0x08  # IDX type code of unsigned bytes
 FILES = {  # split -> (images, labels) base names; ".gz" optional

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from difflab.data.base import Batch, InMemoryImageDataset
+from difflab.data.base import InMemoryImageDataset
+from difflab.data.files import Batch
 from difflab.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -28,15 +28,12 @@ Training and sampling both call `Denoiser`, so the formula exists once.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from difflab.utils.tensors import append_dims, as_batch
-
-if TYPE_CHECKING:  # pragma: no cover
-    from difflab.diffusion.schedules import Scheduler
 
 PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
 
@@ -91,10 +88,16 @@ class RawOutput(NamedTuple):
     scalings: Scalings
 
 
+class Preconditioned(Protocol):
+    """What `Denoiser` asks of a scheduler (`difflab.diffusion.schedules.Scheduler`): its scalings at sigma."""
+
+    def scalings(self, sigma: Tensor) -> Scalings: ...
+
+
 class Denoiser(nn.Module):
     """D(x, sigma, cond) -> x0_hat in float32, built from a network and a scheduler (EDM eq. 7)."""
 
-    def __init__(self, net: nn.Module, scheduler: Scheduler) -> None:
+    def __init__(self, net: nn.Module, scheduler: Preconditioned) -> None:
         super().__init__()
         self.net = net
         self.scheduler = scheduler

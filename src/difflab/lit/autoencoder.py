@@ -30,8 +30,9 @@ from difflab.conditions import NoCondition
 from difflab.lit.checkpoint import check_state_dict_compatible
 from difflab.lit.optim import LRSchedulerFactory, OptimizerFactory, trainable_optimizers
 from difflab.metrics.perceptual import LPIPS_MIN_SIZE, lpips_network
-from difflab.metrics.weights import MetricWeightsError
+from difflab.utils.weights import MetricWeightsError
 from difflab.nets.autoencoder import KLAutoencoder
+from difflab.samplers.generate import sample_seeds
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,6 @@ class AutoencoderModule(L.LightningModule):
     def generate(self, n: int, seed: int = 0, batch_size: int | None = None, cond: Tensor | None = None,
                  **_: Any) -> tuple[Tensor, int]:
         """Decodes of prior samples z ~ N(0, I) (one seed per image), for the sample-grid callback; (images, 0)."""
-        from difflab.samplers.generate import sample_seeds
-
         c, h, w = self.image_shape
         f = self.net.downsample_factor
         seeds = sample_seeds(seed, n)

@@ -11,6 +11,10 @@ from torch import Tensor
 from difflab.errors import IncompatibleCheckpointError, MissingFileError
 from difflab.utils.checkpoint_files import load_checkpoint_file
 from difflab.utils.stored_config import instantiate_stored, stored_target
+from difflab.conditions import with_condition
+from difflab.errors import ConfigError
+from difflab.samplers.grids import checkpoint_grid_cache
+from difflab.utils.config import register_resolvers
 
 
 class CheckpointMismatchError(IncompatibleCheckpointError):
@@ -133,9 +137,6 @@ def load_module(
     """
     from omegaconf import OmegaConf
 
-    from difflab.conditions import with_condition
-    from difflab.utils.config import register_resolvers
-
     register_resolvers()
     ckpt = read_checkpoint(path)
     require_model(ckpt, path, "ckpt", lambda cls: hasattr(cls, "generate"), "a model that generates images",
@@ -145,8 +146,6 @@ def load_module(
     if scheduler_overrides and "scheduler" in cfg.model:
         unknown = sorted(set(scheduler_overrides) - set(cfg.model.scheduler))
         if unknown:  # e.g. scheduler.shift (flow only) for a DDPM checkpoint
-            from difflab.errors import ConfigError
-
             target = str(cfg.model.scheduler.get("_target_", "?")).rsplit(".", 1)[-1]
             options = ", ".join(k for k in cfg.model.scheduler if k != "_target_")
             raise ConfigError.bad_value(f"scheduler.{unknown[0]}", f"the checkpoint's scheduler {target} has no "
@@ -163,8 +162,6 @@ def load_module(
     module.checkpoint_path = str(path)
     chosen = [getattr(getattr(module, part, None), "grid", None) for part in ("scheduler", "sampler")]
     if "optimized" in chosen:
-        from difflab.samplers.grids import checkpoint_grid_cache
-
         module.grid_cache = checkpoint_grid_cache(path)
     module.train_images_seen = int(ckpt.get("train_images_seen", 0))
     module.checkpoint_global_step = int(ckpt.get("global_step", 0))

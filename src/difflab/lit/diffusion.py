@@ -25,6 +25,7 @@ from difflab.diffusion.schedules import Scheduler
 from difflab.lit.checkpoint import check_state_dict_compatible
 from difflab.lit.optim import LRSchedulerFactory, OptimizerFactory, trainable_optimizers
 from difflab.lit.latent import estimate_scale_factor
+from difflab.metrics.inception import grid_embed
 from difflab.nets.autoencoder import IdentityFirstStage, LatentAutoencoder
 from difflab.samplers.base import StepCallback
 from difflab.samplers.generate import Edit, SamplerSpec, generate
@@ -199,13 +200,15 @@ class DiffusionModule(L.LightningModule):
         rescale = self.guidance_rescale if guidance_rescale is None else float(guidance_rescale)
         null = uncond if uncond is not None else self.condition.null
         denoise_fn = guided(self.denoiser, scale, rescale, null=null) if cond is not None else self.denoiser
+        spec = self.sampling_spec(sampler)
+        optimized = spec.scheduler_for(self.scheduler).grid == "optimized"
         was_training = self.training
         self.eval()
         try:
             x, nfe = generate(
                 denoise_fn,
                 self.scheduler,
-                self.sampling_spec(sampler),
+                spec,
                 n=n,
                 shape=self.latent_shape,
                 seed=seed,
@@ -217,6 +220,7 @@ class DiffusionModule(L.LightningModule):
                 grid_cache=self.grid_cache,
                 callback=callback,
                 progress=progress,
+                embed=grid_embed(spec, self.latent_shape, self.device) if optimized else None,
             )
             x = self._decode_batches(x, batch_size or n)
         finally:

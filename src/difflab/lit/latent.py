@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from difflab.metrics.suite import shard, world
+from difflab.utils.cluster import shard, world
 from difflab.nets.autoencoder import LatentAutoencoder
 from difflab.utils.checkpoint_files import atomic_save
 

@@ -26,10 +26,12 @@ from difflab.diffusion.losses import DiffusionLoss
 from difflab.errors import ConfigError, IncompatibleCheckpointError
 from difflab.lit.diffusion import DiffusionModule
 from difflab.lit.stable_diffusion import KEY, diffusers_scheduler_config, pipeline_folder, sd_scheduler
+from difflab.nets.diffusers_map import convert_state, unet2d_config, weight_table
 from difflab.nets.autoencoder import DiffusersLatent, IdentityFirstStage, KLLatent
 from difflab.nets.sd import DiffusersUNet
 from difflab.nets.text import PretrainedNotFoundError
 from difflab.samplers.generate import SamplerSpec
+from difflab.errors import CorruptFileError
 
 EXAMPLE = "google/ddpm-cifar10-32"
 METADATA = "difflab.json"
@@ -40,9 +42,7 @@ HOW = (f"Save one with `DDPMPipeline.save_pretrained(<folder>)`, export a diffla
 
 def diffusers_unet(module: DiffusionModule) -> Any:
     """The module's network as a diffusers `UNet2DModel` computing the same function (weights copied)."""
-    from diffusers import UNet2DModel
-
-    from difflab.nets.diffusers_map import convert_state, unet2d_config, weight_table
+    from diffusers import UNet2DModel  # an optional dependency (the `sd` extra)
 
     if isinstance(module.net, DiffusersUNet):  # imported from diffusers (and maybe fine-tuned): already one
         return module.net.unet
@@ -113,8 +113,6 @@ def export_pipeline(module: DiffusionModule, out: Path, extra: dict[str, Any] | 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     """A JSON file of the pipeline folder; a corrupt one is a UserError naming it."""
-    from difflab.errors import CorruptFileError
-
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:

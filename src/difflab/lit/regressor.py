@@ -27,6 +27,9 @@ from difflab.errors import ConfigError
 from difflab.lit.checkpoint import check_state_dict_compatible, load_weights, read_checkpoint, require_model
 from difflab.lit.optim import LRSchedulerFactory, OptimizerFactory, trainable_optimizers
 from difflab.metrics.regression import VectorErrors
+from difflab.nets.cnn import SmallCNN
+from difflab.utils.config import register_resolvers
+from difflab.utils.stored_config import instantiate_stored
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +179,6 @@ class RegressorModule(L.LightningModule):
 def default_regressor(datamodule: Any, width: int = 32) -> RegressorModule:
     """The regressor of `model=regressor`'s defaults (SmallCNN with coordinate channels), fitted to `datamodule`'s
     statistics: what the cond_mae metric trains when it is given no regressor checkpoint."""
-    from difflab.nets.cnn import SmallCNN
-
     net = SmallCNN(datamodule.channels, data_stats(datamodule).dim, width=width, coords=True)
     return RegressorModule(net).fit_to(datamodule)
 
@@ -186,9 +187,6 @@ def load_regressor(path: str | Path, key: str = "ckpt", device: torch.device | s
                    use_ema: bool = True) -> RegressorModule:
     """A `model=regressor` checkpoint's regressor in eval mode; any other checkpoint is an IncompatibleCheckpointError
     naming `key`."""
-    from difflab.utils.config import register_resolvers
-    from difflab.utils.stored_config import instantiate_stored
-
     register_resolvers()
     ckpt = read_checkpoint(path, key=key)
     require_model(ckpt, path, key, lambda cls: issubclass(cls, RegressorModule), "a condition regressor",

@@ -24,6 +24,8 @@ from difflab.lit.text import TextDiffusionModule
 from difflab.nets.sd import SDUNet
 from difflab.nets.text import CLIPTextEncoder, PretrainedNotFoundError, resolve_pretrained
 from difflab.samplers.generate import SamplerSpec
+from difflab.errors import ConfigError
+from difflab.nets.autoencoder import DiffusersLatent
 
 KEY = "pipeline.path"
 EXAMPLE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -76,8 +78,6 @@ def sd_scheduler(config: dict[str, Any], **overrides: Any) -> DiscreteVPSchedule
 def diffusers_scheduler_config(scheduler: Any) -> dict[str, Any]:
     """The diffusers scheduler config of a difflab `DiscreteVPScheduler` (the inverse of `sd_scheduler`): betas,
     training timesteps, prediction type, timestep spacing and offset; a ConfigError for other schedules."""
-    from difflab.errors import ConfigError
-
     names = {v: k for k, v in BETAS.items()}
     if not isinstance(scheduler, DiscreteVPScheduler) or scheduler.betas_kind not in names:
         raise ConfigError.bad_value("scheduler", f"{scheduler!r} has no diffusers DDPMScheduler equivalent",
@@ -111,8 +111,6 @@ def load_stable_diffusion(
         from diffusers import AutoencoderKL, UNet2DConditionModel
     except ImportError as err:
         raise PretrainedNotFoundError("model=sd needs diffusers: pip install -e '.[sd]' (or pip install diffusers)") from err
-
-    from difflab.nets.autoencoder import DiffusersLatent
 
     root = sd_folder(path)
     torch_dtype = getattr(torch, dtype)

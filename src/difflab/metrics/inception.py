@@ -7,12 +7,17 @@ weights; FID/KID use the 2048-d pool features, IS the 1008 unbiased logits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from difflab.metrics.weights import INCEPTION, file_hash, resolve_weights
+from difflab.data.files import to_model_range
+from difflab.errors import ConfigError
+from difflab.samplers.generate import SamplerSpec
+from difflab.utils.weights import INCEPTION, file_hash, resolve_weights
 
 
 def to_uint8(images: Tensor) -> Tensor:
@@ -24,8 +29,6 @@ def to_uint8(images: Tensor) -> Tensor:
 
 def quantize(images: Tensor) -> Tensor:
     """[-1, 1] images rounded to their 8-bit levels (what every metric sees), float32, same shape."""
-    from difflab.data.base import to_model_range
-
     return to_model_range(to_uint8(images))
 
 
@@ -85,3 +88,23 @@ class InceptionFeatures(nn.Module):
             self._memory_format = wanted
         features, logits = self.net(to_uint8_rgb(images))
         return features.float(), logits.float()
+
+
+def grid_embed(spec: SamplerSpec, shape: tuple[int, ...], device: torch.device) -> Callable[[Tensor], Tensor] | None:
+    """The features a sampler's grid=optimized measures its error in: None for pixels, else the FID Inception pool
+    features of the samples clamped to [-1, 1] (quantized to 8 bits as FID sees them). The weights file is found now (a missing
+    one is an error before any work); the network is built at the first call, so a cached grid never loads it."""
+    if spec.grid_distance == "pixel":
+        return None
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise ConfigError.bad_value("sampler.grid_distance", f"inception measures 1- or 3-channel images, and "
+                                    f"these samples have shape {tuple(shape)}", "Use grid_distance=pixel.")
+    path = resolve_weights(replace(INCEPTION, config_key="sampler.grid_inception"), spec.grid_inception)
+    nets: list[InceptionFeatures] = []
+
+    def embed(x: Tensor) -> Tensor:
+        if not nets:
+            nets.append(InceptionFeatures(str(path), download=False).to(device).eval())
+        return torch.cat([nets[0](x[i : i + 64].clamp(-1, 1))[0] for i in range(0, len(x), 64)])
+
+    return embed

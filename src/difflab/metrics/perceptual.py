@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from difflab.metrics.inception import quantize, to_uint8_rgb
-from difflab.metrics.weights import ALEXNET, file_hash, resolve_clip, resolve_weights
+from difflab.utils.weights import ALEXNET, file_hash, resolve_clip, resolve_weights
 
 LPIPS_MIN_SIZE = 64  # AlexNet's five stages need at least ~64 px; smaller images are upsampled (bilinear)
 

@@ -34,6 +34,7 @@ from difflab.errors import MissingFileError
 from difflab.utils.checkpoint_files import load_checkpoint_file
 from difflab.utils.stored_config import instantiate_stored
 from difflab.nets.unet import AttentionBlock, Downsample, _norm
+from difflab.utils.weights import downloads_allowed
 
 __all__ = [
     "AutoencoderNotFoundError",
@@ -413,8 +414,6 @@ def pretrained_autoencoder(path: str, scale_factor: float | None = None, subfold
                            local_files_only: bool | None = None, latent_channels: int | None = None,
                            downsample_factor: int | None = None) -> DiffusersLatent:
     """A diffusers `AutoencoderKL` from a local folder (saved with `save_pretrained`) or a Hub name in the cache."""
-    from difflab.metrics.weights import downloads_allowed
-
     try:
         from diffusers import AutoencoderKL
     except ImportError as err:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from difflab.errors import ConfigError
 from difflab.nets.embeddings import ClassEmbedding
 from difflab.nets.unet import UNet
+from difflab.nets.unet import AttentionBlock, Downsample
 
 __all__ = ["convert_state", "unet2d_config", "weight_table"]
 
@@ -74,8 +75,6 @@ def _blocks(attends: list[bool], num_res_blocks: int) -> dict[str, tuple[str, st
 
 def _attends(net: UNet) -> list[bool]:
     """Whether each level of `net`'s encoder attends (read from its modules)."""
-    from difflab.nets.unet import AttentionBlock, Downsample
-
     attends, current = [], False
     for block in net.down:
         if isinstance(block[0], Downsample):
@@ -88,8 +87,6 @@ def _attends(net: UNet) -> list[bool]:
 
 def weight_table(net: UNet) -> dict[str, tuple[str, ...]]:
     """Every parameter name of `net` -> its diffusers `UNet2DModel` name(s) (three for a fused qkv)."""
-    from difflab.nets.unet import Downsample
-
     num_res_blocks = sum(not isinstance(b[0], Downsample) for b in net.down) // len(net.channel_mult)
     blocks = _blocks(_attends(net), num_res_blocks)
     table: dict[str, tuple[str, ...]] = {}
@@ -131,8 +128,6 @@ def _net_kwargs(net_cfg: dict[str, Any]) -> dict[str, Any]:
 def _head_dim(net: UNet, kw: dict[str, Any]) -> int | None:
     """diffusers' one `attention_head_dim` for every attention block (None: one head of all channels in each),
     or a ConfigError naming the key."""
-    from difflab.nets.unet import AttentionBlock
-
     blocks = [m for m in net.modules() if isinstance(m, AttentionBlock)]
     if all(m.num_heads == 1 for m in blocks):
         return None

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from difflab.errors import MissingFileError, NetworkError
 from difflab.nets.prompts import parse_prompt_weights
+from difflab.utils.weights import ALLOW_DOWNLOAD, downloads_allowed
 
 __all__ = ["CLIPTextEncoder", "PretrainedNotFoundError", "resolve_pretrained"]
 
@@ -35,8 +36,6 @@ class PretrainedNotFoundError(MissingFileError):
 def resolve_pretrained(name_or_path: str, key: str, what: str, example: str) -> Path:
     """A local folder for a pretrained model: the folder itself, or a Hugging Face Hub name found in the cache
     (downloaded only with DIFFLAB_ALLOW_DOWNLOAD=1)."""
-    from difflab.metrics.weights import ALLOW_DOWNLOAD, downloads_allowed
-
     if not name_or_path:
         raise PretrainedNotFoundError(f"{what}: config key `{key}` is empty; set it to a local folder or a Hub name "
                                       f"such as {example}")

@@ -213,31 +213,6 @@ def _start(edit: Edit | None, gen: StackedGenerator, shape: tuple[int, ...], sig
     return gen.randn(shape) * prior_std
 
 
-def grid_embed(spec: SamplerSpec, shape: tuple[int, ...], device: torch.device) -> Callable[[Tensor], Tensor] | None:
-    """The features grid=optimized measures its error in: None for pixels, else the FID Inception pool features of
-    the samples clamped to [-1, 1] (quantized to 8 bits as FID sees them). The weights file is found now (a missing
-    one is an error before any work); the network is built at the first call, so a cached grid never loads it."""
-    if spec.grid_distance == "pixel":
-        return None
-    if len(shape) != 3 or shape[0] not in (1, 3):
-        raise ConfigError.bad_value("sampler.grid_distance", f"inception measures 1- or 3-channel images, and "
-                                    f"these samples have shape {tuple(shape)}", "Use grid_distance=pixel.")
-    from dataclasses import replace
-
-    from difflab.metrics.inception import InceptionFeatures
-    from difflab.metrics.weights import INCEPTION, resolve_weights
-
-    path = resolve_weights(replace(INCEPTION, config_key="sampler.grid_inception"), spec.grid_inception)
-    nets: list[InceptionFeatures] = []
-
-    def embed(x: Tensor) -> Tensor:
-        if not nets:
-            nets.append(InceptionFeatures(str(path), download=False).to(device).eval())
-        return torch.cat([nets[0](x[i : i + 64].clamp(-1, 1))[0] for i in range(0, len(x), 64)])
-
-    return embed
-
-
 def _masked(denoise_fn: DenoiseFn, init: Tensor, mask: Tensor) -> DenoiseFn:
     def fn(x: Tensor, sigma: Tensor, cond: Any = None) -> Tensor:
         return mask * init + (1 - mask) * denoise_fn(x, sigma, cond)
@@ -262,6 +237,7 @@ def generate(
     edit: Edit | None = None,
     grid_cache: Path | None = None,
     progress: Progress | None = None,
+    embed: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, int]:
     """Sample n images of `shape` (C, H, W); returns (x0 [n, C, H, W] float32 on CPU, NFE per image).
 
@@ -269,18 +245,22 @@ def generate(
     (seed, i), so batch size and device count (each rank taking its own range) do not change it.
     `edit` starts from given noises or images instead (img2img, inpainting, interpolation). With the scheduler's
     `grid=optimized` the grid and its query levels are fitted to this denoiser (with the spec's x0 clipping) and
-    sampler first (`grids.py`), cached in `grid_cache`.
+    sampler first (`grids.py`), cached in `grid_cache`; with `grid_distance=inception` its error is measured in the
+    features `embed` gives (`difflab.metrics.inception.grid_embed`).
     `progress` counts the images (a share of the batch after every sampler step) and shows the NFE.
     """
     device = torch.device(device)
     sched = spec.scheduler_for(scheduler)
     if sched.grid == "optimized":  # fitted to the denoiser as it samples: with this spec's x0 clipping
+        if spec.grid_distance != "pixel" and embed is None:
+            raise ValueError(f"grid_distance={spec.grid_distance} needs the features it measures in: pass `embed` "
+                             "(difflab.metrics.inception.grid_embed)")
         c = None if cond is None else cond[:64].to(device)
         fitted = cached_optimized_grid(grid_cache, CountingDenoiser(denoise_fn, spec.clip_denoised,
                                                                     spec.dynamic_percentile),
                                        sched, spec.name, spec.steps_for(scheduler), spec.knobs, shape,
                                        n=64 if cond is None else len(c), cond=c, device=device,
-                                       distance=spec.grid_distance, embed=grid_embed(spec, shape, device),
+                                       distance=spec.grid_distance, embed=embed,
                                        **search_budget(spec.steps_for(scheduler), spec.grid_effort))
         full, denoise_fn = fitted.sigmas, fitted.denoiser(denoise_fn)
     else:

@@ -21,6 +21,8 @@ from difflab.studio.files import png
 from difflab.studio.forms import SampleForm, parse_seed
 from difflab.studio.runs import datatypes, fid_plot, grids_of, headers, read_runs, run_grid, table_values
 from difflab.studio.service import Cancelled, ModelInfo, Studio
+from difflab.samplers.aliases import WEBUI_NAMES
+from difflab.utils.config import conf_dir
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +34,6 @@ CSS = "#images img, #run-grid img, #side-by-side img {image-rendering: pixelated
 
 def sampler_choices() -> list[str]:
     """The sampler names sample.py accepts: its `conf/sampler` options, then the web UI names (`aliases.py`)."""
-    from difflab.samplers.aliases import WEBUI_NAMES
-    from difflab.utils.config import conf_dir
-
     return sorted(p.stem for p in (conf_dir() / "sampler").glob("*.yaml")) + list(WEBUI_NAMES)
 
 

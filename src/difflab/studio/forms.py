@@ -19,6 +19,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from difflab.utils.config import compose, conf_dir
+from difflab.api.config import group_aliases
+from difflab.api.sampling import resolve_seed
 
 _COMPOSE = threading.Lock()  # Hydra's global state: one composition at a time
 
@@ -98,7 +100,6 @@ class SampleForm:
 def compose_sample(overrides: list[str], out_dir: str | Path) -> DictConfig:
     """sample.py's config for these overrides, composed as `python sample.py <overrides>` composes it, writing
     into `out_dir`."""
-    from difflab.cli.train import group_aliases
 
     from hydra.core.global_hydra import GlobalHydra
 
@@ -109,6 +110,4 @@ def compose_sample(overrides: list[str], out_dir: str | Path) -> DictConfig:
 
 def parse_seed(value: Any) -> int:
     """The seed of a request: -1 (or empty) draws a random one, as sample.py's `seed=-1` does."""
-    from difflab.cli.sample import resolve_seed
-
     return resolve_seed(-1 if value in (None, "") else value)

@@ -2,7 +2,7 @@
 
 The regressor is either a `model=regressor` checkpoint (`python train.py model=regressor data=...`, the one
 `predict.py` reads with) or, for a vector-conditioned diffusion checkpoint, the condition regressor of its
-`cond_mae` metric (`difflab.metrics.classifier`, target "cond"), trained once on the checkpoint's own training data
+`cond_mae` metric (`difflab.evaluation.classifier`, target "cond"), trained once on the checkpoint's own training data
 and cached next to the metric statistics. Images go through `predict.py`'s reader: the regressor's data module
 preprocesses them as its training images were (ROI crop, resize), and files already of the model's size are read
 as they are (`preprocess=auto`).
@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from difflab.errors import ConfigError
+from difflab.api.predicting import read_images
+from difflab.api.sampling import run_data
+from difflab.evaluation.classifier import load_or_train_classifier
+from difflab.lit.checkpoint import read_checkpoint, stored_model_class
+from difflab.lit.regressor import RegressorModule, load_regressor
 
 
 def require_images(images: Sequence[str | Path]) -> None:
@@ -25,8 +30,6 @@ def require_images(images: Sequence[str | Path]) -> None:
 
 def read_values(regressor: Any, images: Sequence[str | Path], datamodule: Any) -> list[dict[str, float]]:
     """{column: raw value} for each image file, read by a `RegressorModule` as `python predict.py` reads them."""
-    from difflab.cli.predict import read_images
-
     require_images(images)
     values = regressor.predict(read_images([Path(p) for p in images], datamodule, regressor, "auto"))
     return [dict(zip(regressor.columns, row)) for row in values.double().tolist()]
@@ -35,9 +38,6 @@ def read_values(regressor: Any, images: Sequence[str | Path], datamodule: Any) -
 def predict_values(module: Any, images: Sequence[str | Path], cache_dir: str | Path, epochs: int = 5,
                    seed: int = 0) -> list[dict[str, float]]:
     """{column: raw value} for each image file, read by the `cond_mae` regressor of a vector-conditioned model."""
-    from difflab.cli.sample import run_data
-    from difflab.metrics.classifier import load_or_train_classifier
-
     if getattr(module.condition, "stats", None) is None or "cond" not in module.condition.inputs:
         raise ConfigError(f"Measuring needs a condition regressor (model=regressor) or a vector-conditioned model "
                           f"(model=cond_vector); this one is {module.condition.describe()}. Pick one of those.")
@@ -49,18 +49,12 @@ def predict_values(module: Any, images: Sequence[str | Path], cache_dir: str | P
 
 def regressor_values(path: str | Path, images: Sequence[str | Path]) -> list[dict[str, float]]:
     """{column: raw value} for each image file, read by the `model=regressor` checkpoint `path`."""
-    from difflab.cli.sample import run_data
-    from difflab.lit.regressor import load_regressor
-
     regressor = load_regressor(path, key="checkpoint")
     return read_values(regressor, images, run_data(regressor, required=True))
 
 
 def is_regressor(path: str | Path) -> bool:
     """Whether a checkpoint file holds a `model=regressor` (read as data; nothing is built)."""
-    from difflab.lit.checkpoint import read_checkpoint, stored_model_class
-    from difflab.lit.regressor import RegressorModule
-
     if not Path(path).is_file():
         return False
     ckpt = read_checkpoint(path, key="checkpoint")

@@ -16,7 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from difflab.cli import checks
+from difflab.api import checks
+from difflab.api.sampling import load_model
 
 
 def model_key(cfg: DictConfig) -> str:
@@ -48,8 +49,6 @@ class ModelCache:
 
     def load(self, cfg: DictConfig) -> Any:
         """The model of a sample.py config, loaded once and kept; its sampler is the request's (or its own)."""
-        from difflab.cli.sample import load_model
-
         spec = checks.sampler_spec(cfg.get("sampler"))  # before any loading, as sample.py checks it
         key = model_key(cfg)
         with self._lock:

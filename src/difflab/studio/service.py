@@ -21,6 +21,10 @@ from difflab.errors import ConfigError
 from difflab.studio.files import Folders, png
 from difflab.studio.forms import SampleForm, compose_sample
 from difflab.studio.models import ModelCache
+from difflab.api import checks
+from difflab.api import sampling as sample
+from difflab.diffusion.schedules import GRIDS
+from difflab.studio.measure import is_regressor, predict_values, regressor_values
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +68,6 @@ class Result:
 
 def model_info(module: Any, path: str) -> ModelInfo:
     """The Sample tab's view of a loaded module (sampler, steps, grids, condition inputs)."""
-    from difflab.diffusion.schedules import GRIDS
-
     condition, spec = module.condition, module.sampler
     grids = list(getattr(type(module.scheduler), "grids", GRIDS))
     stats = getattr(condition, "stats", None)
@@ -82,8 +84,6 @@ class Studio:
     """The served folders, one bounded cache of loaded models, and the folder generations are written to."""
 
     def __init__(self, cfg: DictConfig) -> None:
-        from difflab.cli import checks
-
         self.cfg = cfg
         self.folders = Folders.of(cfg.runs_dir, list(cfg.ckpt_dirs))
         self.out_dir = checks.writable_folder(cfg.out_dir, "out_dir").resolve()
@@ -127,8 +127,6 @@ class Studio:
                  cancelled: threading.Event | None = None) -> Result:
         """Sample `form` through sample.py's own code (`difflab.cli.sample.run`) with the cached model; `progress`
         gets (images done, of all: fractions while a batch is sampled), `cancelled` stops the samplers at their next step (`Cancelled`)."""
-        from difflab.cli import checks, sample
-
         form.model = str(self.folders.check(form.model, "checkpoint"))
         checks.integer(form.n, "n", 1)
         if int(form.n) > self.max_images:
@@ -160,8 +158,6 @@ class Studio:
     def measure(self, path: str, images: list[str]) -> tuple[list[str], list[list[Any]]]:
         """(headers, one row per image: file name then the values read in raw units) by a `model=regressor`
         checkpoint, or by the condition regressor of a vector-conditioned model."""
-        from difflab.studio.measure import is_regressor, predict_values, regressor_values
-
         if not str(path or "").strip():
             raise ConfigError("Pick a checkpoint first: a condition regressor (model=regressor) or a "
                               "vector-conditioned model.")

@@ -1,4 +1,5 @@
-"""Multi-process and cluster helpers: the run seed, rank zero, and where a requeued run resumes from.
+"""Multi-process and cluster helpers: the run seed, rank zero, the world and its shards, and where a requeued run
+resumes from.
 
 A SLURM job that is preempted or requeued starts again in the same run folder (the sbatch script
 derives it from $SLURM_JOB_ID, a submitit sweep job keeps its sweep sub-folder). Lightning's
@@ -12,6 +13,13 @@ import logging
 import os
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from difflab.errors import CorruptFileError
+from difflab.utils.checkpoint_files import load_checkpoint_file
+
 log = logging.getLogger(__name__)
 
 
@@ -22,9 +30,30 @@ def run_seed() -> int:
 
 def is_rank_zero() -> bool:
     """True on the process of global rank 0 (read from RANK / LOCAL_RANK / SLURM_PROCID before DDP starts)."""
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
     return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the default process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def reduce_scalar(value: float, op: dist.ReduceOp, device: torch.device) -> float:
+    """`value` reduced over all ranks with `op` (MIN, MAX, SUM); itself without a process group."""
+    if world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=op)
+    return float(t.item())
+
+
+def shard(n: int, rank: int, world_size: int) -> range:
+    """Contiguous block of range(n) for `rank`, with even boundaries (LPIPS pairs never straddle ranks)."""
+    pairs = (n + 1) // 2
+    lo, hi = pairs * rank // world_size, pairs * (rank + 1) // world_size
+    return range(min(2 * lo, n), min(2 * hi, n))
 
 
 def _run_checkpoints(run_dir: Path) -> list[Path]:
@@ -36,9 +65,6 @@ def _run_checkpoints(run_dir: Path) -> list[Path]:
 def loadable_or_fallback(path: Path, run_dir: Path | None = None) -> Path:
     """`path` when it loads; a broken `last.ckpt` (or a requeue's pick, `run_dir` given) falls back to the newest
     loadable checkpoint of its run folder with one warning naming both files; else the CorruptFileError."""
-    from difflab.errors import CorruptFileError
-    from difflab.utils.checkpoint_files import load_checkpoint_file
-
     try:
         load_checkpoint_file(path, key="ckpt_path", mmap=True)
         return path

@@ -108,10 +108,11 @@ def conf_dir() -> Path:
     return path
 
 
-def compose(config_name: str, overrides: list[str], run_dir: str | Path) -> DictConfig:
+def compose(config_name: str, overrides: list[str], run_dir: str | Path | None) -> DictConfig:
     """Compose `conf/<config_name>.yaml` with command-line style overrides, as `python <config_name>.py` would.
 
-    For notebooks and scripts: the run's outputs go to `run_dir` (caches stay under `paths.root_dir`), and the
+    For notebooks and scripts: the run's outputs go to `run_dir` (None: the config's own `paths.run_dir`, a fresh
+    folder under `paths.runs_dir`; caches stay under `paths.root_dir`), and the
     Hydra choices (model=..., sampler=...) are recorded as in a real run, so its records name the variant.
     """
     from hydra import compose as hydra_compose
@@ -120,10 +121,12 @@ def compose(config_name: str, overrides: list[str], run_dir: str | Path) -> Dict
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = hydra_compose(config_name, overrides=[f"paths.run_dir={Path(run_dir).resolve()}", *overrides],
-                            return_hydra_config=True)
+        where = [f"paths.run_dir={Path(run_dir).resolve()}"] if run_dir is not None else []
+        cfg = hydra_compose(config_name, overrides=[*where, *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
+        if run_dir is None:  # the folder the script would make: hydra.run.dir (a fresh stamped name)
+            cfg.paths.run_dir = str(Path(OmegaConf.select(cfg, "hydra.run.dir")).resolve())
         del cfg["hydra"]
     return cfg
 

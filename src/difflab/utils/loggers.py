@@ -16,8 +16,8 @@ import socket
 import string
 import threading
 from pathlib import Path
-from typing import Any
 from importlib.util import find_spec
+from typing import Any
 from urllib.parse import urlparse
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
@@ -25,6 +25,12 @@ from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from difflab.errors import ConfigError
+from difflab.utils.checkpoint_files import load_checkpoint_file
+from difflab.utils.cluster import is_rank_zero
+from difflab.utils.wandb_artifacts import WANDB_ID_FILE, link_training_run, training_link
+from difflab.utils.wandb_history import logged_pairs
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +88,6 @@ class CSVLogger(LightningCSVLogger):
 
     def resume_at_step(self, step: int) -> None:
         """The run continues from a checkpoint of global step `step`: drop the rows logged after it."""
-        from difflab.utils.cluster import is_rank_zero
-
         if is_rank_zero():
             self.experiment.drop_from_step(step)
 
@@ -94,8 +98,6 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if find_spec("tensorboard") is None and find_spec("tensorboardX") is None:
-            from difflab.errors import ConfigError
-
             raise ConfigError.bad_value("logger", "logger=tensorboard needs the tensorboard package, which is not "
                                         "installed", "Run `pip install tensorboard` (or `pip install difflab[tensorboard]`), "
                                         "or pick logger=csv or logger=wandb.")
@@ -126,15 +128,12 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
     return os.environ.get("WANDB_MODE") or ("online" if wandb_has_credentials() else "offline")
 
 
-WANDB_ID_FILE = "wandb_id.txt"
 
 
 def wandb_run_id(save_dir: str | Path, resume_from: str | None = None) -> str | None:
     """The W&B run id of this run folder: the one stored in `save_dir` (a requeued job), else the one of
     the run folder that `resume_from` (a checkpoint) belongs to, else a new one; stored in `save_dir`.
     Only rank 0 logs to W&B: other ranks get None and write nothing."""
-    from difflab.utils.cluster import is_rank_zero
-
     if not is_rank_zero():
         return None
     here = Path(save_dir) / WANDB_ID_FILE
@@ -212,8 +211,6 @@ class ResumableWandbLogger(WandbLogger):
 
     def resume_at_step(self, step: int) -> None:
         """The run continues from a checkpoint of global step `step`: complete W&B's history up to it."""
-        from difflab.utils.wandb_history import logged_pairs
-
         if not self._id:
             return
         self._written = logged_pairs([d / "wandb" for d in self._run_dirs], self._id)
@@ -263,8 +260,6 @@ def wandb_logger(
     so a resumed or requeued run continues the same W&B run; the group is `group`, else the run id. `log_model`:
     train.py logs the final last/best checkpoints as artifacts (online or offline, `utils/wandb_artifacts.py`).
     `evaluates` (a checkpoint; evaluate.py, sample.py) links this run to the W&B run that trained it."""
-    from difflab.errors import ConfigError
-
     if not isinstance(log_model, bool):
         raise ConfigError.bad_value("logger.wandb.log_model", f"{log_model!r} is not true or false",
                                     "Pass logger.wandb.log_model=true (the final last/best checkpoints as artifacts) "
@@ -291,8 +286,6 @@ def wandb_logger(
     )
     logger.log_model_artifacts = log_model  # read by train.py (Lightning's own log_model refuses offline runs)
     if link is not None and run_id is not None:
-        from difflab.utils.wandb_artifacts import link_training_run
-
         link_training_run(logger, link)
     return logger
 
@@ -301,8 +294,5 @@ def _training_link(ckpt: str | None) -> dict[str, Any] | None:
     """The W&B training run of checkpoint `ckpt` (None without one, or when that run did not use W&B)."""
     if not ckpt or not Path(ckpt).is_file():
         return None
-    from difflab.utils.checkpoint_files import load_checkpoint_file
-    from difflab.utils.wandb_artifacts import training_link
-
     config = load_checkpoint_file(ckpt, key="ckpt", mmap=True).get("config")
     return training_link(ckpt, config if isinstance(config, dict) else None)

@@ -80,6 +80,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from difflab.cli.entry import run_script
+    from difflab.utils.entry import run_script
 
     run_script(lambda: sys.exit(main()))

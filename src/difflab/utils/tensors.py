@@ -1,6 +1,8 @@
-"""Tensor helpers used by the math and the samplers."""
+"""Tensor helpers used by the math and the samplers, and the autocast of a precision."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import Tensor
@@ -30,3 +32,14 @@ def as_batch(sigma: Tensor | float, x: Tensor) -> Tensor:
     if sigma.shape != (x.shape[0],):
         raise ValueError(f"sigma must be a scalar or have shape [{x.shape[0]}], got {tuple(sigma.shape)}")
     return sigma
+
+
+AUTOCAST = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """torch.autocast for the network under `precision` (32 | bf16 | fp16); a no-op for 32."""
+    if precision not in AUTOCAST:
+        raise ValueError(f"{precision!r} is not a precision: use 32, bf16 or fp16")
+    dtype = AUTOCAST[precision]
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()

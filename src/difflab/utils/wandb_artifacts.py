@@ -22,6 +22,7 @@ import torch
 log = logging.getLogger(__name__)
 
 TABLE_KEY = "samples/table"
+WANDB_ID_FILE = "wandb_id.txt"  # a run folder's W&B run id (`difflab.utils.loggers`): resumes and links continue it
 
 
 def is_wandb(logger: Any) -> bool:
@@ -58,8 +59,6 @@ def log_checkpoints(logger: Any, last: Path, best: str | Path | None, metadata: 
 def training_link(ckpt: str | Path, run_config: dict[str, Any] | None) -> dict[str, Any] | None:
     """The W&B training run of a checkpoint (<run>/checkpoints/<name>.ckpt): its id (wandb_id.txt of the run
     folder), group and the artifact alias of this file; None when that run did not log to W&B."""
-    from difflab.utils.loggers import WANDB_ID_FILE
-
     ckpt = Path(ckpt).resolve()
     found = next((p for p in (ckpt.parent.parent / WANDB_ID_FILE, ckpt.parent / WANDB_ID_FILE) if p.is_file()), None)
     if found is None:

@@ -18,12 +18,15 @@ from torch import Tensor, nn
 
 from difflab.errors import ConfigError
 from difflab.metrics.broken import BrokenRate, BrokenThresholds
-from difflab.metrics.classifier import ConditionAccuracy, ConditionMAE, load_or_train_classifier
+from difflab.evaluation.classifier import load_or_train_classifier
+from difflab.metrics.conditions import ConditionAccuracy, ConditionMAE
 from difflab.metrics.fidelity import FeatureStore, ReferenceStats, fidelity_scores, reference_cache_path
 from difflab.metrics.inception import FeatureExtractor, InceptionFeatures
 from difflab.metrics.perceptual import CLIPScoreMetric, LPIPSDiversity, clip_model_loader, lpips_network
-from difflab.metrics.weights import MetricWeightsError
+from difflab.utils.weights import MetricWeightsError
+from difflab.utils.cluster import reduce_scalar, shard, world
 from difflab.utils.progress import Progress
+from difflab.lit.regressor import load_regressor
 
 log = logging.getLogger(__name__)
 
@@ -89,29 +92,6 @@ class MetricsConfig:
     @property
     def enabled(self) -> bool:
         return self.n_samples > 0
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of the default process group, (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def reduce_scalar(value: float, op: dist.ReduceOp, device: torch.device) -> float:
-    """`value` reduced over all ranks with `op` (MIN, MAX, SUM); itself without a process group."""
-    if world()[1] == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=op)
-    return float(t.item())
-
-
-def shard(n: int, rank: int, world_size: int) -> range:
-    """Contiguous block of range(n) for `rank`, with even boundaries (LPIPS pairs never straddle ranks)."""
-    pairs = (n + 1) // 2
-    lo, hi = pairs * rank // world_size, pairs * (rank + 1) // world_size
-    return range(min(2 * lo, n), min(2 * hi, n))
 
 
 @dataclass
@@ -207,8 +187,6 @@ class MetricSuite:
 
     def _load_or_train(self, datamodule: Any, target: str) -> tuple[nn.Module, float]:
         if target == "cond" and self.config.regressor:  # a trained regressor checkpoint: every rank loads it
-            from difflab.lit.regressor import load_regressor
-
             model = load_regressor(self.config.regressor, key="metrics.regressor", device=self.device)
             return model, float(model.last_val.get("mae_std", float("nan")))
         rank, size = world()

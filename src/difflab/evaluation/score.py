@@ -14,7 +14,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from difflab.conditions import Requests
-from difflab.metrics.suite import MetricSuite, reduce_scalar, shard, world
+from difflab.evaluation.suite import MetricSuite
+from difflab.utils.cluster import reduce_scalar, shard, world
 from difflab.utils.progress import Progress
 from difflab.utils.tensors import cuda_sync
 

@@ -22,6 +22,7 @@ from difflab.data.vectors import CondStats
 from difflab.errors import ConfigError
 from difflab.lit.regressor import RegressorModule, load_regressor
 from difflab.metrics.regression import VectorErrors
+from difflab.metrics.inception import quantize
 
 
 def load_reader(path: Any, stats: CondStats, sweep: Any = None) -> RegressorModule:
@@ -53,8 +54,6 @@ def _finite(value: float) -> float | None:
 def read_back(reader: RegressorModule, path: Any, images: Tensor, requests: Any, stats: CondStats,
               out_dir: Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
     """(`measured_<column>` of each image, what samples.json records) for the model's columns the regressor reads."""
-    from difflab.metrics.inception import quantize
-
     measured = reader.predict(quantize(images))  # (N, D_reader) raw, read from the 8-bit images
     common = [c for c in reader.columns if c in stats.columns]
     got = measured[:, [reader.columns.index(c) for c in common]]

@@ -14,8 +14,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from difflab.cli import checks
+from difflab.api import checks
 from difflab.errors import ConfigError, UserError
+from difflab.studio.service import Studio
+from difflab.utils.entry import hydra_main
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +64,11 @@ def check_address(host: Any, port: Any) -> tuple[str, int]:
 
 def serve(cfg: DictConfig) -> tuple[Any, str]:
     """Check the config, build the page and start serving it in the background; returns (Gradio app, URL)."""
-    from difflab.studio.service import Studio
-
     host, port = check_address(cfg.host, cfg.port)
     checks.inference_precision(cfg.precision, checks.inference_device(cfg.device))
     studio = Studio(cfg)  # the folders, sizes and output folder, before Gradio loads
     gradio_module()
-    from difflab.studio.app import build, launch
+    from difflab.studio.app import build, launch  # imports Gradio, an optional dependency (the `studio` extra)
 
     demo = build(studio)
     return demo, launch(demo, host, port)
@@ -88,6 +88,4 @@ def run(cfg: DictConfig) -> None:
 def main() -> None:
     """`python studio.py` and the `difflab-studio` console script: the Hydra app of conf/studio.yaml under the error
     contract."""
-    from difflab.cli.entry import hydra_main
-
-    hydra_main("studio", run, __name__, aliases=False)
+    hydra_main("studio", run, __name__)

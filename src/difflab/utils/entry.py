@@ -1,17 +1,16 @@
 """The error contract of every entry point: a user's mistake is one paragraph on stderr and exit status 2.
 
-A Hydra entry point (`python train.py`, the console script `difflab-train`, ...) is one line in its
-`difflab.cli` module,
+A Hydra entry point (`python train.py`, the console script `difflab-train`, ...) is one line in its front end's
+module,
 
     def main() -> None:
-        hydra_main("sample", run, __name__)
+        hydra_main("sample", run, __name__, rewrite_argv)
 
 which composes `<conf_dir()>/sample.yaml` and runs `run(cfg)` under `user_errors()` and `run_script`; a
-`python -m difflab...` tool calls `run_script(main)` around its argparse `main`. A `UserError`
-(or an exception raised from one) prints its message without a traceback and exits with 2; a config
-that Hydra cannot compose (unknown override, unknown option of a group) keeps Hydra's message and also
-exits with 2; any other exception is a bug and keeps its traceback. `HYDRA_FULL_ERROR=1` shows the
-traceback of user errors too.
+`python -m difflab...` tool calls `run_script(main)` around its argparse `main`. A `UserError` (or an exception
+raised from one) prints its message without a traceback and exits with 2; a config that Hydra cannot compose
+(unknown override, unknown option of a group) keeps Hydra's message and also exits with 2; any other exception is
+a bug and keeps its traceback. `HYDRA_FULL_ERROR=1` shows the traceback of user errors too.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
+
+import hydra
 
 from difflab.errors import user_message
 from difflab.utils.config import conf_dir
@@ -75,25 +76,16 @@ def run_script(main: Callable[[], Any], rewrite_argv: Callable[[list[str]], list
         exit_with(message)
 
 
-def hydra_main(config_name: str, task: Callable[[Any], Any], module: str, aliases: bool = True) -> None:
+def hydra_main(config_name: str, task: Callable[[Any], Any], module: str,
+               rewrite_argv: Callable[[list[str]], list[str]] | None = None) -> None:
     """Run `task(cfg)` as the Hydra app of `<conf_dir()>/<config_name>.yaml`, under the error contract, with the
-    command line rewritten by `cli.train.group_aliases` (`sampler="Euler a"`, `model.autoencoder=pretrained`) when
-    `aliases`. `module` (the caller's `__name__`, e.g. `difflab.cli.train`) names the job as a root script would
-    (`train.log`); the task's return value goes back to Hydra (a sweeper such as Optuna reads it)."""
-    import hydra
-
-    conf = conf_dir()
-
+    command line rewritten by `rewrite_argv` first when given (the CLI's `difflab.api.config.rewrite_argv`: web UI
+    sampler names, nested groups). `module` (the caller's `__name__`, e.g. `difflab.cli.train`) names the job as a
+    root script would (`train.log`); the task's return value goes back to Hydra (a sweeper such as Optuna reads it)."""
     def app(cfg: Any) -> Any:
         with user_errors():
             return task(cfg)
 
     app.__module__ = module  # Hydra names the job after the task function's module: train, sample, ...
-    main = hydra.main(config_path=str(conf), config_name=config_name, version_base="1.3")(app)
-    rewrite = None
-    if aliases:
-        from difflab.cli.train import group_aliases
-
-        def rewrite(argv: list[str]) -> list[str]:
-            return group_aliases(argv, conf)
-    run_script(main, rewrite)
+    main = hydra.main(config_path=str(conf_dir()), config_name=config_name, version_base="1.3")(app)
+    run_script(main, rewrite_argv)

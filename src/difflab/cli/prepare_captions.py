@@ -2,7 +2,7 @@
 the image decodes, is at least `--min-size` pixels on its shorter side, has a non-empty caption, and the cosine
 similarity of its CLIP image and text embeddings is at least `--clip-min` (LAION used 0.28 with ViT-B/32).
 
-    python -m difflab.data.prepare_captions <caption folder | index.jsonl | index.csv> --out clean.jsonl \\
+    python -m difflab.cli.prepare_captions <caption folder | index.jsonl | index.csv> --out clean.jsonl \\
         --clip openai/clip-vit-base-patch32 --clip-min 0.28 --min-size 64
 
 Writes the clean index (path, caption, clip_similarity; paths relative to the index's folder), ready for
@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from PIL import Image
 
-from difflab.data.image_folder import EXTENSIONS, describe_error, list_images, to_mode
+from difflab.data.files import EXTENSIONS, describe_error, list_images, to_mode
 from difflab.data.image_text import read_index
 from difflab.errors import MissingFileError
+from difflab.metrics.perceptual import CLIPFeatures, clip_model_loader
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,6 @@ def check_image(path: Path, min_size: int) -> tuple[Image.Image | None, str | No
 def clip_similarity(model: Any, processor: Any, images: Sequence[Image.Image], captions: Sequence[str],
                     device: torch.device) -> torch.Tensor:
     """cos(CLIP image embedding, CLIP text embedding) per pair ([N], float32)."""
-    from difflab.metrics.perceptual import CLIPFeatures
-
     features = CLIPFeatures(model)
     pixels = processor(images=list(images), return_tensors="pt")["pixel_values"].to(device)
     text = processor(text=list(captions), return_tensors="pt", padding=True, truncation=True, max_length=77)
@@ -76,8 +75,6 @@ def clip_similarity(model: Any, processor: Any, images: Sequence[Image.Image], c
 def prepare(source: Path, out: Path, clip: str, clip_min: float, min_size: int, batch_size: int = 32,
             device: str = "cpu") -> dict[str, Any]:
     """Filter the pairs of `source` into the index `out`; returns the report (also written next to `out`)."""
-    from difflab.metrics.perceptual import clip_model_loader
-
     root, rows = candidate_pairs(source)  # a missing or empty source is reported before CLIP is loaded
     model, processor = clip_model_loader(clip)()
     model = model.eval().to(device)
@@ -121,7 +118,7 @@ def prepare(source: Path, out: Path, clip: str, clip_min: float, min_size: int, 
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m difflab.data.prepare_captions", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m difflab.cli.prepare_captions", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="a caption folder (a.png + a.txt) or a .jsonl/.csv index")
     parser.add_argument("--out", type=Path, required=True, help="the clean .jsonl index to write")
     parser.add_argument("--clip", default="openai/clip-vit-base-patch32", help="CLIP model: Hub name (cache) or folder")
@@ -137,6 +134,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from difflab.cli.entry import run_script
+    from difflab.utils.entry import run_script
 
     run_script(main)

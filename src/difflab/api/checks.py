@@ -13,6 +13,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from difflab.errors import ConfigError, UnwritableOutputError, user_error_in
+from difflab.samplers import SamplerSpec
+from difflab.utils.tensors import AUTOCAST
 
 HYDRA_OWN = (".hydra",)  # what Hydra itself writes into a run folder before the task starts (with <task>.log)
 
@@ -57,8 +59,6 @@ def sampler_spec(node: Any, key: str = "sampler") -> Any:
     """The SamplerSpec of a `sampler` config node (None for null), built before any loading: an unknown sampler or
     option is SamplerSpec's own ConfigError; a step count below 1 names `sampler.steps`, a non-number `grid_effort` or
     `dynamic_percentile` names its key."""
-    from difflab.samplers import SamplerSpec
-
     if node is None:
         return None
     fields = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
@@ -137,8 +137,6 @@ def inference_device(name: Any, key: str = "device") -> torch.device:
 
 def inference_precision(precision: Any, device: torch.device, key: str = "precision") -> str:
     """`precision` (32 | bf16 | fp16) for sampling on `device`; fp16 autocast needs a CUDA device."""
-    from difflab.cli.sample import AUTOCAST
-
     value = str(precision)
     if value not in AUTOCAST:
         raise ConfigError.bad_value(key, f"{value!r} is not a precision", f"Use {key}=32, bf16 or fp16.")
