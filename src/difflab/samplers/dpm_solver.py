@@ -19,7 +19,7 @@ update below is the VP update divided by alpha_{i+1}):
                  2M: c1 = (1 - e^{-2h}) / 2;  3M: c1 = (1 - e^{-2h})/(-2h) + 1, c2 = (1 - e^{-2h} - 2h)/(2h)^2 + 1/2
                  (c2 h^2 = int_0^h 2 e^{-2(h-u)} u^2/2 du, the Taylor term of the data prediction, as k-diffusion's
                  -phi_3; diffusers' third-order sde-dpmsolver++ has -1/2 there, which does not vanish as h -> 0 and
-                 diverges on DDPM's leading grid and the flow grid: tests/test_multistep_samplers.py)
+                 diverges on DDPM's leading grid and the flow grid: tests/unit/samplers/test_multistep_samplers.py)
 The last step to sigma = 0 (h = infinity) is x = m0. With fewer than 15 steps the step before it falls back to
 second order (`lower_order_final`, as in diffusers, for stability).
 """

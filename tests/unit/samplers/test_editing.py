@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import TINY_NET, compose_config
 from difflab.diffusion import DiscreteVPScheduler
 from difflab.samplers import Edit, SamplerSpec, generate, is_deterministic, slerp
-from test_fast_samplers import mixture_denoiser
+from oracles import mixture_denoiser
 
 SCHED = DiscreteVPScheduler(grid="karras")
 

@@ -13,7 +13,7 @@ from difflab.diffusion.sde import VPSDEScheduler
 from difflab.errors import ConfigError
 from difflab.samplers import SAMPLERS, SamplerSpec, generate
 from difflab.samplers.grids import FittedGrid, cached_optimized_grid, optimize_grid, shifted_denoiser
-from test_fast_samplers import mixture_denoiser
+from oracles import mixture_denoiser
 
 generate_module = importlib.import_module("difflab.samplers.generate")
 grids_module = importlib.import_module("difflab.samplers.grids")
@@ -247,7 +247,7 @@ def test_inception_grid_distance_uses_the_fid_features(tmp_path, monkeypatch):
 
     from difflab.metrics.inception import InceptionFeatures, grid_embed
 
-    weights = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "inception" / "inception_fid_trunk.pth"
+    weights = Path(__file__).resolve().parents[3].parent / "shared" / "assets" / "inception" / "inception_fid_trunk.pth"
     if not weights.is_file():
         pytest.skip(f"needs the shared Inception weights at {weights}")
     seen = {}

@@ -12,7 +12,7 @@ import pytest
 
 from difflab.errors import ConfigError, MissingFileError, UserError, user_message
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(script: str, *args: str, tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import torch
 
 from difflab.diffusion import DiscreteVPScheduler, SubVPSDEScheduler, VPSDEScheduler
 from difflab.samplers import SamplerSpec, generate
-from test_fast_samplers import assert_recovers_mixture, mixture_denoiser
+from oracles import assert_recovers_mixture, mixture_denoiser
 
 T = torch.linspace(1e-3, 1.0, 50, dtype=torch.float64)
 

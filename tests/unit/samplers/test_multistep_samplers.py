@@ -9,8 +9,8 @@ import torch
 
 from difflab.diffusion import Denoiser, DiscreteVPScheduler
 from difflab.samplers import SAMPLERS
-from test_fast_samplers import mixture_denoiser
-from test_samplers import ToyEpsNet
+from oracles import mixture_denoiser
+from oracles import ToyEpsNet
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers (dev extra) is the reference implementation")
 BETAS = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
@@ -137,7 +137,7 @@ def test_measured_convergence_order_matches_the_declared_one():
 def test_adaptive_dpm_solver_reports_its_nfe_and_tightens_with_tolerance():
     """Measured: rtol 0.1 / 0.01 / 0.001 -> 79 / 231 / 655 NFE, mean error 8e-3 / 3e-4 / 3e-5 (2000 points)."""
     from difflab.samplers import SamplerSpec, generate
-    from test_fast_samplers import SCHED
+    from oracles import SCHED
 
     reference, _ = generate(mixture_denoiser, SCHED, SamplerSpec("unipc", steps=300), n=300, shape=(2,), seed=0)
     errors, nfes = [], []

@@ -12,7 +12,7 @@ from torch import nn
 from difflab.diffusion import Denoiser, DiffusionLoss, FlowScheduler
 from difflab.errors import ConfigError
 from difflab.samplers import SAMPLERS, SamplerSpec, generate
-from test_fast_samplers import assert_recovers_mixture, mixture_denoiser
+from oracles import assert_recovers_mixture, mixture_denoiser
 
 SD = 0.5  # data std of the Gaussian oracle
 

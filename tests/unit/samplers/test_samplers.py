@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from oracles import ToyEpsNet
 from difflab.diffusion import Denoiser, DiscreteVPScheduler
 from difflab.samplers import SAMPLERS, SamplerSpec, StackedGenerator, generate
 
@@ -97,14 +97,6 @@ def test_stacked_generator_rows_are_independent_of_batch():
 # ---- golden comparison with diffusers' own sampling loops --------------------------------------
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers (dev extra) is the reference implementation")
-
-
-class ToyEpsNet(nn.Module):
-    """A fixed nonlinear eps-model eps(x_t, t): the same function drives difflab and diffusers."""
-
-    def forward(self, x_in, c_noise, cond=None):
-        t = c_noise.reshape(-1, 1, 1, 1) / 1000.0
-        return torch.tanh(x_in) * (0.5 + 0.4 * t) + 0.1 * t
 
 
 def _diffusers_loop(scheduler, steps, x_shape, seed, **step_kwargs):

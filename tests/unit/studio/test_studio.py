@@ -1,6 +1,6 @@
 """The studio without a browser: served folders, requests as sample.py overrides, the model cache, vector models'
 sliders and measured values, cancelling. One tiny vector-conditioned checkpoint (shapes, 8 px) serves the module.
-The browser suite (tests/test_studio_browser.py) drives the page itself."""
+The browser suite (tests/e2e/test_studio_browser.py) drives the page itself."""
 
 from __future__ import annotations
 

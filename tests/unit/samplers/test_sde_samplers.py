@@ -7,7 +7,7 @@ import torch
 
 from difflab.diffusion.toy import make_mixture_denoiser
 from difflab.samplers import SAMPLERS, SamplerSpec, generate, probability_flow
-from test_fast_samplers import MU, SCHED, S, W, assert_recovers_mixture, mixture_denoiser
+from oracles import MU, SCHED, S, W, assert_recovers_mixture, mixture_denoiser
 
 
 @pytest.mark.parametrize("name,steps,knobs,nfe", [

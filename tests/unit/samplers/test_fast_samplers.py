@@ -8,25 +8,8 @@ import pytest
 import torch
 
 from difflab.diffusion import Denoiser, DiscreteVPScheduler
-from difflab.diffusion.toy import three_gaussians
 from difflab.samplers import SAMPLERS, SamplerSpec, generate
-
-MIX = three_gaussians()  # the exact-denoiser oracle (difflab.diffusion.toy)
-MU, S, W = MIX.mu, MIX.s, MIX.w
-mixture_denoiser = MIX.denoiser
-
-
-def assert_recovers_mixture(x: torch.Tensor, mean_tol: float = 0.1, cov_rtol: float = 0.08) -> None:
-    """Samples [n, 2] have the mixture's mean, covariance and weights (nearest-mean assignment)."""
-    mean, cov = MIX.moments()
-    xd = x.double()
-    assert torch.allclose(xd.mean(0), mean, atol=mean_tol), (xd.mean(0), mean)
-    assert torch.allclose(torch.cov(xd.T), cov, atol=0.15, rtol=cov_rtol), (torch.cov(xd.T), cov)
-    weights = MIX.component_fractions(xd)
-    assert torch.allclose(weights, W, atol=0.04), weights
-
-
-SCHED = DiscreteVPScheduler(grid="karras")
+from oracles import SCHED, assert_recovers_mixture, mixture_denoiser
 
 
 def ode_solution(name, x_T, steps, **knobs):
@@ -105,7 +88,7 @@ diffusers = pytest.importorskip("diffusers", reason="diffusers (dev extra) is th
 
 
 def test_dpmpp_2m_matches_diffusers_multistep_solver():
-    from test_samplers import ToyEpsNet
+    from oracles import ToyEpsNet
 
     ref = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4,
                                                 beta_end=0.02,
@@ -125,7 +108,7 @@ def test_dpmpp_2m_matches_diffusers_multistep_solver():
 
 def _diffusers_sigma_loop(ref, steps: int, seed: int, shape=(3, 2, 4, 4)):
     """Drive a diffusers sigma-space scheduler (Euler family) with the toy eps-model; returns (x_T noise, x0)."""
-    from test_samplers import ToyEpsNet
+    from oracles import ToyEpsNet
 
     net = ToyEpsNet()
     ref.set_timesteps(steps)
@@ -142,7 +125,7 @@ def _diffusers_sigma_loop(ref, steps: int, seed: int, shape=(3, 2, 4, 4)):
 @pytest.mark.parametrize("name,cls", [("euler", "EulerDiscreteScheduler"), ("euler_a", "EulerAncestralDiscreteScheduler"),
                                       ("heun", "HeunDiscreteScheduler")])
 def test_euler_family_matches_diffusers_on_the_same_sigmas(name, cls):
-    from test_samplers import ToyEpsNet
+    from oracles import ToyEpsNet
 
     ref = getattr(diffusers, cls)(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                                   timestep_spacing="leading")  # explicit: Heun's defaults are Stable Diffusion's betas

@@ -55,9 +55,9 @@ def experiment_data(cfg) -> str:
     return next(o for o, t in targets.items() if t == cfg.data._target_)
 
 
-# Run elsewhere: model=sd samples a pretrained pipeline (tests/test_sd.py); model=ldm_text needs a text encoder
-# and a captioned data set (tests/test_text.py trains it); model=diffusers loads a pipeline folder
-# (tests/test_diffusers_import.py samples, evaluates and fine-tunes it).
+# Run elsewhere: model=sd samples a pretrained pipeline (tests/unit/lit/test_sd.py); model=ldm_text needs a text encoder
+# and a captioned data set (tests/unit/nets/test_text.py trains it); model=diffusers loads a pipeline folder
+# (tests/unit/lit/test_diffusers_import.py samples, evaluates and fine-tunes it).
 ELSEWHERE = {("model", "sd"), ("model", "ldm_text"), ("model", "diffusers")}
 
 RUNNABLE = (
