@@ -20,6 +20,7 @@ os.environ.setdefault("DIFFLAB_OFFLINE", "1")  # metric weights: never try the n
 os.environ.pop("DIFFLAB_ALLOW_DOWNLOAD", None)
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["slow_limit"]  # tests/slow_limit.py: an unmarked test past 15 s fails
 CONF = conf_dir()  # the one lookup every entry point uses: conf/ of this checkout (or $DIFFLAB_CONF)
 
 # A UNet small enough that a training step takes milliseconds on a laptop CPU.

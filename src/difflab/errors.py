@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from omegaconf.errors import MissingMandatoryValue
+
 
 class UserError(Exception):
     """A mistake in what the user gave (config value, file, checkpoint, folder, network); not a bug."""
@@ -84,8 +86,6 @@ def user_message(exc: BaseException) -> str | None:
     found = user_error_in(exc)
     if found is not None:
         return str(found)
-    from omegaconf.errors import MissingMandatoryValue
-
     if isinstance(exc, MissingMandatoryValue):
         key = getattr(exc, "full_key", "") or "?"
         return f"Config key `{key}` is required and has no value: pass {key}=<value> on the command line."

@@ -58,12 +58,13 @@ def experiment_data(cfg) -> str:
 # Run elsewhere: model=sd samples a pretrained pipeline (tests/unit/lit/test_sd.py); model=ldm_text needs a text encoder
 # and a captioned data set (tests/unit/nets/test_text.py trains it); model=diffusers loads a pipeline folder
 # (tests/unit/lit/test_diffusers_import.py samples, evaluates and fine-tunes it).
-ELSEWHERE = {("model", "sd"), ("model", "ldm_text"), ("model", "diffusers")}
+# sampler=own is sample.py's and evaluate.py's "the model's own sampler" (tests/cli/test_train.py: train.py refuses it).
+ELSEWHERE = {("model", "sd"), ("model", "ldm_text"), ("model", "diffusers"), ("sampler", "own")}
 
 RUNNABLE = (
     [("model", o) for o in options("model") if ("model", o) not in ELSEWHERE]
     + [("scheduler", o) for o in options("scheduler")]
-    + [("sampler", o) for o in options("sampler")]
+    + [("sampler", o) for o in options("sampler") if ("sampler", o) not in ELSEWHERE]
     + [("data", o) for o in options("data")]
     + [("logger", o) for o in options("logger") if o != "tensorboard"]  # tensorboard: the resume test below
     + [("trainer", o) for o in options("trainer") if o not in ("gpu", "ddp")]

@@ -26,7 +26,7 @@ def round_trip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pa
 
 def sample(root: Path, out: str, *overrides: str) -> torch.Tensor:
     """sample.py's images for these overrides (4 images, seed 5)."""
-    from difflab.api.sampling import run
+    from difflab.cli.sample import run
 
     return run(compose_config("sample", ["n=4", "seed=5", "save_images=false", f"out_dir={root}/{out}", *overrides], root))["images"]
 
@@ -44,7 +44,7 @@ def test_an_exported_model_imported_back_samples_the_same_images(round_trip, sam
 
 
 def test_evaluate_scores_an_imported_pipeline(round_trip):
-    from difflab.api.evaluating import run
+    from difflab.cli.evaluate import run
 
     root, _, folder = round_trip
     cfg = compose_config("evaluate", ["model=diffusers", f"pipeline.path={folder}", "data=digits", "metrics=none",

@@ -8,10 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
-from difflab.api.sampling import make_edit
+from difflab.api.sampling import SampleOptions, build_edit
 from difflab.data.csv_table import CSVDataModule
 from fakes import fake_csv
 
@@ -31,8 +30,8 @@ def test_an_edit_input_is_roi_cropped_like_the_training_images(tmp_path: Path) -
     train = dm.split_dataset("train")
     i = next(k for k, f in enumerate(train.files) if f != "img0.png")  # a grey ROI (img0's is black)
     name = train.files[i]
-    cfg = OmegaConf.create({"mode": "img2img", "n": 2, "init_image": str(csv.parent / name), "strength": 0.5})
-    edit, record = make_edit(cfg, _module(data), seed=0)
+    options = SampleOptions(mode="img2img", n=2, init_image=str(csv.parent / name), strength=0.5)
+    edit, record = build_edit(_module(data), options, options.n)
     torch.testing.assert_close(edit.init[0], train[i]["image"])  # exactly what training saw for this file
     level = int(name.removeprefix("img").removesuffix(".png")) * 10  # the ROI is uniform: the off-ROI black is gone
     torch.testing.assert_close(edit.init, torch.full((2, 3, 8, 8), level / 127.5 - 1))
@@ -40,7 +39,7 @@ def test_an_edit_input_is_roi_cropped_like_the_training_images(tmp_path: Path) -
                                        "resize": "bicubic"}
     assert record["strength"] == 0.5 and record["init_image"].endswith(name)
 
-    centred, plain = make_edit(cfg, _module({"name": "prompts"}), seed=0)  # no data module: a centre crop
+    centred, plain = build_edit(_module({"name": "prompts"}), options, options.n)  # no data module: a centre crop
     assert plain["preprocessing"]["center_crop"] and not torch.allclose(centred.init, edit.init)
 
 
@@ -48,6 +47,6 @@ def test_an_input_outside_the_roi_names_the_key(tmp_path: Path) -> None:
     csv = fake_csv(tmp_path / "csv", n=4)
     Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(tmp_path / "small.png")
     data = {"_target_": "difflab.data.csv_table.CSVDataModule", "csv": str(csv), "roi": ROI, "resolution": 8}
-    cfg = OmegaConf.create({"mode": "img2img", "n": 1, "init_image": str(tmp_path / "small.png"), "strength": 0.5})
+    options = SampleOptions(mode="img2img", n=1, init_image=str(tmp_path / "small.png"), strength=0.5)
     with pytest.raises(ValueError, match="(?s)small.png.*ROI.*`init_image`"):
-        make_edit(cfg, _module(data), seed=0)
+        build_edit(_module(data), options, options.n)

@@ -47,7 +47,7 @@ def make_checkpoint(root: Path, *overrides: str) -> Path:
 
 def export(root: Path, ckpt: Path, *overrides: str) -> Path:
     """Run export.py's code on a composed config; returns the folder."""
-    from difflab.api.exporting import run
+    from difflab.cli.export import run
 
     cfg = compose_config("export", [f"ckpt={ckpt}", f"out={root}/exported", "card.n=4", "sampler.steps=4", *overrides], root)
     return run(cfg)["out"]

@@ -204,7 +204,7 @@ def test_runs_tab_lists_the_run(page: Any, studio: dict[str, Any]) -> None:
 
 
 def test_user_errors_are_the_cli_paragraph(page: Any, studio: dict[str, Any], tmp_path: Path) -> None:
-    from difflab.api.sampling import run
+    from difflab.cli.sample import run
     from difflab.errors import user_message
 
     missing = studio["root"] / "runs" / "nope.ckpt"

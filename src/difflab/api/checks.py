@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from difflab.errors import ConfigError, UnwritableOutputError, user_error_in
@@ -55,27 +57,38 @@ def seed(value: Any, key: str = "seed") -> int:
     return number
 
 
-def sampler_spec(node: Any, key: str = "sampler") -> Any:
-    """The SamplerSpec of a `sampler` config node (None for null), built before any loading: an unknown sampler or
-    option is SamplerSpec's own ConfigError; a step count below 1 names `sampler.steps`, a non-number `grid_effort` or
-    `dynamic_percentile` names its key."""
-    if node is None:
-        return None
+def _sampler_fields(node: Any, key: str) -> dict[str, Any]:
+    """A `sampler` node's fields, with the numbers checked (a step count below 1 names `sampler.steps`, a non-number
+    `grid_effort` or `dynamic_percentile` its key)."""
     fields = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
     if fields.get("steps") is not None:
         fields["steps"] = integer(fields["steps"], f"{key}.steps", 1, f"Pass {key}.steps=20 (any count >= 1).")
     for name in ("grid_effort", "dynamic_percentile"):  # numbers; SamplerSpec checks their ranges
         if name in fields:
             fields[name] = real(fields[name], f"{key}.{name}")
-    return SamplerSpec(**fields)
+    return fields
+
+
+def sampler_spec(node: Any, key: str = "sampler") -> Any:
+    """The SamplerSpec of a `sampler` config node, built before any loading (an unknown sampler or option is
+    SamplerSpec's own ConfigError); None for null and for conf/sampler/own.yaml (the model's own sampler, whose
+    changes are `own_sampler_changes`)."""
+    if node is None or ("name" in node and node.get("name") is None):
+        return None
+    return SamplerSpec(**_sampler_fields(node, key))
+
+
+def own_sampler_changes(node: Any, key: str = "sampler") -> dict[str, Any]:
+    """What `sampler.steps=20` / `sampler.grid=karras` change of the model's own sampler when no `sampler=` is given
+    (conf/sampler/own.yaml); {} otherwise."""
+    if node is None or node.get("name", "") is not None:
+        return {}
+    return {k: v for k, v in _sampler_fields(node, key).items() if k != "name" and v is not None}
 
 
 def scheduler(node: Any, key: str = "scheduler") -> Any:
     """The noise scheduler of a `scheduler` config node (None for null), built before data and model (it is cheap):
     a scheduler's own ConfigError passes through; any other bad value or unknown option names `key`."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
     if node is None:
         return None
     try:
@@ -135,11 +148,17 @@ def inference_device(name: Any, key: str = "device") -> torch.device:
     return device
 
 
-def inference_precision(precision: Any, device: torch.device, key: str = "precision") -> str:
-    """`precision` (32 | bf16 | fp16) for sampling on `device`; fp16 autocast needs a CUDA device."""
-    value = str(precision)
+def precision(value: Any, key: str = "precision") -> str:
+    """`precision` of sampling: 32 | bf16 | fp16 (autocast for the network; the sampler arithmetic stays float32/64)."""
+    value = str(value)
     if value not in AUTOCAST:
         raise ConfigError.bad_value(key, f"{value!r} is not a precision", f"Use {key}=32, bf16 or fp16.")
+    return value
+
+
+def inference_precision(value: Any, device: torch.device, key: str = "precision") -> str:
+    """`precision` (32 | bf16 | fp16) for sampling on `device`; fp16 autocast needs a CUDA device."""
+    value = precision(value, key)
     if value == "fp16" and device.type != "cuda":
         raise ConfigError.bad_value(key, f"fp16 autocast needs a CUDA GPU and this run samples on {device.type}",
                                     f"Use {key}=bf16 or {key}=32 on {device.type}.")
@@ -197,8 +216,9 @@ def data_resolution(cfg: DictConfig) -> None:
                                     f"Use {nearby}, or fewer levels in model.net.channel_mult.")
 
 
-def train_config(cfg: DictConfig) -> None:
-    """Everything `train.py` can check before building data, model and trainer."""
+def train_config(cfg: DictConfig) -> dict[str, Any]:
+    """Everything `train.py` can check before building data, model and trainer; returns what it built on the way
+    (the `sampler` spec and `scheduler`), for the model to take instead of building them again."""
     if not 0 <= integer(cfg.seed, "seed", 0, "Pass an integer seed in [0, 2^32).") < 1 << 32:
         raise ConfigError.bad_value("seed", f"{cfg.seed} is outside [0, 2^32) (the training RNGs take 32-bit seeds)",
                                     "Pass an integer seed in [0, 2^32).")
@@ -209,6 +229,10 @@ def train_config(cfg: DictConfig) -> None:
         integer(cfg.data.batch_size, "data.batch_size", 1)
     data_resolution(cfg)
     training_precision(cfg)
+    if cfg.get("sampler") is not None and cfg.sampler.get("name", "") is None:
+        raise ConfigError.bad_value("sampler", "own is the model's own sampler of sample.py and evaluate.py, and a "
+                                    "training run needs one of its own", "Pass sampler=<name> (e.g. sampler=ddpm), or "
+                                    "leave sampler out for the model preset's.")
     spec = sampler_spec(cfg.sampler) if cfg.get("sampler") is not None else None
     sched = scheduler(cfg.scheduler) if cfg.get("scheduler") is not None else None
     if spec is not None and sched is not None:
@@ -230,6 +254,7 @@ def train_config(cfg: DictConfig) -> None:
         real(optimizer.lr, "model.optimizer.lr", 0.0)
     writable_folder(cfg.paths.run_dir, "paths.run_dir")
     optimized_metric(cfg)
+    return {key: value for key, value in (("sampler", spec), ("scheduler", sched)) if value is not None}
 
 
 def optimized_metric(cfg: DictConfig) -> str | None:

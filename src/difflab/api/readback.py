@@ -2,7 +2,7 @@
 
 - `sweep='{x3: [lo, hi, 9]}'` (`difflab.data.vectors.Sweep`): every value of the swept column is sampled from the
   same `sweep_seeds` starting noises (seed indices 0..sweep_seeds-1, all the randomness of a stochastic sampler
-  included), so along a grid row only the swept value changes; the images are noise-major.
+  included), so along a grid row only the swept value changes; the images are noise-major (`sampling.draw`).
 - `regressor=<ckpt>` (`python train.py model=regressor ...`): the values a condition regressor reads from the
   8-bit images, written as `measured_<column>` next to the requested values in conditions.csv, summarised in
   samples.json (per column MAE in raw and std units; for a sweep the swept column's slope and R2 of measured
@@ -12,17 +12,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from difflab.data.vectors import CondStats
 from difflab.errors import ConfigError
 from difflab.lit.regressor import RegressorModule, load_regressor
-from difflab.metrics.regression import VectorErrors
 from difflab.metrics.inception import quantize
+from difflab.metrics.regression import VectorErrors
 
 
 def load_reader(path: Any, stats: CondStats, sweep: Any = None) -> RegressorModule:
@@ -38,22 +39,14 @@ def load_reader(path: Any, stats: CondStats, sweep: Any = None) -> RegressorModu
     return reader
 
 
-def generate_sweep(module: Any, requests: Any, seed: int, **kwargs: Any) -> tuple[Tensor, int]:
-    """The images of a sweep [seeds * count, C, H, W], noise-major: value j of every row from the same noises."""
-    sweep = requests.sweep
-    cond = module.condition.to_net(requests.values)  # (seeds * count, D), row r * count + j
-    per_value = [module.generate(sweep.seeds, seed=seed, cond=cond[j :: sweep.count], **kwargs) for j in range(sweep.count)]
-    images = torch.stack([images for images, _ in per_value], 1)  # (seeds, count, C, H, W)
-    return images.flatten(0, 1), per_value[0][1]
-
-
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def read_back(reader: RegressorModule, path: Any, images: Tensor, requests: Any, stats: CondStats,
-              out_dir: Path) -> tuple[list[dict[str, float]], dict[str, Any]]:
-    """(`measured_<column>` of each image, what samples.json records) for the model's columns the regressor reads."""
+def read_back(reader: RegressorModule, path: Any, images: Tensor, requests: Any, stats: CondStats
+              ) -> tuple[list[dict[str, float]], dict[str, Any], Callable[[Path], Path] | None]:
+    """(`measured_<column>` of each image, what samples.json records, the writer of a sweep's plot or None) for the
+    model's columns the regressor reads."""
     measured = reader.predict(quantize(images))  # (N, D_reader) raw, read from the 8-bit images
     common = [c for c in reader.columns if c in stats.columns]
     got = measured[:, [reader.columns.index(c) for c in common]]
@@ -71,19 +64,19 @@ def read_back(reader: RegressorModule, path: Any, images: Tensor, requests: Any,
         k = common.index(sweep.column)
         x, y = asked[:, k].double(), got[:, k].double()
         slope = float(((x - x.mean()) * (y - y.mean())).sum() / (x - x.mean()).pow(2).sum())
-        record["sweep"] = {"column": sweep.column, "slope": slope, "r2": _finite(float(values["r2"][k])),
-                           "plot": str(plot_sweep(out_dir / "sweep.png", sweep, x, y, got, asked, sub))}
+        record["sweep"] = {"column": sweep.column, "slope": slope, "r2": _finite(float(values["r2"][k]))}
     rows = [{f"measured_{c}": v for c, v in zip(common, row)} for row in got.tolist()]
-    return rows, record
+    plot = partial(plot_sweep, sweep=sweep, x=x, y=y, got=got, asked=asked, stats=sub) if sweep is not None else None
+    return rows, record, plot
 
 
-def plot_sweep(path: Path, sweep: Any, x: Tensor, y: Tensor, got: Tensor, asked: Tensor, stats: CondStats) -> Path:
+def plot_sweep(path: Path, *, sweep: Any, x: Tensor, y: Tensor, got: Tensor, asked: Tensor, stats: CondStats) -> Path:
     """sweep.png: the swept column's measured against requested values (each noise, their mean, the diagonal), and
     how far the held columns' readings move, in std units."""
-    import matplotlib
+    import matplotlib  # the Agg backend is chosen before pyplot is imported, and only plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the Agg backend is chosen before pyplot is imported, and only plots need it
 
     values = sweep.values.double()
     mean = y.reshape(sweep.seeds, sweep.count).mean(0)

@@ -6,25 +6,34 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from difflab.api import checks
+from difflab.api.config import compose
+from difflab.api.models import load
 from difflab.callbacks.metrics import SampleMetrics
 from difflab.callbacks.reconstruction import ReconstructionMetrics
-from difflab.api import checks
 from difflab.errors import ConfigError
 from difflab.lit.checkpoint import CheckpointNotFoundError
 from difflab.lit.latent import cached_train_set
 from difflab.nets.autoencoder import LatentAutoencoder
-from difflab.utils.checkpoint_files import AtomicCheckpointIO, clean_temp_files, load_checkpoint_file
+from difflab.utils.checkpoint_files import (
+    AtomicCheckpointIO,
+    clean_temp_files,
+    load_checkpoint_file,
+)
 from difflab.utils.cluster import is_rank_zero, resume_path
 from difflab.utils.config import config_choices, instantiate_group
+from difflab.utils.loggers import task_loggers
 from difflab.utils.run_folders import check_run_folder
 from difflab.utils.wandb_artifacts import log_checkpoints, wandb_loggers
 
@@ -62,11 +71,29 @@ def train_first_stage(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def shared(model: DictConfig, built: dict[str, Any]) -> dict[str, Any]:
+    """The objects the checks built (sampler spec, scheduler) that the model config takes as they are (`sampler:
+    ${sampler}`), so a run resolves each once."""
+    return {key: value for key, value in built.items()
+            if key in model and OmegaConf.is_interpolation(model, key) and model._get_node(key)._value() == f"${{{key}}}"}
+
+
+def build_model(model: DictConfig, given: dict[str, Any]) -> Any:
+    """`instantiate(model)` with the `given` objects in place of their config keys (passed as they are: Hydra would
+    turn a dataclass such as `SamplerSpec` back into a config)."""
+    if not given:
+        return instantiate(model)
+    node = OmegaConf.create(OmegaConf.to_container(model, resolve=True))
+    for key in given:
+        del node[key]
+    return instantiate(node, _partial_=True)(**given)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train from a composed config. Returns the run folder, checkpoint paths and final metrics."""
     if is_rank_zero():  # before anything is written: a run folder belongs to one run
         check_run_folder(cfg.paths.run_dir, cfg.get("ckpt_path"))
-    checks.train_config(cfg)  # every value that can be checked before data, model and trainer are built
+    built = checks.train_config(cfg)  # every value that can be checked before data, model and trainer are built
     if needs_first_stage(cfg):
         cfg = train_first_stage(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -84,7 +111,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resume_path(run_dir, ckpt_path)  # a requeued job continues from its own run folder
 
     datamodule = instantiate(cfg.data)
-    module = instantiate(cfg.model)
+    module = build_model(cfg.model, shared(cfg.model, built))
     module.run_config = resolved
     if getattr(datamodule, "cache_latents", False):  # data.cache_latents=true: stage 2 trains from encoded latents
         if not isinstance(getattr(module, "autoencoder", None), LatentAutoencoder):  # pixel models: the identity
@@ -101,7 +128,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                         f"{type(module).__name__} generates none (its validation logs its scores)",
                                         "Pass metrics=none (model=regressor's default).")
         callbacks.append(ReconstructionMetrics(metrics) if hasattr(module, "reconstruct") else SampleMetrics(metrics))
-    loggers = instantiate_group(cfg.get("logger"))
+    with task_loggers(cfg.get("logger")) as loggers:  # ended whatever happens: the one place loggers close
+        return _fit(cfg, resolved, run_dir, ckpt_path, datamodule, module, callbacks, loggers)
+
+
+def _fit(cfg: DictConfig, resolved: dict[str, Any], run_dir: Path, ckpt_path: str | None, datamodule: Any,
+         module: Any, callbacks: list[Any], loggers: list[Any]) -> dict[str, Any]:
+    """Build the Trainer, write the run's config, fit (resuming from `ckpt_path`), save the final checkpoint."""
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
                                      plugins=[AtomicCheckpointIO()])
     if is_rank_zero():  # under DDP every process runs this function; one writes
@@ -125,7 +158,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for logger in wandb_loggers(loggers) if is_rank_zero() else ():
         if getattr(logger, "log_model_artifacts", False):  # logger.wandb.log_model
             log_checkpoints(logger, last, best, {"global_step": trainer.global_step, **metrics})
-    for logger in loggers:
-        if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
-            logger.experiment.finish()
     return {"run_dir": run_dir, "last_ckpt": last, "best_ckpt": best, "metrics": metrics, "global_step": trainer.global_step}
+
+
+@dataclass
+class TrainResult:
+    """A finished training run: its folder, checkpoints, final metrics and step."""
+
+    run_dir: Path
+    last_ckpt: Path
+    best_ckpt: str
+    metrics: dict[str, float]
+    global_step: int
+
+    def load(self, **kwargs: Any) -> Any:
+        """The trained model (`difflab.load` of the last checkpoint)."""
+        return load(self.last_ckpt, **kwargs)
+
+
+def train(overrides: Sequence[str] | DictConfig = (), *, run_dir: str | Path | None = None) -> TrainResult:
+    """Train as `python train.py <overrides>` would (the same config, checks and run folder: `run_dir`, or a fresh
+    folder under runs/train), from a list of command-line overrides or an already composed config
+    (`difflab.compose`)."""
+    cfg = overrides if isinstance(overrides, DictConfig) else compose(list(overrides), "train", run_dir)
+    return TrainResult(**run(cfg))

@@ -10,22 +10,22 @@ from difflab.compare.plots import (
 )
 from difflab.compare.report import write_comparison
 from difflab.compare.table import (
-    COLUMNS,
     build_table,
     check_record,
     collect_local,
     collect_wandb,
+    columns,
     record_from_wandb,
     to_csv,
     to_markdown,
 )
 
 __all__ = [
-    "COLUMNS",
     "build_table",
     "check_record",
     "collect_local",
     "collect_wandb",
+    "columns",
     "fid_series",
     "log_wandb_table",
     "plot_fid_vs_nfe",

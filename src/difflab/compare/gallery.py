@@ -12,6 +12,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from PIL import Image, ImageDraw, ImageFont
+
 from difflab.compare.table import MISSING, Row
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,6 @@ def gallery_rows(rows: Sequence[Row]) -> list[tuple[str, Path]]:
 
 def write_gallery(rows: Sequence[Row], path: str | Path, min_height: int = 64) -> Path | None:
     """Stack the rows' sample strips, each labelled on its left, into one PNG; None when no row has a strip."""
-    from PIL import Image, ImageDraw, ImageFont
-
     found = gallery_rows(rows)
     if not found:
         return None

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from difflab.compare.table import COLUMNS, MISSING, Row
 from difflab.compare.gallery import row_label
+from difflab.compare.table import MISSING, Row, columns
 
 PLOTS = {"fid_vs_nfe": "fid_vs_nfe.png", "fid_vs_samples_per_sec": "fid_vs_samples_per_sec.png"}
 
@@ -34,7 +34,9 @@ def fid_series(rows: Sequence[Row], x: str) -> dict[str, list[tuple[float, float
 
 
 def _plot_fid(rows: Sequence[Row], path: str | Path, x: str, xlabel: str, annotate_nfe: bool) -> Path:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import (
+        Figure,  # the Agg backend is chosen before pyplot is imported, and only plots need it
+    )
 
     fig = Figure(figsize=(8, 4.8))
     ax = fig.add_subplot()
@@ -89,7 +91,7 @@ def log_wandb_table(rows: Sequence[Row], logger_or_run: Any, plots: Mapping[str,
     `plots` maps names to PNG files already written (the gallery among them); without it the two FID plots are
     drawn into a temporary folder.
     """
-    import wandb
+    import wandb  # heavy to import; only runs that log to W&B need it
 
     run = getattr(logger_or_run, "experiment", logger_or_run)
 
@@ -97,7 +99,7 @@ def log_wandb_table(rows: Sequence[Row], logger_or_run: Any, plots: Mapping[str,
         strip = row.get("samples")
         return wandb.Image(str(strip), caption=row_label(row)) if strip and Path(strip).is_file() else None
 
-    table = wandb.Table(columns=[*COLUMNS, "samples"], data=[[*(row.get(c) for c in COLUMNS), samples(row)]
+    table = wandb.Table(columns=[*columns(), "samples"], data=[[*(row.get(c) for c in columns()), samples(row)]
                                                              for row in rows])
     with tempfile.TemporaryDirectory() as tmp:
         files = dict(plots) if plots is not None else write_plots(rows, tmp)

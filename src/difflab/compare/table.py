@@ -1,7 +1,8 @@
 """The variant comparison table: metrics.json records (local runs or a W&B project) -> rows, Markdown, CSV.
 
 A record is what `difflab.evaluation.score.metrics_record` writes; a row is one line of the table,
-with the columns of `COLUMNS` and None where a value was not computed. Autoencoder records (kind "autoencoder",
+with the columns of `columns()` (its metric columns from `difflab.metrics.registry`) and None where a value was not
+computed. Autoencoder records (kind "autoencoder",
 the stage 1 of an LDM or `model=vae`) fill rFID and PSNR instead of the sample metrics. A row whose record has a
 `sample_strip` carries the strip's path as `samples` (the comparison gallery and the W&B Table's image column).
 """
@@ -18,26 +19,34 @@ from pathlib import Path
 from typing import Any
 
 from difflab.errors import MissingFileError
+from difflab.metrics.registry import load_all
 
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 Row = dict[str, Any]
 
-COLUMNS: tuple[str, ...] = (
-    "variant", "scheduler", "sampler", "steps", "nfe", "samples_per_sec", "fid", "broken_rate", "is", "kid",
-    "lpips_diversity", "clip_score", "condition_accuracy", "cond_mae", "cond_mae_std", "bpd", "rfid", "psnr", "params",
-    "train_images_seen", "data", "n_samples", "kind", "run_dir",
-)
-VALUE_COLUMNS = ("nfe", "samples_per_sec", "fid", "broken_rate", "is", "kid", "lpips_diversity", "clip_score", "condition_accuracy",
-                 "cond_mae", "cond_mae_std", "bpd", "rfid", "psnr")
-HEADERS = {
-    "nfe": "NFE", "samples_per_sec": "samples/s", "fid": "FID ↓", "broken_rate": "broken ↓", "is": "IS ↑", "kid": "KID ↓",
-    "lpips_diversity": "LPIPS div. ↑", "clip_score": "CLIP ↑", "condition_accuracy": "cond. acc. ↑", "cond_mae": "cond. MAE ↓",
-    "cond_mae_std": "cond. MAE (std) ↓", "bpd": "bits/dim ↓", "rfid": "rFID ↓", "psnr": "PSNR ↑",
-    "train_images_seen": "images seen",
-    "n_samples": "samples", "run_dir": "run",
-}
+LEADING = ("variant", "scheduler", "sampler", "steps")
+TRAILING = ("params", "train_images_seen", "data", "n_samples", "kind", "run_dir")
+HEADERS = {"train_images_seen": "images seen", "n_samples": "samples", "run_dir": "run"}  # beside the metrics' labels
+
+
+def value_columns() -> tuple[str, ...]:
+    """The metric columns, in the order of the registry (`difflab.metrics.registry`)."""
+    return tuple(load_all())
+
+
+def columns() -> tuple[str, ...]:
+    """Every column of a row, in order: what ran, the metrics, what it cost and where it is."""
+    return (*LEADING, *value_columns(), *TRAILING)
+
+
+def header(column: str) -> str:
+    """A column's header: a metric's label ("FID ↓"), else its own short name."""
+    metric = load_all().get(column)
+    return metric.label if metric is not None else HEADERS.get(column, column)
+
+
 MISSING = "–"
 NOT_COMPUTED = "n/c"  # a metric the run could not compute (the reason is in its protocol's `unavailable`)
 WANDB_PREFIXES = ("eval/", "val/", "perf/")
@@ -167,7 +176,7 @@ def collect_wandb(project: str, entity: str | None = None, timeout: int = 30) ->
     """Records from the runs of a W&B project (needs network access and an API key), sorted by run path."""
     where = f"{entity}/{project}" if entity else project
     _require_wandb_api(where)
-    import wandb
+    import wandb  # heavy to import; only runs that log to W&B need it
 
     records = []
     try:
@@ -223,12 +232,12 @@ def _data_label(data: Any) -> str | None:
 
 
 def table_row(record: Mapping[str, Any], sampler: str | None) -> Row:
-    """One table row (every column of COLUMNS, in order) from a record and its sampler label."""
+    """One table row (every column of `columns()`, in order) from a record and its sampler label."""
     values = record.get("values") or {}
     spec = _sampler_spec(record) or {}
     row: Row = {"variant": _text(record.get("variant")), "scheduler": _text(record.get("scheduler")),
                 "sampler": sampler, "steps": _count(spec.get("steps"))}
-    row.update({k: _num(values.get(k)) for k in VALUE_COLUMNS})
+    row.update({k: _num(values.get(k)) for k in value_columns()})
     row["nfe"] = _count(values.get("nfe"))
     row.update({
         "params": _count(record.get("params")), "train_images_seen": _count(record.get("train_images_seen")),
@@ -240,7 +249,7 @@ def table_row(record: Mapping[str, Any], sampler: str | None) -> Row:
         row["samples"] = str(Path(record["run_dir"]) / strip)
     unavailable = (record.get("protocol") or {}).get("unavailable") or {}
     if unavailable:  # e.g. {"is": "the Inception weights ... have no classifier head ..."}
-        row["unavailable"] = {k: str(v) for k, v in unavailable.items() if k in VALUE_COLUMNS}
+        row["unavailable"] = {k: str(v) for k, v in unavailable.items() if k in value_columns()}
     return row
 
 
@@ -252,17 +261,13 @@ def _sort_key(row: Row) -> tuple:
 
 
 def build_table(records: Iterable[Mapping[str, Any]]) -> list[Row]:
-    """Rows with the columns of COLUMNS, sorted by (data, variant, scheduler, sampler, nfe); missing values None."""
+    """Rows with the columns of `columns()`, sorted by (data, variant, scheduler, sampler, nfe); missing values None."""
     records = list(records)
     rows = [table_row(r, label) for r, label in zip(records, sampler_labels(records))]
     return sorted(rows, key=_sort_key)
 
 
 # ------------------------------------------------------------------------------------------ formats
-
-
-def _rate(x: float) -> str:
-    return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
 def _si(x: float) -> str:
@@ -273,12 +278,7 @@ def _si(x: float) -> str:
     return f"{x:.3g}"
 
 
-FORMATS = {
-    "fid": "{:.2f}".format, "broken_rate": "{:.1%}".format, "is": "{:.2f}".format, "kid": "{:.4f}".format, "lpips_diversity": "{:.3f}".format,
-    "clip_score": "{:.2f}".format, "condition_accuracy": "{:.3f}".format, "cond_mae": "{:.4g}".format, "cond_mae_std": "{:.3f}".format, "bpd": "{:.3f}".format, "rfid": "{:.2f}".format,
-    "psnr": "{:.2f}".format, "samples_per_sec": _rate, "params": _si, "train_images_seen": _si,
-    "nfe": lambda x: f"{x:g}",
-}
+FORMATS = {"params": _si, "train_images_seen": _si}  # beside the metrics' own formats
 
 
 def format_cell(column: str, value: Any, unavailable: Mapping[str, str] | None = None) -> str:
@@ -288,23 +288,26 @@ def format_cell(column: str, value: Any, unavailable: Mapping[str, str] | None =
         return NOT_COMPUTED
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return MISSING
-    text = FORMATS[column](value) if column in FORMATS else str(value)
+    metric = load_all().get(column)
+    fmt = metric.fmt if metric is not None else FORMATS.get(column, str)
+    text = fmt(value)
     return text.replace("|", "\\|")
 
 
 def to_markdown(rows: Sequence[Row], root: str | Path | None = None) -> str:
     """A Markdown table of the rows; run folders are shown relative to `root` when under it."""
-    numeric = set(VALUE_COLUMNS) | {"steps", "params", "train_images_seen", "n_samples"}
-    lines = ["| " + " | ".join(HEADERS.get(c, c) for c in COLUMNS) + " |",
-             "|" + "|".join("---:" if c in numeric else "---" for c in COLUMNS) + "|"]
+    cols = columns()
+    numeric = set(value_columns()) | {"steps", "params", "train_images_seen", "n_samples"}
+    lines = ["| " + " | ".join(header(c) for c in cols) + " |",
+             "|" + "|".join("---:" if c in numeric else "---" for c in cols) + "|"]
     base = Path(root).resolve() if root is not None else None
     for row in rows:
         shown = dict(row)
         if base is not None and row.get("run_dir"):
             run_dir = Path(row["run_dir"])
             shown["run_dir"] = run_dir.relative_to(base).as_posix() if run_dir.is_relative_to(base) else row["run_dir"]
-        lines.append("| " + " | ".join(format_cell(c, shown.get(c), row.get("unavailable")) for c in COLUMNS) + " |")
-    reasons = sorted({f"{HEADERS.get(k, k)}: {why}" for row in rows for k, why in (row.get("unavailable") or {}).items()})
+        lines.append("| " + " | ".join(format_cell(c, shown.get(c), row.get("unavailable")) for c in cols) + " |")
+    reasons = sorted({f"{header(k)}: {why}" for row in rows for k, why in (row.get("unavailable") or {}).items()})
     notes = [f"\n{NOT_COMPUTED} = not computed. {why}" for why in reasons]
     return "\n".join(lines) + "\n" + "".join(f"{n}\n" for n in notes)
 
@@ -314,8 +317,8 @@ def to_csv(rows: Sequence[Row], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(columns()), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({c: "" if row.get(c) is None else row[c] for c in COLUMNS})
+            writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns()})
     return path

@@ -36,6 +36,26 @@ INPUT_KEYS = ("class_label", "cond", "cond_csv", "sweep", "regressor", "prompt",
 GUIDANCE_KEYS = ("guidance_scale", "guidance_rescale")
 
 
+@dataclass(frozen=True)
+class Input:
+    """One input a condition kind takes, declared for front ends (the studio builds its widgets from these).
+
+    `key` is the sample.py / `DiffusionModel.sample` keyword it fills: a `choice` input gives one of `choices` (or
+    nothing: the model's default), a `number` input one value in [low, high] of a vector's `column` (all of them
+    together make `cond={column: value}`), a `text` input a string."""
+
+    key: str
+    kind: str                               # "choice" | "number" | "text"
+    label: str
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    value: Any = None
+    step: float | None = None
+    column: str | None = None
+    unset: str = "the model's default"      # a choice input's entry for giving nothing
+
+
 @dataclass
 class Requests:
     """The conditions of images 0..n-1 (or a slice of them): network values and what condition metrics check."""
@@ -83,6 +103,10 @@ class Condition:
     def describe(self) -> str:
         """How a message names this model's condition."""
         return "unconditional"
+
+    def widgets(self) -> list[Input]:
+        """The inputs a front end offers for this kind (none for an unconditional model)."""
+        return []
 
     def from_batch(self, batch: Mapping[str, Any], training: bool, drop: Tensor | None = None) -> Tensor | None:
         """The network's condition of a training/validation batch, dropped to the null condition in training."""

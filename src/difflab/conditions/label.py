@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from difflab.conditions.base import Requests, TensorCondition
+from difflab.conditions.base import Input, Requests, TensorCondition
 from difflab.errors import ConfigError
 
 
@@ -28,6 +28,10 @@ class ClassLabel(TensorCondition):
 
     def describe(self) -> str:
         return f"class-conditional with {self.num_classes} classes"
+
+    def widgets(self) -> list[Input]:
+        return [Input("class_label", "choice", "Class", choices=tuple(range(self.num_classes)),
+                      unset="cycle over the classes")]
 
 
     def null(self, cond: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from difflab.conditions.base import Condition, Requests
+from difflab.conditions.base import Condition, Input, Requests
 from difflab.errors import ConfigError
 
 
@@ -30,6 +30,10 @@ class TextPrompt(Condition):
 
     def describe(self) -> str:
         return "text-conditioned"
+
+    def widgets(self) -> list[Input]:
+        return [Input("prompt", "text", "Prompt ((word:1.4) weights a word)", value=""),
+                Input("negative_prompt", "text", "Negative prompt")]
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> Tensor:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from difflab.conditions.base import Requests, TensorCondition, _mapping
+from difflab.conditions.base import Input, Requests, TensorCondition, _mapping
 from difflab.data.csv_table import read_table
 from difflab.data.vectors import CondStats, condition_rows, parse_sweep
 from difflab.errors import ConfigError, IncompatibleCheckpointError
@@ -30,6 +30,15 @@ class Vector(TensorCondition):
     def describe(self) -> str:
         columns = f" on {self.stats.columns}" if self.stats is not None else ""
         return f"conditioned on a vector of values{columns}"
+
+    def widgets(self) -> list[Input]:
+        """One number per column in raw units: mean +- 3 std of the training split, starting at the mean."""
+        if self.stats is None:
+            return []
+        return [Input("cond", "number", f"{name} (raw units; mean {mean:.4g}, std {std:.4g})",
+                      low=float(f"{mean - 3 * std:.4g}"), high=float(f"{mean + 3 * std:.4g}"), value=float(f"{mean:.4g}"),
+                      step=float(f"{std / 100:.2g}"), column=name)
+                for name, mean, std in zip(self.stats.columns, self.stats.mean, self.stats.std)]
 
 
     def null(self, cond: Tensor) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from sklearn.datasets import load_digits  # local import: sklearn is slow to import
 from torch.utils.data import Dataset
 
 from difflab.data.base import ImageDataModule, InMemoryImageDataset, split_indices
@@ -35,8 +36,6 @@ class DigitsDataModule(ImageDataModule):
 
     def build_splits(self) -> tuple[Dataset, Dataset]:
         """Load the digits into memory as [N, 1, 8, 8] floats in [0, 1] and split them."""
-        from sklearn.datasets import load_digits  # local import: sklearn is slow to import
-
         digits = load_digits()
         images = torch.from_numpy(digits.images).to(torch.float32).div_(16.0).unsqueeze(1)
         labels = torch.from_numpy(digits.target).to(torch.int64)  # (N,)

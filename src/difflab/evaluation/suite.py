@@ -17,16 +17,27 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from difflab.errors import ConfigError
-from difflab.metrics.broken import BrokenRate, BrokenThresholds
 from difflab.evaluation.classifier import load_or_train_classifier
+from difflab.lit.regressor import load_regressor
+from difflab.metrics import registry
+from difflab.metrics.broken import BrokenRate, BrokenThresholds
 from difflab.metrics.conditions import ConditionAccuracy, ConditionMAE
-from difflab.metrics.fidelity import FeatureStore, ReferenceStats, fidelity_scores, reference_cache_path
+from difflab.metrics.fidelity import (
+    FeatureStore,
+    ReferenceStats,
+    fidelity_scores,
+    reference_cache_path,
+)
 from difflab.metrics.inception import FeatureExtractor, InceptionFeatures
-from difflab.metrics.perceptual import CLIPScoreMetric, LPIPSDiversity, clip_model_loader, lpips_network
-from difflab.utils.weights import MetricWeightsError
+from difflab.metrics.perceptual import (
+    CLIPScoreMetric,
+    LPIPSDiversity,
+    clip_model_loader,
+    lpips_network,
+)
 from difflab.utils.cluster import reduce_scalar, shard, world
 from difflab.utils.progress import Progress
-from difflab.lit.regressor import load_regressor
+from difflab.utils.weights import MetricWeightsError
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +86,7 @@ class MetricsConfig:
         "inception": None, "lpips_alexnet": None, "clip": "openai/clip-vit-base-patch16"})
     nll: dict[str, Any] = field(default_factory=dict)  # evaluate.py: bits/dim of real data (see NLL_DEFAULTS)
     also_sample: dict[str, Any] = field(default_factory=dict)  # training: label -> sampler fields, scored at the end too
+    plugins: dict[str, bool] = field(default_factory=dict)  # registered metrics (difflab.metrics.registry): name -> on
 
     def __post_init__(self) -> None:
         if self.n_samples < 0 or self.batch_size < 1 or self.every_n_steps < 0:
@@ -88,6 +100,12 @@ class MetricsConfig:
         if unknown:
             raise ValueError(f"unknown key(s) {sorted(unknown)} under `metrics.nll`; known: {sorted(NLL_DEFAULTS)}")
         self.nll = {**NLL_DEFAULTS, **dict(self.nll or {})}
+        known = {m.name for m in registry.plugins()}
+        for name in self.plugins or {}:
+            if name not in known:
+                raise ConfigError.bad_value(f"metrics.plugins.{name}", f"no registered metric is named {name!r}",
+                                            f"Registered metrics with a build factory: {sorted(known) or 'none'}.")
+        self.plugins = {name: bool(on) for name, on in (self.plugins or {}).items()}
 
     @property
     def enabled(self) -> bool:
@@ -125,6 +143,7 @@ class MetricSuite:
         self.mae: ConditionMAE | None = None
         self.regressor_val_mae_std: float | None = None
         self.broken: BrokenRate | None = None
+        self.plugins = {m.name: m.build(config, self.device) for m in registry.plugins() if config.plugins.get(m.name)}
         self._want_accuracy = bool(c.condition_accuracy and "condition_accuracy" in checks)
         self._want_mae = bool(c.cond_mae and "cond_mae" in checks)
         wanted = [m for m in FIDELITY if getattr(c, m)]
@@ -166,7 +185,8 @@ class MetricSuite:
         names = [m for m in names if not (m == "inception_score" and "is" in self.unavailable)]
         names += [n for n, m in (("lpips_diversity", self.lpips), ("clip_score", self.clip)) if m is not None]
         return names + (["condition_accuracy"] if self._want_accuracy else []) + (
-            ["cond_mae", "cond_mae_std"] if self._want_mae else []) + (["broken_rate"] if self.config.broken_rate else [])
+            ["cond_mae", "cond_mae_std"] if self._want_mae else []) + (["broken_rate"] if self.config.broken_rate else []) + [
+            *self.plugins]
 
     @property
     def needs_reference(self) -> bool:
@@ -261,6 +281,8 @@ class MetricSuite:
                 self.mae.update(chunk, cond[start : start + step])
             if self.broken is not None:
                 self.broken.update(chunk)
+            for plugin in self.plugins.values():
+                plugin.update(chunk, index[start : start + step])
 
     def compute(self) -> dict[str, float]:
         """All active metrics (collective: every rank must call it)."""
@@ -282,10 +304,12 @@ class MetricSuite:
             out.update(self.mae.compute())
         if self.broken is not None:
             out["broken_rate"] = float(self.broken.compute())
+        for name, plugin in self.plugins.items():
+            out[name] = float(plugin.compute())
         return out
 
     def reset(self) -> None:
-        for metric in (self.features, self.lpips, self.clip, self.accuracy, self.mae, self.broken):
+        for metric in (self.features, self.lpips, self.clip, self.accuracy, self.mae, self.broken, *self.plugins.values()):
             if metric is not None:
                 metric.reset()
 

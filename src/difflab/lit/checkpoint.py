@@ -6,15 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor
 
-from difflab.errors import IncompatibleCheckpointError, MissingFileError
-from difflab.utils.checkpoint_files import load_checkpoint_file
-from difflab.utils.stored_config import instantiate_stored, stored_target
 from difflab.conditions import with_condition
-from difflab.errors import ConfigError
+from difflab.errors import ConfigError, IncompatibleCheckpointError, MissingFileError
 from difflab.samplers.grids import checkpoint_grid_cache
+from difflab.utils.checkpoint_files import load_checkpoint_file
 from difflab.utils.config import register_resolvers
+from difflab.utils.stored_config import instantiate_stored, stored_target
 
 
 class CheckpointMismatchError(IncompatibleCheckpointError):
@@ -129,17 +129,18 @@ def load_module(
     sampler: Any = None,
     scheduler_overrides: dict[str, Any] | None = None,
     use_ema: bool = True,
+    key: str = "ckpt",
+    ckpt: dict[str, Any] | None = None,
 ) -> Any:
     """Rebuild a DiffusionModule from a checkpoint's saved config and load its (EMA) weights, on CPU.
 
     `sampler` (a config node or SamplerSpec) replaces the saved sampler; `scheduler_overrides`
-    (e.g. {"grid": "trailing"}) are merged onto the saved scheduler config.
+    (e.g. {"grid": "trailing"}) are merged onto the saved scheduler config; `ckpt` is the file's content when the
+    caller has read it already (`read_checkpoint`); errors name the config key `key`.
     """
-    from omegaconf import OmegaConf
-
     register_resolvers()
-    ckpt = read_checkpoint(path)
-    require_model(ckpt, path, "ckpt", lambda cls: hasattr(cls, "generate"), "a model that generates images",
+    ckpt = read_checkpoint(path, key=key) if ckpt is None else ckpt
+    require_model(ckpt, path, key, lambda cls: hasattr(cls, "generate"), "a model that generates images",
                   "Pass the checkpoint of a diffusion model (python train.py model=ddpm|cond|cond_vector|ldm ...).")
     cfg = OmegaConf.create(ckpt["config"])
     cfg.model = with_condition(OmegaConf.to_container(cfg.model))  # configs written before `model.condition`
@@ -155,8 +156,9 @@ def load_module(
         cfg.model.scheduler_overrides = scheduler_overrides
     if sampler is not None and not hasattr(sampler, "fn"):
         cfg.model.sampler = sampler
-    module = instantiate_stored(cfg.model, path, "model")
-    if sampler is not None and hasattr(sampler, "fn"):
+    given = {"sampler": sampler} if hasattr(sampler, "fn") and "sampler" in cfg.model else None
+    module = instantiate_stored(cfg.model, path, "model", key, given=given)  # a given spec: the stored one not built
+    if given is None and hasattr(sampler, "fn"):
         module.sampler = sampler
     module.run_config = ckpt["config"]
     module.checkpoint_path = str(path)

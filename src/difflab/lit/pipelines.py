@@ -23,15 +23,19 @@ import torch
 
 from difflab.conditions import ClassLabel
 from difflab.diffusion.losses import DiffusionLoss
-from difflab.errors import ConfigError, IncompatibleCheckpointError
+from difflab.errors import ConfigError, CorruptFileError, IncompatibleCheckpointError
 from difflab.lit.diffusion import DiffusionModule
-from difflab.lit.stable_diffusion import KEY, diffusers_scheduler_config, pipeline_folder, sd_scheduler
-from difflab.nets.diffusers_map import convert_state, unet2d_config, weight_table
+from difflab.lit.stable_diffusion import (
+    KEY,
+    diffusers_scheduler_config,
+    pipeline_folder,
+    sd_scheduler,
+)
 from difflab.nets.autoencoder import DiffusersLatent, IdentityFirstStage, KLLatent
+from difflab.nets.diffusers_map import convert_state, unet2d_config, weight_table
 from difflab.nets.sd import DiffusersUNet
 from difflab.nets.text import PretrainedNotFoundError
 from difflab.samplers.generate import SamplerSpec
-from difflab.errors import CorruptFileError
 
 EXAMPLE = "google/ddpm-cifar10-32"
 METADATA = "difflab.json"
@@ -98,7 +102,12 @@ def metadata(module: DiffusionModule) -> dict[str, Any]:
 def export_pipeline(module: DiffusionModule, out: Path, extra: dict[str, Any] | None = None) -> Path:
     """Write `module` as a diffusers pipeline folder (safetensors): DDPMPipeline in pixel space, LDMPipeline
     (unet, vqvae = AutoencoderKL, DDIM scheduler) for latent models; returns the folder."""
-    from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, LDMPipeline
+    from diffusers import (  # an optional dependency (the `sd` extra), imported where it is used
+        DDIMScheduler,
+        DDPMPipeline,
+        DDPMScheduler,
+        LDMPipeline,
+    )
 
     vae = diffusers_vae(module)
     unet = diffusers_unet(module)
@@ -128,7 +137,9 @@ def _first_stage(root: Path, index: dict[str, Any], dtype: torch.dtype) -> Diffu
     if kind != "AutoencoderKL":
         raise PretrainedNotFoundError(f"'{root}' decodes with a {kind} ({name}/), which difflab does not load "
                                       f"(config key `{KEY}`): only AutoencoderKL first stages are supported.")
-    from diffusers import AutoencoderKL
+    from diffusers import (
+        AutoencoderKL,  # an optional dependency (the `sd` extra), imported where it is used
+    )
 
     return DiffusersLatent(AutoencoderKL.from_pretrained(root / name, torch_dtype=dtype, local_files_only=True))
 
@@ -149,7 +160,9 @@ def load_diffusers_pipeline(
     `optimizer` / `lr_scheduler` / `loss` are used when it is fine-tuned (train.py); `condition_drop_prob` is the
     label dropout of a class-conditional UNet's fine-tuning."""
     try:
-        from diffusers import UNet2DModel
+        from diffusers import (
+            UNet2DModel,  # an optional dependency (the `sd` extra), imported where it is used
+        )
     except ImportError as err:
         raise PretrainedNotFoundError("model=diffusers needs diffusers: pip install diffusers") from err
 

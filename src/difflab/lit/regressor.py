@@ -24,7 +24,12 @@ from torch import Tensor, nn
 from difflab.data.base import resize_square
 from difflab.data.vectors import CondStats
 from difflab.errors import ConfigError
-from difflab.lit.checkpoint import check_state_dict_compatible, load_weights, read_checkpoint, require_model
+from difflab.lit.checkpoint import (
+    check_state_dict_compatible,
+    load_weights,
+    read_checkpoint,
+    require_model,
+)
 from difflab.lit.optim import LRSchedulerFactory, OptimizerFactory, trainable_optimizers
 from difflab.metrics.regression import VectorErrors
 from difflab.nets.cnn import SmallCNN
@@ -184,11 +189,11 @@ def default_regressor(datamodule: Any, width: int = 32) -> RegressorModule:
 
 
 def load_regressor(path: str | Path, key: str = "ckpt", device: torch.device | str = "cpu",
-                   use_ema: bool = True) -> RegressorModule:
+                   use_ema: bool = True, ckpt: dict[str, Any] | None = None) -> RegressorModule:
     """A `model=regressor` checkpoint's regressor in eval mode; any other checkpoint is an IncompatibleCheckpointError
-    naming `key`."""
+    naming `key`. `ckpt`: the file's content when the caller has read it already."""
     register_resolvers()
-    ckpt = read_checkpoint(path, key=key)
+    ckpt = read_checkpoint(path, key=key) if ckpt is None else ckpt
     require_model(ckpt, path, key, lambda cls: issubclass(cls, RegressorModule), "a condition regressor",
                   "Train one with `python train.py model=regressor data=<the data of the images>` and pass its "
                   f"checkpoints/last.ckpt as {key}=...")

@@ -17,15 +17,19 @@ from typing import Any
 
 import torch
 
+from difflab.conditions import TextPrompt
 from difflab.diffusion.losses import DiffusionLoss
 from difflab.diffusion.schedules import DiscreteVPScheduler
-from difflab.conditions import TextPrompt
-from difflab.lit.text import TextDiffusionModule
-from difflab.nets.sd import SDUNet
-from difflab.nets.text import CLIPTextEncoder, PretrainedNotFoundError, resolve_pretrained
-from difflab.samplers.generate import SamplerSpec
 from difflab.errors import ConfigError
+from difflab.lit.text import TextDiffusionModule
 from difflab.nets.autoencoder import DiffusersLatent
+from difflab.nets.sd import SDUNet
+from difflab.nets.text import (
+    CLIPTextEncoder,
+    PretrainedNotFoundError,
+    resolve_pretrained,
+)
+from difflab.samplers.generate import SamplerSpec
 
 KEY = "pipeline.path"
 EXAMPLE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -108,7 +112,10 @@ def load_stable_diffusion(
     `dtype` (float32 | float16 | bfloat16) the weights' dtype; `scheduler_overrides` e.g. {"grid": "karras"}.
     """
     try:
-        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from diffusers import (  # an optional dependency (the `sd` extra), imported where it is used
+            AutoencoderKL,
+            UNet2DConditionModel,
+        )
     except ImportError as err:
         raise PretrainedNotFoundError("model=sd needs diffusers: pip install -e '.[sd]' (or pip install diffusers)") from err
 

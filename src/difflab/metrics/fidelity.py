@@ -68,7 +68,9 @@ class ReferenceStats:
 
     @classmethod
     def from_features(cls, features: Tensor, meta: dict[str, Any]) -> ReferenceStats:
-        from torch_fidelity.metric_fid import fid_features_to_statistics
+        from torch_fidelity.metric_fid import (
+            fid_features_to_statistics,  # heavy to import; only the Inception network needs it
+        )
 
         stats = fid_features_to_statistics(features.float().cpu())
         return cls(stats["mu"], stats["sigma"], features.float().cpu(), dict(meta, count=int(features.shape[0])))
@@ -113,9 +115,16 @@ def fidelity_scores(
     The KID subset size is capped at the smaller sample count (torch-fidelity requires it);
     callers record the size used (`kid_subset_size_used` in the result).
     """
-    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
-    from torch_fidelity.metric_isc import isc_features_to_metric
-    from torch_fidelity.metric_kid import kid_features_to_metric
+    from torch_fidelity.metric_fid import (  # heavy to import; only the Inception network needs it
+        fid_features_to_statistics,
+        fid_statistics_to_metric,
+    )
+    from torch_fidelity.metric_isc import (
+        isc_features_to_metric,  # heavy to import; only the Inception network needs it
+    )
+    from torch_fidelity.metric_kid import (
+        kid_features_to_metric,  # heavy to import; only the Inception network needs it
+    )
 
     out: dict[str, float] = {}
     if (fid or kid) and reference is None:

@@ -67,7 +67,9 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, weights: str | None = None, download: bool = True) -> None:
         super().__init__()
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        from torch_fidelity.feature_extractor_inceptionv3 import (
+            FeatureExtractorInceptionV3,  # heavy to import; only the Inception network needs it
+        )
 
         path = resolve_weights(INCEPTION, weights, download=download)
         self.weights_path = str(path)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
+from torchmetrics.functional.image.lpips import _LPIPS
+from torchmetrics.multimodal.clip_score import CLIPScore
 
 from difflab.metrics.inception import quantize, to_uint8_rgb
 from difflab.utils.weights import ALEXNET, file_hash, resolve_clip, resolve_weights
@@ -21,8 +23,6 @@ def lpips_network(alexnet_weights: str | None = None, download: bool = True) -> 
 
     Returns (network mapping two [-1, 1] batches to [N] distances, weights hash).
     """
-    from torchmetrics.functional.image.lpips import _LPIPS
-
     path = resolve_weights(ALEXNET, alexnet_weights, download=download)
     net = _LPIPS(pretrained=True, net="alex", pnet_rand=True)  # random backbone, no download; real heads
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -108,7 +108,10 @@ def clip_model_loader(name_or_path: str, download: bool = True) -> Callable[[], 
     source, local_only = resolve_clip(name_or_path, download=download)
 
     def load() -> tuple[Any, Any]:
-        from transformers import CLIPModel, CLIPProcessor
+        from transformers import (  # heavy (seconds to import); only models and metrics with text encoders need it  # heavy (seconds to import); only models and metrics with text encoders need it
+            CLIPModel,
+            CLIPProcessor,
+        )
 
         model = CLIPModel.from_pretrained(source, local_files_only=local_only)
         return model, CLIPProcessor.from_pretrained(source, local_files_only=local_only)
@@ -128,8 +131,6 @@ class CLIPScoreMetric(Metric):
 
     def __init__(self, loader: Callable[[], tuple[Any, Any]], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        from torchmetrics.multimodal.clip_score import CLIPScore
-
         self.inner = CLIPScore(model_name_or_path=lambda: _wrapped(loader))
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from difflab.errors import MissingFileError
+from difflab.nets.unet import AttentionBlock, Downsample, _norm
 from difflab.utils.checkpoint_files import load_checkpoint_file
 from difflab.utils.stored_config import instantiate_stored
-from difflab.nets.unet import AttentionBlock, Downsample, _norm
 from difflab.utils.weights import downloads_allowed
 
 __all__ = [
@@ -415,7 +415,9 @@ def pretrained_autoencoder(path: str, scale_factor: float | None = None, subfold
                            downsample_factor: int | None = None) -> DiffusersLatent:
     """A diffusers `AutoencoderKL` from a local folder (saved with `save_pretrained`) or a Hub name in the cache."""
     try:
-        from diffusers import AutoencoderKL
+        from diffusers import (
+            AutoencoderKL,  # an optional dependency (the `sd` extra), imported where it is used
+        )
     except ImportError as err:
         raise AutoencoderNotFoundError("model.autoencoder=pretrained needs diffusers: pip install diffusers") from err
     if not path:

@@ -48,7 +48,9 @@ def resolve_pretrained(name_or_path: str, key: str, what: str, example: str) -> 
            "~/.cache/huggingface/hub) or save the model with `save_pretrained(<folder>)`, and set the key to the folder")
     if str(name_or_path).startswith((".", "/", "~")) or "/" not in str(name_or_path):
         raise PretrainedNotFoundError(f"{what} not found: folder '{local}' does not exist (config key `{key}`). {how}.")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import (
+        snapshot_download,  # comes with transformers; only hub lookups need it
+    )
 
     try:
         return Path(snapshot_download(str(name_or_path), local_files_only=True))
@@ -77,7 +79,10 @@ class CLIPTextEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str, key: str = "model.text_encoder.path", weighting: bool = True) -> CLIPTextEncoder:
         """From a CLIP folder (tokenizer + text model files) or a Stable Diffusion folder (tokenizer/, text_encoder/)."""
-        from transformers import CLIPTextModel, CLIPTokenizer
+        from transformers import (  # heavy (seconds to import); only models and metrics with text encoders need it
+            CLIPTextModel,
+            CLIPTokenizer,
+        )
 
         root = resolve_pretrained(path, key, "CLIP text encoder", "openai/clip-vit-large-patch14")
         sd_layout = (root / "text_encoder").is_dir()

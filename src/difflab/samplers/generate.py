@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,13 +13,12 @@ import torch
 from torch import Tensor
 
 from difflab.diffusion.schedules import Scheduler
-from difflab.errors import ConfigError
 from difflab.diffusion.thresholding import threshold
+from difflab.errors import ConfigError
 from difflab.samplers.aliases import resolve
 from difflab.samplers.base import SAMPLERS, DenoiseFn, StackedGenerator, StepCallback
 from difflab.samplers.grids import cached_optimized_grid, search_budget
 from difflab.utils.progress import Progress
-
 
 GRID_DISTANCES = ("pixel", "inception")  # what grid=optimized measures its error in (`grid_embed`)
 
@@ -92,8 +92,9 @@ class SamplerSpec:
                                         "latents", "Use grid_distance=pixel (the latent error) for a latent model.")
         if self.clip_denoised != "auto":
             return self
-        return SamplerSpec(self.name, self.steps, pixel_space, self.grid, self.dynamic_percentile, self.grid_effort,
-                           self.grid_distance, self.grid_inception, **self.knobs)
+        concrete = copy.copy(self)  # the same spec, checked once when it was made
+        concrete.clip_denoised, concrete.knobs = pixel_space, dict(self.knobs)
+        return concrete
 
     def record(self) -> dict[str, Any]:
         """Name, steps, knobs, the x0 clipping and the grid settings a user set (the grid, a grid_effort or

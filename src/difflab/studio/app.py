@@ -16,18 +16,29 @@ from typing import Any
 
 import gradio as gr
 
+from difflab.conditions import Input
 from difflab.errors import user_message
+from difflab.samplers.aliases import WEBUI_NAMES
 from difflab.studio.files import png
 from difflab.studio.forms import SampleForm, parse_seed
-from difflab.studio.runs import datatypes, fid_plot, grids_of, headers, read_runs, run_grid, table_values
+from difflab.studio.runs import (
+    datatypes,
+    fid_plot,
+    grids_of,
+    headers,
+    read_runs,
+    run_grid,
+    table_values,
+)
 from difflab.studio.service import Cancelled, ModelInfo, Studio
-from difflab.samplers.aliases import WEBUI_NAMES
 from difflab.utils.config import conf_dir
 
 log = logging.getLogger(__name__)
 
-MAX_COLUMNS = 32  # sliders of a vector-conditioned model; more columns: sample.py cond_csv=...
-CYCLE = "cycle over the classes"
+MAX_COLUMNS = 32  # number inputs (a vector-conditioned model's columns); more columns: sample.py cond_csv=...
+MAX_CHOICES = 2   # choice inputs (a class label)
+MAX_TEXTS = 2     # text inputs (prompt, negative prompt)
+POOLS = {"choice": MAX_CHOICES, "text": MAX_TEXTS, "number": MAX_COLUMNS}
 OWN_GRID = "the sampler's own"
 CSS = "#images img, #run-grid img, #side-by-side img {image-rendering: pixelated;}"
 
@@ -61,11 +72,41 @@ def shown_errors() -> Iterator[None]:
         raise Shown(error_text(exc)) from exc
 
 
+def slot_update(inp: Input) -> Any:
+    """A slot shown as the declared input: a menu of its choices, a text box, or a slider over its range."""
+    if inp.kind == "choice":
+        return gr.update(visible=True, label=inp.label, choices=[inp.unset, *map(str, inp.choices)], value=inp.unset)
+    if inp.kind == "text":
+        return gr.update(visible=True, label=inp.label, value=inp.value or "")
+    return gr.update(visible=True, label=inp.label, minimum=inp.low, maximum=inp.high, value=inp.value, step=inp.step)
+
+
+def slot_values(inputs: list[Input], values: list[Any]) -> dict[str, Any]:
+    """The request's condition inputs from the slots' values (the slots in `Page.slots` order): a choice left at its
+    `unset` entry gives nothing, an empty text gives nothing unless the input declares "" (a prompt), the number
+    slots of a vector make one `{column: value}` mapping."""
+    out: dict[str, Any] = {}
+    start = {"choice": 0, "text": MAX_CHOICES, "number": MAX_CHOICES + MAX_TEXTS}
+    seen = dict.fromkeys(POOLS, 0)
+    for inp in inputs:
+        if seen[inp.kind] >= POOLS[inp.kind]:
+            continue
+        value = values[start[inp.kind] + seen[inp.kind]]
+        seen[inp.kind] += 1
+        if inp.kind == "choice" and value not in (None, inp.unset):
+            out[inp.key] = next(c for c in inp.choices if str(c) == str(value))
+        elif inp.kind == "text" and (value or inp.value == ""):
+            out[inp.key] = value or ""
+        elif inp.kind == "number":
+            out.setdefault(inp.key, {})[inp.column] = float(value)
+    return out
+
+
 class Page:
     """The Gradio components and their events; one per served app."""
 
-    def __init__(self, studio: Studio) -> None:
-        self.studio = studio
+    def __init__(self, studio: Studio, demo: gr.Blocks) -> None:
+        self.studio, self.demo = studio, demo
         self.stops: dict[str, threading.Event] = {}  # session -> its generation's cancel flag
 
     # ------------------------------------------------------------------------------------------ Sample tab
@@ -76,7 +117,8 @@ class Page:
         with gr.Row():
             with gr.Column(scale=2):
                 with gr.Row():
-                    self.model = gr.Dropdown(choices, value=None, label="Checkpoint or Stable Diffusion folder",
+                    self.model = gr.Dropdown(choices, value=self.studio.default_checkpoint(),
+                                             label="Checkpoint or Stable Diffusion folder",
                                              allow_custom_value=True, elem_id="model", scale=5)
                     self.rescan = gr.Button("Rescan", elem_id="rescan", scale=1, size="sm")
                 self.info = gr.Markdown("Pick a checkpoint.", elem_id="model-info")
@@ -85,13 +127,15 @@ class Page:
                     self.grid = gr.Dropdown([OWN_GRID], value=OWN_GRID, label="Noise-level grid", elem_id="grid")
                 with gr.Row():
                     self.steps = gr.Number(20, label="Steps", precision=0, minimum=1, elem_id="steps")
+                    self.steps_typed = gr.State(False)  # typed by the user: a sampler change keeps it
                     self.n = gr.Slider(1, self.studio.max_images, value=4, step=1, label="Images", elem_id="n")
                     self.seed = gr.Number(-1, label="Seed (-1 = random)", precision=0, elem_id="seed")
                 self.guidance = gr.Slider(0, 20, value=1, step=0.1, label="Guidance scale", visible=False,
                                           elem_id="guidance")
-                self.class_label = gr.Dropdown([CYCLE], value=CYCLE, label="Class", visible=False, elem_id="class")
-                self.prompt = gr.Textbox(label="Prompt ((word:1.4) weights a word)", visible=False, elem_id="prompt")
-                self.negative = gr.Textbox(label="Negative prompt", visible=False, elem_id="negative")
+                # the condition's inputs (`Condition.widgets`), each in a slot of its kind's pool
+                self.choices = [gr.Dropdown([], label=f"choice {i}", visible=False, elem_id=f"choice-{i}")
+                                for i in range(MAX_CHOICES)]
+                self.texts = [gr.Textbox(label=f"text {i}", visible=False, elem_id=f"text-{i}") for i in range(MAX_TEXTS)]
                 self.sliders = [gr.Slider(label=f"value {i}", visible=False, elem_id=f"cond-{i}")
                                 for i in range(MAX_COLUMNS)]
                 with gr.Accordion("img2img: start from an image", open=False):
@@ -111,24 +155,19 @@ class Page:
                 self.params = gr.Code(label="Parameters (samples.json)", language="json", interactive=False,
                                       elem_id="params")
 
+    @property
+    def slots(self) -> list[Any]:
+        """Every condition widget, pool by pool (choices, texts, numbers)."""
+        return [*self.choices, *self.texts, *self.sliders]
+
     def condition_updates(self, info: ModelInfo | None) -> list[Any]:
-        """Updates of guidance, class, prompt, negative prompt and the sliders for a model."""
-        if info is None:
-            hidden = gr.update(visible=False)
-            return [hidden] * (4 + MAX_COLUMNS)
-        classes = [CYCLE, *map(str, range(info.num_classes or 0))]
-        out = [gr.update(visible=info.guided, value=info.guidance_scale if info.guided else 1.0),
-               gr.update(visible=bool(info.num_classes), choices=classes, value=CYCLE),
-               gr.update(visible=info.prompt), gr.update(visible=info.prompt)]
-        for i in range(MAX_COLUMNS):
-            if i < len(info.columns):
-                name, mean, std = info.columns[i]
-                low, high = (float(f"{mean + k * std:.4g}") for k in (-3, 3))  # shown rounded to 4 digits
-                out.append(gr.update(visible=True, label=f"{name} (raw units; mean {mean:.4g}, std {std:.4g})",
-                                     minimum=low, maximum=high, value=float(f"{mean:.4g}"),
-                                     step=float(f"{std / 100:.2g}")))
-            else:
-                out.append(gr.update(visible=False))
+        """Updates of the guidance slider and of every condition slot for a model: its declared inputs
+        (`Condition.widgets`) fill the slots of their kind in order, the other slots are hidden."""
+        guided = info is not None and info.guided
+        out = [gr.update(visible=guided, value=info.guidance_scale if guided else 1.0)]
+        for kind, size in POOLS.items():
+            declared = [inp for inp in (info.inputs if info is not None else []) if inp.kind == kind][:size]
+            out += [slot_update(inp) for inp in declared] + [gr.update(visible=False)] * (size - len(declared))
         return out
 
     def open_model(self, path: str | None) -> list[Any]:
@@ -138,34 +177,43 @@ class Page:
                 info = self.studio.open(path) if path else None
         except Shown as err:
             return [gr.update(value="No model loaded."), gr.update(), gr.update(), gr.update(),
-                    *self.condition_updates(None), str(err)]
+                    *self.condition_updates(None), False, str(err)]
         if info is None:
-            return [gr.update(), gr.update(), gr.update(), gr.update(), *self.condition_updates(None), ""]
+            return [gr.update(), gr.update(), gr.update(), gr.update(), *self.condition_updates(None), False, ""]
         text = (f"**{self.studio.folders.label(info.path)}**: {info.describe}, {info.image_size}px, sampler "
                 f"`{info.sampler}`" + (f", {info.steps} steps" if info.steps else ""))
-        if len(info.columns) > MAX_COLUMNS:
-            text += f". It has {len(info.columns)} columns, more than the {MAX_COLUMNS} sliders here: use sample.py."
+        numbers = sum(inp.kind == "number" for inp in info.inputs)
+        if numbers > MAX_COLUMNS:
+            text += f". It has {numbers} columns, more than the {MAX_COLUMNS} sliders here: use sample.py."
         return [text, gr.update(value=info.sampler), gr.update(value=info.steps or 1000),
-                gr.update(choices=[OWN_GRID, *info.grids], value=OWN_GRID), *self.condition_updates(info),
+                gr.update(choices=[OWN_GRID, *info.grids], value=OWN_GRID), *self.condition_updates(info), False,
                 "Model loaded."]
 
+    def usual_steps(self, model: str | None, sampler: str | None, typed: bool) -> Any:
+        """A picked sampler's usual step count (its preset's; the checkpoint's own for its own sampler), unless the
+        user has typed a step count."""
+        if typed or not model:
+            return gr.update()
+        try:
+            with shown_errors():
+                return gr.update(value=self.studio.usual_steps(model, sampler))
+        except Shown:
+            return gr.update()  # an unknown sampler name is reported when Generate is pressed
+
     def form(self, model: str, sampler: str | None, grid: str, steps: Any, n: Any, seed: Any, guidance: Any,
-             class_label: str, prompt: str, negative: str, init: str | None, strength: Any,
-             values: list[Any]) -> SampleForm:
-        """The request of the Sample tab's inputs (the seed resolved: -1 draws one)."""
+             init: str | None, strength: Any, values: list[Any]) -> SampleForm:
+        """The request of the Sample tab's inputs (the seed resolved: -1 draws one; the condition slots read back
+        through the model's declared inputs)."""
         info = self.studio.open(model)
         return SampleForm(
             model=info.path, seed=parse_seed(seed), n=int(n), sampler=sampler or None,
             steps=None if steps in (None, "") else int(steps), grid=None if grid == OWN_GRID else grid,
-            guidance_scale=float(guidance) if info.guided else None,
-            class_label=None if not info.num_classes or class_label in (None, CYCLE) else int(class_label),
-            cond={name: float(v) for (name, _, _), v in zip(info.columns, values)} if info.columns else None,
-            prompt=(prompt or "") if info.prompt else None, negative_prompt=(negative or None) if info.prompt else None,
+            guidance_scale=float(guidance) if info.guided else None, inputs=slot_values(info.inputs, values),
             init_image=init or None, strength=float(strength), extra=self.studio.extra_overrides())
 
     def generate(self, request: gr.Request, model: str, sampler: str | None, grid: str, steps: Any, n: Any,
-                 seed: Any, guidance: Any, class_label: str, prompt: str, negative: str, init: str | None,
-                 strength: Any, *values: Any, progress: gr.Progress = gr.Progress()) -> list[Any]:
+                 seed: Any, guidance: Any, init: str | None, strength: Any, *values: Any,
+                 progress: gr.Progress = gr.Progress()) -> list[Any]:
         """Gallery, seed, command, status and parameters of one generation."""
         stop = self.stops.setdefault(request.session_hash or "", threading.Event())
         stop.clear()
@@ -173,8 +221,7 @@ class Page:
             done / total, desc=f"{done:.1f}/{total:.0f} images")
         try:
             with shown_errors():
-                form = self.form(model, sampler, grid, steps, n, seed, guidance, class_label, prompt, negative,
-                                 init, strength, list(values))
+                form = self.form(model, sampler, grid, steps, n, seed, guidance, init, strength, list(values))
                 result = self.studio.generate(form, report, stop)
         except Shown as err:
             if isinstance(err.__cause__, Cancelled):
@@ -191,12 +238,15 @@ class Page:
 
     def wire_sample(self) -> None:
         """Picking a model loads it; Generate samples it (one at a time, with progress); Stop cancels."""
-        pick_outputs = [self.info, self.sampler, self.steps, self.grid, self.guidance, self.class_label,
-                        self.prompt, self.negative, *self.sliders, self.status]
+        pick_outputs = [self.info, self.sampler, self.steps, self.grid, self.guidance, *self.slots, self.steps_typed,
+                        self.status]
         self.model.change(self.open_model, self.model, pick_outputs, concurrency_id="model", concurrency_limit=1)
+        self.demo.load(self.open_model, self.model, pick_outputs, concurrency_id="model", concurrency_limit=1)
+        self.steps.input(lambda: True, None, self.steps_typed)
+        self.sampler.change(self.usual_steps, [self.model, self.sampler, self.steps_typed], self.steps)
         self.rescan.click(lambda: gr.update(choices=self.studio.checkpoints()), None, self.model)
-        inputs = [self.model, self.sampler, self.grid, self.steps, self.n, self.seed, self.guidance,
-                  self.class_label, self.prompt, self.negative, self.init, self.strength, *self.sliders]
+        inputs = [self.model, self.sampler, self.grid, self.steps, self.n, self.seed, self.guidance, self.init,
+                  self.strength, *self.slots]
         outputs = [self.gallery, self.seed_used, self.command, self.status, self.params]
         run = self.go.click(self.generate, inputs, outputs, concurrency_id="model", concurrency_limit=1,
                             show_progress_on=[self.gallery])
@@ -297,7 +347,7 @@ class Page:
 def build(studio: Studio) -> gr.Blocks:
     """The studio's page for a `Studio`."""
     with gr.Blocks(title="difflab studio", analytics_enabled=False) as demo:
-        page = Page(studio)
+        page = Page(studio, demo)
         gr.Markdown("## difflab studio")
         with gr.Tabs():
             with gr.Tab("Sample", id="sample"):
@@ -316,7 +366,7 @@ def build(studio: Studio) -> gr.Blocks:
 def _patient_url_ok(url: str, wait: float = 60.0) -> bool:
     """Gradio's start-up check that its own page answers, with patience: Gradio gives up after one 3 s timeout,
     which a busy machine exceeds while rendering the page the first time."""
-    import httpx
+    import httpx  # comes with gradio (the `studio` extra)
 
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -332,7 +382,7 @@ def _patient_url_ok(url: str, wait: float = 60.0) -> bool:
 def launch(demo: gr.Blocks, host: str, port: int) -> str:
     """Start serving the page on host:port in the background (no share link, no analytics, no server-side
     rendering); returns its URL. `demo.block_thread()` then serves until Ctrl-C."""
-    from gradio import networking
+    from gradio import networking  # an optional dependency (the `studio` extra)
 
     check, networking.url_ok = networking.url_ok, _patient_url_ok
     try:

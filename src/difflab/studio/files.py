@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from difflab.errors import MissingFileError, UserError
 
@@ -93,7 +94,5 @@ def _walk(folder: Path) -> Iterable[Path]:
 
 def png(path: str | Path) -> np.ndarray:
     """An image file as uint8 [H, W, 3] (grey images repeated) for the page; call it on checked paths only."""
-    from PIL import Image
-
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"))

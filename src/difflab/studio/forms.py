@@ -2,15 +2,15 @@
 
 The studio never samples by a path of its own: a request becomes the command-line overrides a user would type
 (`SampleForm.overrides`), those are composed into sample.py's config exactly as the script composes them
-(`compose_sample`: the web UI sampler names rewritten by `group_aliases`, then conf/sample.yaml), and
-`difflab.cli.sample.run` draws the images. `command` is the shell line shown next to the result.
+(`compose_sample`: `difflab.compose`, web UI sampler names included), and the Python API draws the images as
+sample.py does (`SampleOptions.from_config`, `DiffusionModel.draw`). `command` is the shell line shown next to the
+result.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from difflab.utils.config import compose, conf_dir
-from difflab.api.config import group_aliases
+from difflab.api.config import compose
 from difflab.api.sampling import resolve_seed
-
-_COMPOSE = threading.Lock()  # Hydra's global state: one composition at a time
 
 
 def quoted(text: str) -> str:
@@ -37,6 +34,18 @@ def _number(value: float) -> str:
     """A float as Hydra reads it back exactly (repr keeps every digit)."""
     value = float(value)
     return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def _value(value: Any) -> str:
+    """A condition input as a Hydra override value: integers as they are, numbers exactly, a mapping of columns to
+    numbers as `{column: value, ...}`, text quoted."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Mapping)):
+        return quoted(str(value))
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return _number(value)
+    return "{" + ", ".join(f"{_key(k)}: {_number(v)}" for k, v in value.items()) + "}"
 
 
 def _key(name: str) -> str:
@@ -59,6 +68,7 @@ class SampleForm:
     cond: Mapping[str, float] | None = None   # raw units, one value per column
     prompt: str | None = None
     negative_prompt: str | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)  # other condition inputs, by sample.py key
     init_image: str | None = None         # img2img: an image file (preprocessed by the run's data module)
     strength: float = 0.6
     extra: list[str] = field(default_factory=list)  # the studio's own settings (device=..., use_ema=false, ...)
@@ -80,14 +90,9 @@ class SampleForm:
         out += [f"n={int(self.n)}", f"seed={int(self.seed)}"]
         if self.guidance_scale is not None:
             out.append(f"guidance_scale={_number(self.guidance_scale)}")
-        if self.class_label is not None:
-            out.append(f"class_label={int(self.class_label)}")
-        if self.cond is not None:
-            out.append("cond={" + ", ".join(f"{_key(k)}: {_number(v)}" for k, v in self.cond.items()) + "}")
-        if self.prompt is not None:
-            out.append(f"prompt={quoted(self.prompt)}")
-        if self.negative_prompt:
-            out.append(f"negative_prompt={quoted(self.negative_prompt)}")
+        given = {"class_label": self.class_label, "cond": self.cond, "prompt": self.prompt,
+                 "negative_prompt": self.negative_prompt or None, **self.inputs}
+        out += [f"{key}={_value(value)}" for key, value in given.items() if value is not None]
         if self.init_image:
             out += ["mode=img2img", f"init_image={quoted(self.init_image)}", f"strength={_number(self.strength)}"]
         return out + list(self.extra)
@@ -100,12 +105,7 @@ class SampleForm:
 def compose_sample(overrides: list[str], out_dir: str | Path) -> DictConfig:
     """sample.py's config for these overrides, composed as `python sample.py <overrides>` composes it, writing
     into `out_dir`."""
-
-    from hydra.core.global_hydra import GlobalHydra
-
-    with _COMPOSE:
-        GlobalHydra.instance().clear()  # `python studio.py` runs inside @hydra.main, done composing its own config
-        return compose("sample", group_aliases(list(overrides), conf_dir()), run_dir=out_dir)
+    return compose(list(overrides), "sample", run_dir=out_dir)
 
 
 def parse_seed(value: Any) -> int:

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from difflab.api.images import run_data
+from difflab.api.models import DiffusionModel, Regressor, load
 from difflab.errors import ConfigError
-from difflab.api.predicting import read_images
-from difflab.api.sampling import run_data
 from difflab.evaluation.classifier import load_or_train_classifier
 from difflab.lit.checkpoint import read_checkpoint, stored_model_class
-from difflab.lit.regressor import RegressorModule, load_regressor
+from difflab.lit.regressor import RegressorModule
 
 
 def require_images(images: Sequence[str | Path]) -> None:
@@ -28,29 +28,29 @@ def require_images(images: Sequence[str | Path]) -> None:
         raise ConfigError("Measuring needs at least one image: upload PNG or JPEG files.")
 
 
-def read_values(regressor: Any, images: Sequence[str | Path], datamodule: Any) -> list[dict[str, float]]:
-    """{column: raw value} for each image file, read by a `RegressorModule` as `python predict.py` reads them."""
+def read_values(regressor: Regressor, images: Sequence[str | Path], datamodule: Any = None) -> list[dict[str, float]]:
+    """{column: raw value} for each image file, read by a regressor as `python predict.py` reads them."""
     require_images(images)
-    values = regressor.predict(read_images([Path(p) for p in images], datamodule, regressor, "auto"))
+    values = regressor.predict([Path(p) for p in images], datamodule=datamodule)
     return [dict(zip(regressor.columns, row)) for row in values.double().tolist()]
 
 
-def predict_values(module: Any, images: Sequence[str | Path], cache_dir: str | Path, epochs: int = 5,
+def predict_values(model: DiffusionModel, images: Sequence[str | Path], cache_dir: str | Path, epochs: int = 5,
                    seed: int = 0) -> list[dict[str, float]]:
     """{column: raw value} for each image file, read by the `cond_mae` regressor of a vector-conditioned model."""
+    module = model.module
     if getattr(module.condition, "stats", None) is None or "cond" not in module.condition.inputs:
         raise ConfigError(f"Measuring needs a condition regressor (model=regressor) or a vector-conditioned model "
                           f"(model=cond_vector); this one is {module.condition.describe()}. Pick one of those.")
     require_images(images)
     data = run_data(module, required=True)  # the regressor is trained on it
     regressor, _, _ = load_or_train_classifier(data, cache_dir, epochs=epochs, seed=seed, target="cond")
-    return read_values(regressor, images, data)
+    return read_values(Regressor(regressor), images, data)
 
 
 def regressor_values(path: str | Path, images: Sequence[str | Path]) -> list[dict[str, float]]:
     """{column: raw value} for each image file, read by the `model=regressor` checkpoint `path`."""
-    regressor = load_regressor(path, key="checkpoint")
-    return read_values(regressor, images, run_data(regressor, required=True))
+    return read_values(load(path, key="checkpoint", device="cpu", expect=Regressor), images)
 
 
 def is_regressor(path: str | Path) -> bool:

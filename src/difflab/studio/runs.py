@@ -10,23 +10,28 @@ from typing import Any
 import numpy as np
 
 from difflab.compare import build_table, collect_local, plot_fid_vs_nfe
-from difflab.compare.table import HEADERS, Row
+from difflab.compare.table import LEADING, Row, header
+from difflab.metrics.registry import load_all
 from difflab.studio.files import Folders, OutsideFoldersError, png
 
-SHOWN = ("variant", "scheduler", "sampler", "steps", "nfe", "fid", "kid", "broken_rate", "lpips_diversity",
-         "clip_score", "condition_accuracy", "cond_mae", "samples_per_sec", "train_images_seen", "data", "run_dir")
 TEXT = {"variant", "scheduler", "sampler", "data", "run_dir"}
+
+
+def shown() -> list[str]:
+    """The table's columns: what ran, every metric the registry shows in the studio (`studio=True`), then the images
+    seen, data and run."""
+    return [*LEADING, *(m.name for m in load_all().values() if m.studio), "train_images_seen", "data", "run_dir"]
 GRIDS = ("samples/final.png", "metrics/final.png", "grid.png")  # train.py's end-of-training grid first
 
 
 def headers() -> list[str]:
     """The table's column headers (compare.py's names: `FID ↓`, `NFE`, ...)."""
-    return [HEADERS.get(c, c) for c in SHOWN]
+    return [header(c) for c in shown()]
 
 
 def datatypes() -> list[str]:
     """Gradio's datatype of each column (numbers sort as numbers)."""
-    return ["str" if c in TEXT else "number" for c in SHOWN]
+    return ["str" if c in TEXT else "number" for c in shown()]
 
 
 def _cell(column: str, value: Any, folders: Folders) -> Any:
@@ -45,8 +50,8 @@ def read_runs(folders: Folders) -> list[Row]:
 
 
 def table_values(rows: list[Row], folders: Folders) -> list[list[Any]]:
-    """The rows as the page's table cells, in the order of `SHOWN`."""
-    return [[_cell(c, row.get(c), folders) for c in SHOWN] for row in rows]
+    """The rows as the page's table cells, in the order of `shown()`."""
+    return [[_cell(c, row.get(c), folders) for c in shown()] for row in rows]
 
 
 def run_grid(run_dir: str | Path, folders: Folders) -> Path | None:

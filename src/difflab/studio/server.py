@@ -30,7 +30,7 @@ def gradio_module() -> Any:
     """Gradio, imported with its analytics (and version check) turned off; a clear error when it is absent."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     try:
-        import gradio
+        import gradio  # an optional dependency (the `studio` extra)
     except ImportError:
         raise MissingPackageError("The studio needs Gradio, which is not installed: pip install -e '.[studio]' "
                                   "(or pip install gradio).") from None
@@ -50,7 +50,8 @@ def check_address(host: Any, port: Any) -> tuple[str, int]:
         raise ConfigError.bad_value("host", f"{host!r} is not an address of this machine",
                                     "Use host=127.0.0.1 (the default).") from None
     with socket.socket(socket.AF_INET) as s:
-        try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: closed connections in
+        try:                                                      # TIME_WAIT do not hold the port
             s.bind((address, port))
         except OSError as err:
             raise ConfigError(f"Bad value for config keys `host` / `port`: cannot serve on {host}:{port} "
@@ -68,7 +69,10 @@ def serve(cfg: DictConfig) -> tuple[Any, str]:
     checks.inference_precision(cfg.precision, checks.inference_device(cfg.device))
     studio = Studio(cfg)  # the folders, sizes and output folder, before Gradio loads
     gradio_module()
-    from difflab.studio.app import build, launch  # imports Gradio, an optional dependency (the `studio` extra)
+    from difflab.studio.app import (  # imports Gradio, an optional dependency (the `studio` extra)
+        build,
+        launch,
+    )
 
     demo = build(studio)
     return demo, launch(demo, host, port)

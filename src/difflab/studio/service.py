@@ -1,4 +1,5 @@
-"""What the studio does, without the web page: open a model, sample it as sample.py would, read the runs.
+"""What the studio does, without the web page: open a model, sample it as sample.py would (through the Python
+API), read the runs.
 
 `Studio` holds the served folders, the model cache and the output folder; `difflab.studio.app` wires it to
 Gradio. Every method takes plain values and raises `difflab.errors.UserError` for a user's mistake.
@@ -17,14 +18,17 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from difflab.api import checks
+from difflab.api.config import sampler_spec
+from difflab.api.sampling import SampleOptions
+from difflab.conditions import Input
+from difflab.diffusion.schedules import GRIDS
 from difflab.errors import ConfigError
+from difflab.samplers.aliases import resolve as resolve_sampler
 from difflab.studio.files import Folders, png
 from difflab.studio.forms import SampleForm, compose_sample
-from difflab.studio.models import ModelCache
-from difflab.api import checks
-from difflab.api import sampling as sample
-from difflab.diffusion.schedules import GRIDS
 from difflab.studio.measure import is_regressor, predict_values, regressor_values
+from difflab.studio.models import ModelCache
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ class ModelInfo:
     columns: list[tuple[str, float, float]] = field(default_factory=list)  # (name, mean, std) in raw units
     prompt: bool = False
     image_size: int = 0
+    inputs: list[Input] = field(default_factory=list)  # what the condition declares (the page's widgets)
 
     @property
     def measurable(self) -> bool:
@@ -77,7 +82,7 @@ def model_info(module: Any, path: str) -> ModelInfo:
         num_classes=getattr(condition, "num_classes", None) if "class_label" in condition.inputs else None,
         columns=list(zip(stats.columns, stats.mean, stats.std)) if stats is not None and "cond" in condition.inputs
         else [],
-        prompt="prompt" in condition.inputs, image_size=int(module.image_shape[-1]))
+        prompt="prompt" in condition.inputs, image_size=int(module.image_shape[-1]), inputs=condition.widgets())
 
 
 class Studio:
@@ -105,6 +110,19 @@ class Studio:
         """(label, path) of every checkpoint and Stable Diffusion folder under the checkpoint folders."""
         return [(self.folders.label(p), str(p)) for p in self.folders.checkpoints()]
 
+    def default_checkpoint(self) -> str | None:
+        """The model the Sample tab opens with: the newest `last.ckpt`, else the newest checkpoint or folder."""
+        found = self.folders.checkpoints()  # newest first
+        return str(next((p for p in found if p.name == "last.ckpt"), found[0] if found else "")) or None
+
+    def usual_steps(self, path: str, sampler: str | None) -> int:
+        """The step count a sampler is usually run with on a model: its preset's (20 for DPM++ 2M), the model's own
+        for its own sampler (and for presets that take the scheduler's full grid)."""
+        info = self.open(path)
+        if not sampler or resolve_sampler(sampler)[0] == info.sampler:
+            return int(info.steps or 1000)
+        return int(sampler_spec(sampler).steps or info.steps or 1000)
+
     def model_config(self, path: str) -> DictConfig:
         """sample.py's config for a model path (checked to lie inside the served folders)."""
         form = SampleForm(model=str(self.folders.check(path, "checkpoint")), seed=0, extra=self.extra_overrides())
@@ -115,7 +133,7 @@ class Studio:
         if not str(path or "").strip():
             raise ConfigError("Pick a checkpoint first (or type the path of a .ckpt file or Stable Diffusion folder).")
         cfg = self.model_config(path)
-        return model_info(self.cache.load(cfg), str(self.folders.check(path, "checkpoint")))
+        return model_info(self.cache.load(cfg).module, str(self.folders.check(path, "checkpoint")))
 
     def _next_folder(self) -> Path:
         self._count += 1
@@ -125,8 +143,9 @@ class Studio:
 
     def generate(self, form: SampleForm, progress: Callable[[int, int], None] | None = None,
                  cancelled: threading.Event | None = None) -> Result:
-        """Sample `form` through sample.py's own code (`difflab.cli.sample.run`) with the cached model; `progress`
-        gets (images done, of all: fractions while a batch is sampled), `cancelled` stops the samplers at their next step (`Cancelled`)."""
+        """Sample `form` as `python sample.py <its overrides>` would (`SampleOptions.from_config`,
+        `DiffusionModel.draw`) with the cached model; `progress` gets (images done, of all: fractions while a batch is
+        sampled), `cancelled` stops the samplers at their next step (`Cancelled`)."""
         form.model = str(self.folders.check(form.model, "checkpoint"))
         checks.integer(form.n, "n", 1)
         if int(form.n) > self.max_images:
@@ -140,10 +159,12 @@ class Studio:
             if int(form.n) > self.batch_size:  # the command batches as the studio did (rounding of batched convs)
                 form.extra = [*form.extra, f"batch_size={self.batch_size}"]
             cfg = compose_sample(form.overrides(), out_dir)
-            callback = _step_callback(progress, cancelled)
-            done = sample.run(cfg, load=self.cache.load, callback=callback)
-        images = [png(p) for p in sorted((done["out_dir"] / "images").glob("*.png"))]
-        return Result(images, done["record"], done["out_dir"], form.command(), int(done["record"]["seed"]))
+            options = SampleOptions.from_config(cfg)
+            out = checks.fresh_output(cfg.out_dir, "out_dir", False)
+            samples = self.cache.load(cfg).draw(options, callback=_step_callback(progress, cancelled))
+            samples.write_files(out, save_images=bool(cfg.save_images))
+        images = [png(p) for p in sorted((out / "images").glob("*.png"))]
+        return Result(images, samples.record, out, form.command(), options.seed)
 
     def _keep_input(self, upload: str, name: str) -> Path:
         """An uploaded image copied (bytes unchanged) into <out_dir>/inputs, where its command can find it again."""
@@ -165,8 +186,8 @@ class Studio:
         if is_regressor(checked):
             values = regressor_values(checked, images)
         else:
-            module = self.cache.load(self.model_config(path))
-            values = predict_values(module, images, self.cfg.measure.cache_dir, epochs=int(self.cfg.measure.epochs))
+            model = self.cache.load(self.model_config(path))
+            values = predict_values(model, images, self.cfg.measure.cache_dir, epochs=int(self.cfg.measure.epochs))
         columns = list(values[0]) if values else []
         return ["image", *columns], [[Path(p).name, *(round(v[c], 4) for c in columns)] for p, v in zip(images, values)]
 

@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from difflab.errors import MissingFileError
@@ -48,8 +53,6 @@ def length(value: Any) -> int | None:
 
 def config_choices() -> dict[str, str]:
     """The config-group choices of the running Hydra app (model=ddpm, sampler=ddim, ...); {} outside Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return {}
     choices = HydraConfig.get().runtime.choices
@@ -63,9 +66,6 @@ def config_choice(group: str, default: str | None = None) -> str | None:
 
 def sweep_name() -> str | None:
     """Name of the multirun sweep folder (`hydra.sweep.dir`) in an `-m` run; None in a single run."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     return Path(str(HydraConfig.get().sweep.dir)).name
@@ -73,8 +73,6 @@ def sweep_name() -> str | None:
 
 def sweeper_direction() -> str | None:
     """In a multirun, the sweeper's `direction` (minimize | maximize; minimize when it has none); None in a single run."""
-    from hydra.core.hydra_config import HydraConfig
-
     if sweep_name() is None:
         return None
     return str(HydraConfig.get().sweeper.get("direction", "minimize"))
@@ -82,8 +80,6 @@ def sweeper_direction() -> str | None:
 
 def instantiate_group(group: Any) -> list[Any]:
     """Instantiate every entry of a dict-of-targets config group (callbacks, loggers); null entries are skipped."""
-    from hydra.utils import instantiate
-
     if not group:
         return []
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
@@ -115,10 +111,6 @@ def compose(config_name: str, overrides: list[str], run_dir: str | Path | None) 
     folder under `paths.runs_dir`; caches stay under `paths.root_dir`), and the
     Hydra choices (model=..., sampler=...) are recorded as in a real run, so its records name the variant.
     """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-
     register_resolvers()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         where = [f"paths.run_dir={Path(run_dir).resolve()}"] if run_dir is not None else []

@@ -16,7 +16,9 @@ a bug and keeps its traceback. `HYDRA_FULL_ERROR=1` shows the traceback of user 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -28,6 +30,33 @@ from difflab.utils.config import conf_dir
 
 USER_ERROR_STATUS = 2
 _task_started = False  # set when a Hydra task starts: a Hydra exit before it is a composition error
+_resume_hint: str | None = None  # what a task that keeps its work says when it is interrupted (`on_interrupt`)
+
+
+class Interrupted(BaseException):
+    """The process received SIGTERM (a scheduler, `kill`): raised where it runs, so the task stops like at Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def on_interrupt(hint: str | None) -> None:
+    """The sentence printed when the running task is interrupted (e.g. the command that continues it)."""
+    global _resume_hint
+    _resume_hint = hint
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def exit_interrupted(name: str, status: int) -> NoReturn:
+    """Say that the task was interrupted (and how to continue it), and exit with 128 + the signal's number."""
+    sys.stderr.flush()
+    sys.stderr.write(f"Interrupted ({name}).{' ' + _resume_hint if _resume_hint else ''}\n")
+    sys.stderr.flush()
+    raise SystemExit(status)
 
 
 def full_error() -> bool:
@@ -60,10 +89,16 @@ def user_errors() -> Iterator[None]:
 def run_script(main: Callable[[], Any], rewrite_argv: Callable[[list[str]], list[str]] | None = None) -> None:
     """Run a root script's `main` (a `@hydra.main` function, or an argparse tool) under the error contract,
     after `rewrite_argv` (e.g. `cli.train.group_aliases`: names Hydra cannot parse) when given."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)  # SIGTERM ends the task like Ctrl-C: status 143, work kept
     try:
         if rewrite_argv is not None:
             sys.argv = rewrite_argv(sys.argv)
         main()
+    except KeyboardInterrupt:
+        exit_interrupted("Ctrl-C", 128 + signal.SIGINT)
+    except Interrupted as exc:
+        exit_interrupted(str(exc), 128 + exc.signum)
     except SystemExit as exc:
         hydra_app = hasattr(main, "__wrapped__")  # @hydra.main wraps the task function
         if exc.code == 1 and hydra_app and not _task_started:

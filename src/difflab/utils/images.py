@@ -1,11 +1,15 @@
-"""Images to files: [-1, 1] tensors as uint8 grids and PNG files."""
+"""Images to files and back: [-1, 1] tensors as uint8 grids and PNG files (written atomically)."""
 
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
@@ -24,3 +28,28 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path
     nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))
     save_image((images.float().clamp(-1, 1) + 1) / 2, path, nrow=nrow, padding=2, pad_value=1.0)
     return path
+
+
+def write_png(image: Tensor, path: str | Path) -> Path:
+    """One [-1, 1] image [C, H, W] as an 8-bit PNG, written to a temp file beside `path` and renamed onto it, so a
+    kill never leaves a partial image under the real name."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_image((image.float().clamp(-1, 1) + 1) / 2, tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_png(path: str | Path, channels: int) -> Tensor:
+    """An 8-bit image file as [channels, H, W] in [-1, 1], as `write_png` wrote it (it stores a grey image as three
+    equal channels)."""
+    with Image.open(path) as img:
+        array = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+    tensor = torch.from_numpy(array.copy())
+    tensor = tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    return tensor.float().mul(2.0 / 255.0).sub(1.0)

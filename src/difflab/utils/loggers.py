@@ -15,8 +15,10 @@ import secrets
 import socket
 import string
 import threading
-from pathlib import Path
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -29,7 +31,12 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from difflab.errors import ConfigError
 from difflab.utils.checkpoint_files import load_checkpoint_file
 from difflab.utils.cluster import is_rank_zero
-from difflab.utils.wandb_artifacts import WANDB_ID_FILE, link_training_run, training_link
+from difflab.utils.config import instantiate_group
+from difflab.utils.wandb_artifacts import (
+    WANDB_ID_FILE,
+    link_training_run,
+    training_link,
+)
 from difflab.utils.wandb_history import logged_pairs
 
 log = logging.getLogger(__name__)
@@ -296,3 +303,26 @@ def _training_link(ckpt: str | None) -> dict[str, Any] | None:
         return None
     config = load_checkpoint_file(ckpt, key="ckpt", mmap=True).get("config")
     return training_link(ckpt, config if isinstance(config, dict) else None)
+
+
+def close_loggers(loggers: Iterable[Any], failed: bool = False) -> None:
+    """End every logger of a task: a W&B run is finished (its files synced; marked failed after an error), the others
+    flush their files."""
+    for logger in loggers:
+        if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):
+            logger.experiment.finish(**({"exit_code": 1} if failed else {}))
+        elif hasattr(logger, "save"):
+            logger.save()
+
+
+@contextmanager
+def task_loggers(group: Any) -> Iterator[list[Any]]:
+    """The loggers of a command's `logger` config group, opened for the task and closed at its end whatever happens
+    (every command's one place where loggers are made and ended)."""
+    loggers = instantiate_group(group)
+    try:
+        yield loggers
+    except BaseException:
+        close_loggers(loggers, failed=True)
+        raise
+    close_loggers(loggers)

@@ -25,6 +25,9 @@ import types
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
 from difflab.errors import IncompatibleCheckpointError
 
 # difflab packages whose classes a stored config may build (the front ends and utilities are not among them)
@@ -118,14 +121,16 @@ def stored_target(node: dict[str, Any], path: str | Path, where: str, key: str =
     return trusted_object(node.get("_target_"))
 
 
-def instantiate_stored(node: Any, path: str | Path, where: str, key: str = "ckpt", **kwargs: Any) -> Any:
+def instantiate_stored(node: Any, path: str | Path, where: str, key: str = "ckpt",
+                       given: dict[str, Any] | None = None) -> Any:
     """`hydra.utils.instantiate` of a config read from a checkpoint, after `check_stored_targets` of all of it.
 
     Interpolations are resolved first and the resolved tree is what is both checked and built, so a `${...}` cannot
-    bring in a target that the check did not see."""
-    from hydra.utils import instantiate
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
+    bring in a target that the check did not see. `given` objects replace their keys of the top node (passed as they
+    are, e.g. the caller's `SamplerSpec`, which is then not built from the stored config at all)."""
     plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
     check_stored_targets(plain, path, where, key)
-    return instantiate(plain, **kwargs)
+    if not given:
+        return instantiate(plain)
+    plain = {k: v for k, v in plain.items() if k not in given}
+    return instantiate(plain, _partial_=True)(**given)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.loggers import WandbLogger
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,6 @@ WANDB_ID_FILE = "wandb_id.txt"  # a run folder's W&B run id (`difflab.utils.logg
 
 def is_wandb(logger: Any) -> bool:
     """Whether a Lightning logger is a W&B one."""
-    from lightning.pytorch.loggers import WandbLogger
-
     return isinstance(logger, WandbLogger)
 
 
@@ -40,7 +39,7 @@ def artifact_name(run_id: str) -> str:
 def log_checkpoints(logger: Any, last: Path, best: str | Path | None, metadata: dict[str, Any]) -> list[str]:
     """Log `last` (aliases latest, last) and `best` (alias best) as versions of `model-<run id>`; returns the
     aliases logged."""
-    import wandb
+    import wandb  # heavy to import; only runs that log to W&B need it
 
     run = logger.experiment
     logged = []
@@ -86,7 +85,7 @@ def link_training_run(logger: Any, link: dict[str, Any]) -> None:
 def log_sample_table(logger: Any, images: torch.Tensor, rows: list[dict[str, Any]] | None = None,
                      step: int | None = None, limit: int = 64) -> None:
     """A Table of (at most `limit`) samples: index, image, and each row's condition columns."""
-    import wandb
+    import wandb  # heavy to import; only runs that log to W&B need it
 
     rows = rows or [{} for _ in range(len(images))]
     extra = list(rows[0]) if rows else []

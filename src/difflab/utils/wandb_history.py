@@ -51,7 +51,9 @@ def read_records(path: str | Path) -> Iterator[bytes]:
 
 def history_rows(path: str | Path) -> Iterator[dict[str, str]]:
     """The history rows of one transaction log as {key: JSON value} (nested keys joined with '/')."""
-    from wandb.proto import wandb_internal_pb2 as pb
+    from wandb.proto import (
+        wandb_internal_pb2 as pb,  # heavy to import; only runs that log to W&B need it
+    )
 
     for raw in read_records(path):
         record = pb.Record()

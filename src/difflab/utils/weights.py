@@ -151,14 +151,18 @@ def resolve_clip(name_or_path: str, download: bool = True) -> tuple[str, bool]:
     if name_or_path.startswith((".", "/", "~")):
         raise MetricWeightsError(f"CLIP model folder '{p}' not found (config key `{key}`).")
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import (
+            try_to_load_from_cache,  # comes with transformers; only hub lookups need it
+        )
     except ImportError as err:  # transformers brings huggingface_hub
         raise MetricWeightsError("CLIP score needs the `transformers` package: pip install transformers") from err
     if isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
         return name_or_path, True
     if download and downloads_allowed():
         try:
-            from huggingface_hub import snapshot_download
+            from huggingface_hub import (
+                snapshot_download,  # comes with transformers; only hub lookups need it
+            )
 
             snapshot_download(name_or_path, allow_patterns=["*.json", "*.txt", "*.safetensors"])
             return name_or_path, True

@@ -110,7 +110,7 @@ def test_negative_prompt_is_the_unconditional_branch_and_changes_the_output(sd) 
 
 
 def test_sample_py_model_sd_with_a_random_seed(sd, tmp_path: Path) -> None:
-    from difflab.api.sampling import run
+    from difflab.cli.sample import run
 
     folder, _, _ = sd
     cfg = compose_config("sample", ["model=sd", f"pipeline.path={folder}", f"prompt='({PROMPT}:1.3)'",

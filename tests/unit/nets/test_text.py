@@ -110,7 +110,7 @@ def test_image_text_data_from_a_folder_and_from_jsonl_csv_indexes(tmp_path) -> N
 
 
 def test_text_conditioned_ldm_trains_and_samples_from_a_prompt(train_cfg, tmp_path) -> None:
-    from difflab.api.sampling import run as sample
+    from difflab.cli.sample import run as sample
     from difflab.api.training import run
     from conftest import compose_config
     from fakes import fake_captioned_images, tiny_clip_text_folder, tiny_vae_folder

@@ -102,9 +102,11 @@ def test_the_cache_keeps_one_model_and_switches_samplers_without_loading(vector:
     studio.open(path)
     before = cache.loads
     for sampler, steps in (("ddim", 3), ("heun", 2), (None, None)):
-        cfg = compose_sample(SampleForm(model=path, seed=0, sampler=sampler, steps=steps).overrides(), studio.out_dir)
-        module = cache.load(cfg)
-        assert module.sampler.name == (sampler or "ddpm")  # None: the checkpoint's own sampler again
+        form = SampleForm(model=path, seed=0, sampler=sampler, steps=steps, n=1,
+                          cond={c: m for c, m, _ in studio.open(path).columns})
+        result = studio.generate(form)
+        assert result.record["sampler"]["name"] == (sampler or "ddpm")  # None: the checkpoint's own sampler again
+        assert cache.load(compose_sample(form.overrides(), studio.out_dir)).sampler.name == "ddpm"  # kept as it was
     assert cache.loads == before and len(cache) == 1
     copy = vector["root"] / "runs" / "copy.ckpt"
     shutil.copyfile(path, copy)
@@ -141,13 +143,13 @@ def test_measure_reads_raw_values_through_the_regressor(vector: dict[str, Any], 
     columns: raw = mean + z * std, for images preprocessed by the run's data module."""
     from torchvision.utils import save_image
 
-    from difflab.api.sampling import run_data
+    from difflab.api.images import run_data
     from difflab.evaluation.classifier import VectorTarget, cache_path
     from difflab.studio.measure import predict_values
 
     studio = vector["studio"]
-    module = studio.cache.load(studio.model_config(str(vector["ckpt"])))
-    data, stats = run_data(module), module.condition.stats
+    model = studio.cache.load(studio.model_config(str(vector["ckpt"])))
+    data, stats = run_data(model.module), model.condition.stats
     kind = VectorTarget()
     network = kind.network(kind.model(data))
     z = torch.tensor([0.5, -1.0, 2.0, 0.0, 1.5, -0.5, 0.25, -2.0])[: stats.dim]
@@ -163,13 +165,13 @@ def test_measure_reads_raw_values_through_the_regressor(vector: dict[str, Any], 
     for i, img in enumerate(torch.rand(2, 3, 20, 12) * 2 - 1):  # not the training size: resized like training data
         save_image((img + 1) / 2, tmp_path / f"{i}.png")
         files.append(str(tmp_path / f"{i}.png"))
-    values = predict_values(module, files, cache, epochs=1)
+    values = predict_values(model, files, cache, epochs=1)
     assert len(values) == 2 and list(values[0]) == stats.columns
     for row in values:
         for (column, mean, std), zi in zip(zip(stats.columns, stats.mean, stats.std), z.tolist()):
             assert row[column] == pytest.approx(mean + zi * std, rel=1e-5, abs=1e-6)
     with pytest.raises(Exception, match="needs at least one image"):
-        predict_values(module, [], cache)
+        predict_values(model, [], cache)
 
 
 def test_measure_with_a_regressor_checkpoint_reads_what_predict_py_reads(vector: dict[str, Any], tmp_path: Path) -> None:
@@ -222,13 +224,13 @@ def test_img2img_keeps_the_upload_and_its_command_names_it(vector: dict[str, Any
 
 def test_runs_read_as_compare_py_tables_them(vector: dict[str, Any], tmp_path: Path) -> None:
     from difflab.compare import build_table, collect_local
-    from difflab.studio.runs import SHOWN, grids_of, read_runs, run_grid, table_values
+    from difflab.studio.runs import grids_of, read_runs, run_grid, shown, table_values
 
     folders = vector["studio"].folders
     rows = read_runs(folders)
     assert rows == build_table(collect_local(folders.runs_dir))
     (values,) = table_values(rows, folders)
-    assert values[SHOWN.index("variant")] == "cond_vector" and values[-1] == "runs/train/tiny"
+    assert values[shown().index("variant")] == "cond_vector" and values[-1] == "runs/train/tiny"
     assert run_grid(rows[0]["run_dir"], folders).name == "final.png"
     ((image, caption),) = grids_of(rows, ["runs/train/tiny", "runs/no/such/run"], folders)
     assert image.ndim == 3 and "runs/train/tiny" in caption
