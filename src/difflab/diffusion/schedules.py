@@ -27,11 +27,22 @@ import torch
 from torch import Tensor
 
 from difflab.diffusion.precond import PREDICTIONS, Scalings, vp_scalings
+from difflab.diffusion.sigma_grids import (
+    AYS_LEVELS,
+    ays_sigmas,
+    beta_sigmas,
+    check_ays_range,
+    time_uniform_sigmas,
+)
 from difflab.errors import ConfigError
 
-Grid = Literal["leading", "trailing", "linspace", "karras", "logsnr", "optimized"]
-COMMON_GRIDS: tuple[str, ...] = ("karras", "logsnr", "optimized")  # grids every scheduler offers
-GRIDS: tuple[str, ...] = ("leading", "trailing", "linspace", *COMMON_GRIDS)
+Grid = Literal["leading", "trailing", "linspace", "simple", "karras", "logsnr", "ays", "ays_sdxl", "sgm_uniform",
+               "beta", "optimized"]
+# the web UI's schedule types beyond Karras and exponential (`sigma_grids.py`; simple is a discrete spacing)
+SCHEDULE_TYPES: tuple[str, ...] = ("ays", "ays_sdxl", "sgm_uniform", "beta", "simple")
+# grids every scheduler offers
+COMMON_GRIDS: tuple[str, ...] = ("karras", "logsnr", "ays", "ays_sdxl", "sgm_uniform", "beta", "optimized")
+GRIDS: tuple[str, ...] = ("leading", "trailing", "linspace", "simple", *COMMON_GRIDS)  # a discrete VP schedule's
 OPTIMIZED_NEEDS_MODEL = (
     "grid=optimized depends on the model and the sampler: it is chosen by `difflab.samplers.grids.optimize_grid` "
     "when sampling (generate), not by the scheduler alone"
@@ -96,6 +107,8 @@ def discrete_timesteps(num_train_timesteps: int, steps: int, spacing: str, steps
         t = torch.arange(T, 0, -T / steps, dtype=torch.float64).flip(0) - 1
     elif spacing == "linspace":
         t = torch.linspace(0, T - 1, steps, dtype=torch.float64)
+    elif spacing == "simple":  # the web UI's "simple": T - 1 - floor(i T / steps), i < steps (sigma_grids.py)
+        t = torch.tensor([T - 1 - int(i * (T / steps)) for i in range(steps)][::-1], dtype=torch.float64)
     else:
         raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {GRIDS}")
     t = t.round().long().flip(0)
@@ -132,11 +145,14 @@ class Scheduler(ABC):
         """Draw n training noise levels ([n], float64)."""
 
     def with_grid(self, grid: str) -> Scheduler:
-        """A copy of this scheduler sampling on another grid (checked against the grids it offers)."""
+        """A copy of this scheduler sampling on another grid (checked against the grids it offers and, for Align Your
+        Steps, against its noise range)."""
         offered = getattr(type(self), "grids", GRIDS)
         if grid not in offered:
             raise ConfigError.bad_value("sampler.grid", f"unknown sigma grid {grid!r} for {type(self).__name__}",
                                         f"Choose one of {', '.join(offered)}.")
+        if grid in AYS_LEVELS:  # published levels: they must lie in this scheduler's range
+            check_ays_range(grid, self.sigma_min, self.sigma_max)
         other = copy.copy(self)
         other.grid = grid
         return other
@@ -145,10 +161,20 @@ class Scheduler(ABC):
         """Std of the prior the sampler starts from at noise level sigma (the grid's first): x_T = prior_std * z."""
         return float(sigma)
 
+    def noise_time(self, sigma: Tensor) -> Tensor:
+        """The scheduler's time at noise level sigma: the network's noise input c_noise (increasing in sigma)."""
+        return self.scalings(sigma).c_noise
+
     def inference_sigmas(self, steps: int) -> Tensor:
         """The sampling grid of the grids every scheduler shares: `steps` descending levels then 0 ([steps + 1])."""
         if self.grid == "logsnr":
             return logsnr_sigmas(steps, self.sigma_min, self.sigma_max)
+        if self.grid in AYS_LEVELS:
+            return ays_sigmas(steps, self.grid, self.sigma_min, self.sigma_max)
+        if self.grid == "sgm_uniform":
+            return time_uniform_sigmas(steps, self.sigma_min, self.sigma_max, self.noise_time)
+        if self.grid == "beta":
+            return beta_sigmas(steps, self.sigma_min, self.sigma_max)
         if self.grid == "optimized":
             raise ValueError(OPTIMIZED_NEEDS_MODEL)
         return karras_sigmas(steps, self.sigma_min, self.sigma_max, self.rho)

@@ -1,8 +1,11 @@
-"""Sampler names users know from the Stable Diffusion web UI, each a registered sampler plus a grid.
+"""Sampler and schedule names users know from the Stable Diffusion web UI: a registered sampler plus a grid.
 
-One table; `resolve` reads it. Every name also has a spelling that a shell and Hydra take without quotes:
-lower case, '+' -> 'p', spaces -> '_' ("DPM++ 2M Karras" -> dpmpp_2m_karras). "Karras" is EDM eq. (5)'s grid,
-"Exponential" the log-SNR-uniform one; a name without either keeps the scheduler's own grid.
+Two tables: `WEBUI_NAMES` (the web UI's sampler names, some with their grid: "DPM++ 2M Karras") and
+`WEBUI_SCHEDULES` (its "schedule type" names: "Karras", "Align Your Steps", ...). `resolve` reads a sampler name,
+also a sampler name followed by a schedule name ("DPM++ 2M SGM Uniform"); `resolve_grid` reads `sampler.grid`.
+Every name also has a spelling that a shell and Hydra take without quotes: lower case, '+' -> 'p', spaces -> '_'
+("DPM++ 2M Karras" -> dpmpp_2m_karras). "Karras" is EDM eq. (5)'s grid, "Exponential" the log-SNR-uniform one
+(`diffusion/sigma_grids.py` for the others); a name without a schedule keeps the scheduler's own grid.
 """
 
 from __future__ import annotations
@@ -33,6 +36,29 @@ WEBUI_NAMES: dict[str, tuple[str, str | None]] = {
     "UniPC": ("unipc", None),
     "DEIS": ("deis", None),
     "DPM adaptive": ("dpm_adaptive", None),
+    "DPM fast": ("dpm_fast", None),
+    "DPM2": ("dpm_2", None),
+    "DPM2 Karras": ("dpm_2", "karras"),
+    "DPM2 a": ("dpm_2_a", None),
+    "DPM2 a Karras": ("dpm_2_a", "karras"),
+    "DPM++ 2S a": ("dpmpp_2s_a", None),
+    "DPM++ 2S a Karras": ("dpmpp_2s_a", "karras"),
+    "DPM++ 2M SDE Heun": ("dpmpp_2m_sde_heun", None),
+    "DPM++ 2M SDE Heun Karras": ("dpmpp_2m_sde_heun", "karras"),
+    "DPM++ 2M SDE Heun Exponential": ("dpmpp_2m_sde_heun", "logsnr"),
+    "Restart": ("restart", None),
+}
+
+# web UI schedule type -> difflab grid ("Polyexponential" at the web UI's default rho = 1 is the exponential grid)
+WEBUI_SCHEDULES: dict[str, str] = {
+    "Karras": "karras",
+    "Exponential": "logsnr",
+    "Polyexponential": "logsnr",
+    "Align Your Steps": "ays",
+    "Align Your Steps SDXL": "ays_sdxl",
+    "SGM Uniform": "sgm_uniform",
+    "Simple": "simple",
+    "Beta": "beta",
 }
 
 
@@ -42,21 +68,40 @@ def plain(name: str) -> str:
 
 
 _BY_PLAIN = {plain(k): v for k, v in WEBUI_NAMES.items()}
+_SCHEDULES_BY_PLAIN = {plain(k): v for k, v in WEBUI_SCHEDULES.items()}
 
 
 def known_names() -> str:
     """The accepted names in one sentence: registered samplers, web UI names, and how to spell those plainly."""
-    return (f"samplers: {', '.join(sorted(SAMPLERS))}; web UI names: {', '.join(WEBUI_NAMES)} (or plainly, "
-            "lower case with '+' -> 'p' and '_' for spaces: dpmpp_2m_karras)")
+    return (f"samplers: {', '.join(sorted(SAMPLERS))}; web UI names: {', '.join(WEBUI_NAMES)}, each also followed "
+            f"by a schedule type ({', '.join(WEBUI_SCHEDULES)}: 'DPM++ 2M SGM Uniform') (or plainly, lower case "
+            "with '+' -> 'p' and '_' for spaces: dpmpp_2m_karras)")
+
+
+def _lookup(name: str) -> tuple[str, str | None] | None:
+    """A registered sampler or a web UI sampler name (or its plain spelling), without a schedule suffix."""
+    if name in SAMPLERS:
+        return name, None
+    return WEBUI_NAMES.get(name) or _BY_PLAIN.get(plain(name))
 
 
 def resolve(name: str) -> tuple[str, str | None]:
-    """(registered sampler, grid or None) for a sampler name or alias; ConfigError listing the known names."""
+    """(registered sampler, grid or None) for a sampler name or alias, or one followed by a web UI schedule type
+    ("Euler a Align Your Steps"); ConfigError listing the known names."""
     name = str(name).strip().strip("'\"")
-    if name in SAMPLERS:
-        return name, None
-    hit = WEBUI_NAMES.get(name) or _BY_PLAIN.get(plain(name))
-    if hit is None:
-        raise ConfigError.bad_value("sampler", f"unknown sampler {name!r}",
-                                    f"Known {known_names()}.")
-    return hit
+    hit = _lookup(name)
+    if hit is not None:
+        return hit
+    spelled = plain(name)  # "<sampler> <schedule type>", also plainly: dpmpp_2m_sgm_uniform
+    for schedule, grid in sorted(_SCHEDULES_BY_PLAIN.items(), key=lambda kv: -len(kv[0])):
+        base = _lookup(spelled[: -len(schedule) - 1]) if spelled.endswith("_" + schedule) else None
+        if base is not None and base[1] is None:
+            return base[0], grid
+    raise ConfigError.bad_value("sampler", f"unknown sampler {name!r}", f"Known {known_names()}.")
+
+
+def resolve_grid(grid: str) -> str:
+    """The difflab grid of `sampler.grid`: a web UI schedule type ("Align Your Steps", plainly align_your_steps,
+    "Exponential") becomes its grid; any other value is kept (the scheduler checks it, `Scheduler.with_grid`)."""
+    grid = str(grid).strip()
+    return WEBUI_SCHEDULES.get(grid) or _SCHEDULES_BY_PLAIN.get(plain(grid)) or grid

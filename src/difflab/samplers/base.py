@@ -22,7 +22,7 @@ from torch import Tensor
 from difflab.diffusion.denoiser import DenoiseFn, Generator, StackedGenerator, randn_like, sigma_batch
 
 __all__ = ["ALWAYS", "SAMPLERS", "DenoiseFn", "Generator", "SamplerInfo", "StackedGenerator", "StepCallback",
-           "ancestral_step", "randn_like", "register", "sigma_batch", "to_d"]
+           "ancestral_loop", "ancestral_step", "randn_like", "register", "sigma_batch", "to_d"]
 
 SamplerFn = Callable[..., Tensor]
 StepCallback = Callable[[dict[str, Any]], None]
@@ -87,7 +87,7 @@ def register(name: str, *, order: int, noise: str | None = None) -> Callable[[Sa
 
 def to_d(x: Tensor, x0: Tensor, sigma: Tensor) -> Tensor:
     """The probability-flow ODE direction dx/dsigma = (x - D(x, sigma)) / sigma (EDM eq. 3)."""
-    return (x - x0) / sigma.float()
+    return (x - x0) / sigma.to(x.dtype)
 
 
 def ancestral_step(sigma: Tensor, sigma_next: Tensor, eta: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -102,3 +102,20 @@ def ancestral_step(sigma: Tensor, sigma_next: Tensor, eta: float = 1.0) -> tuple
     sigma_up = (eta * (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2).sqrt()).clamp(max=sigma_next)
     sigma_down = (sigma_next**2 - sigma_up**2).sqrt()
     return sigma_down, sigma_up
+
+
+def ancestral_loop(denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor,
+                   step: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], *, cond: object, generator: Generator,
+                   callback: StepCallback | None, eta: float, s_noise: float) -> Tensor:
+    """Ancestral sampling around a deterministic `step(x, x0, sigma, sigma_down)`: each step goes down to sigma_down,
+    then adds sigma_up s_noise z (`ancestral_step`); x = D(x, sigma) on a step to sigma_down = 0 (the last)."""
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0 = denoise_fn(x, sigma_batch(sigma, x), cond)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        x = x0 if sigma_down == 0 else step(x, x0, sigma, sigma_down)
+        if sigma_up > 0:
+            x = x + (sigma_up * s_noise).to(x.dtype) * randn_like(x, generator)
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": x0})
+    return x

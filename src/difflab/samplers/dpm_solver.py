@@ -20,6 +20,10 @@ update below is the VP update divided by alpha_{i+1}):
                  (c2 h^2 = int_0^h 2 e^{-2(h-u)} u^2/2 du, the Taylor term of the data prediction, as k-diffusion's
                  -phi_3; diffusers' third-order sde-dpmsolver++ has -1/2 there, which does not vanish as h -> 0 and
                  diverges on DDPM's leading grid and the flow grid: tests/unit/samplers/test_multistep_samplers.py)
+    Heun 2M      the 2M update with 3M's c1 (the first divided difference integrated exactly instead of at the
+                 midpoint): ODE c1 = (e^{-h} - 1)/h + 1, SDE c1 = (1 - e^{-2h})/(-2h) + 1; diffusers'
+                 solver_type="heun", k-diffusion's `sample_dpmpp_2m_sde(solver_type="heun")`, the web UI's
+                 "DPM++ 2M SDE Heun"
 The last step to sigma = 0 (h = infinity) is x = m0. With fewer than 15 steps the step before it falls back to
 second order (`lower_order_final`, as in diffusers, for stability).
 """
@@ -50,15 +54,17 @@ def _differences(ms: list[Tensor], lams: list[Tensor], lam_next: Tensor, order: 
 
 
 def dpmpp_update(x: Tensor, ms: list[Tensor], lams: list[Tensor], sigma: Tensor, sigma_next: Tensor, order: int,
-                 noise: Tensor | None = None) -> Tensor:
-    """One DPM-Solver++ step of `order` (1-3) from sigma to sigma_next > 0; SDE variant when `noise` is given."""
+                 noise: Tensor | None = None, heun: bool = False) -> Tensor:
+    """One DPM-Solver++ step of `order` (1-3) from sigma to sigma_next > 0; SDE variant when `noise` is given;
+    `heun`: the Heun 2M coefficient at order 2 (notation above)."""
+    midpoint = order == 2 and not heun
     lam_next = -sigma_next.log()
     h = lam_next - lams[-1]
     m0, d1, d2 = _differences(ms, lams, lam_next, order)
     if noise is None:  # eq. (B.5) / Algorithm 2
         x = (sigma_next / sigma).float() * x - torch.expm1(-h).float() * m0
         if d1 is not None:
-            c1 = -0.5 * torch.expm1(-h) if order == 2 else torch.expm1(-h) / h + 1
+            c1 = -0.5 * torch.expm1(-h) if midpoint else torch.expm1(-h) / h + 1
             x = x + c1.float() * d1
         if d2 is not None:
             x = x - ((torch.expm1(-h) + h) / h**2 - 0.5).float() * d2
@@ -66,7 +72,7 @@ def dpmpp_update(x: Tensor, ms: list[Tensor], lams: list[Tensor], sigma: Tensor,
     one_minus = -torch.expm1(-2 * h)  # 1 - e^{-2h}
     x = (sigma_next / sigma * torch.exp(-h)).float() * x + one_minus.float() * m0
     if d1 is not None:
-        c1 = 0.5 * one_minus if order == 2 else one_minus / (-2 * h) + 1
+        c1 = 0.5 * one_minus if midpoint else one_minus / (-2 * h) + 1
         x = x + c1.float() * d1
     if d2 is not None:
         x = x + ((one_minus - 2 * h) / (2 * h) ** 2 + 0.5).float() * d2
@@ -74,7 +80,8 @@ def dpmpp_update(x: Tensor, ms: list[Tensor], lams: list[Tensor], sigma: Tensor,
 
 
 def dpmpp_multistep(denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, *, order: int, sde: bool, cond: object,
-                    generator: Generator, callback: StepCallback | None, lower_order_final: bool) -> Tensor:
+                    generator: Generator, callback: StepCallback | None, lower_order_final: bool,
+                    heun: bool = False) -> Tensor:
     """DPM-Solver++(kM) loop: warm-up with lower orders, x = D at sigma = 0, optional second-order penultimate step."""
     n = len(sigmas) - 1
     ms: list[Tensor] = []
@@ -90,7 +97,7 @@ def dpmpp_multistep(denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, *, order: 
             k = min(order, len(ms))
             if lower_order_final and n < 15 and i == n - 2:
                 k = min(k, 2)
-            x = dpmpp_update(x, ms, lams, sigma, sigma_next, k, noise)
+            x = dpmpp_update(x, ms, lams, sigma, sigma_next, k, noise, heun)
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": x0})
     return x
@@ -127,6 +134,17 @@ def sample_dpmpp_2m_sde(
     """SDE-DPM-Solver++(2M) (Lu et al. 2022): second-order multistep of the reverse SDE (strong order 1)."""
     return dpmpp_multistep(denoise_fn, x, sigmas, order=2, sde=True, cond=cond, generator=generator,
                            callback=callback, lower_order_final=True)
+
+
+@register("dpmpp_2m_sde_heun", order=1, noise=ALWAYS)
+@torch.no_grad()
+def sample_dpmpp_2m_sde_heun(
+    denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, *, cond: object = None, generator: Generator = None,
+    callback: StepCallback | None = None,
+) -> Tensor:
+    """SDE-DPM-Solver++(2M) with the Heun coefficient (notation above): the web UI's "DPM++ 2M SDE Heun"."""
+    return dpmpp_multistep(denoise_fn, x, sigmas, order=2, sde=True, cond=cond, generator=generator,
+                           callback=callback, lower_order_final=True, heun=True)
 
 
 @register("dpmpp_3m_sde", order=1, noise=ALWAYS)

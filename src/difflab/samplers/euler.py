@@ -20,7 +20,7 @@ from difflab.samplers.ancestral import sample_ddim
 from difflab.samplers.base import DenoiseFn, Generator, StepCallback, randn_like, register, sigma_batch, to_d
 
 
-def _churn(x: Tensor, sigma: Tensor, n_steps: int, s_churn: float, s_tmin: float, s_tmax: float, s_noise: float,
+def churn(x: Tensor, sigma: Tensor, n_steps: int, s_churn: float, s_tmin: float, s_tmax: float, s_noise: float,
            generator: Generator) -> tuple[Tensor, Tensor]:
     """EDM Algorithm 2, lines 4-6: raise the noise level to sigma_hat = sigma (1 + gamma) with fresh noise."""
     gamma = min(s_churn / n_steps, math.sqrt(2) - 1) if s_tmin <= float(sigma) <= s_tmax else 0.0
@@ -41,7 +41,7 @@ def sample_euler(
     """Euler steps of the probability-flow ODE (EDM Algorithm 1 without the Heun correction), optional churn."""
     n = len(sigmas) - 1
     for i in range(n):
-        x, sigma = _churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)
+        x, sigma = churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)
         x0 = denoise_fn(x, sigma_batch(sigma, x), cond)
         d = to_d(x, x0, sigma)  # EDM eq. (3)
         x = x + (sigmas[i + 1] - sigma).float() * d
@@ -60,7 +60,7 @@ def sample_heun(
     """EDM Algorithm 2: Heun's 2nd-order method (Euler at the last step to sigma = 0); 2N - 1 evaluations."""
     n = len(sigmas) - 1
     for i in range(n):
-        x_hat, sigma_hat = _churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)  # lines 4-6
+        x_hat, sigma_hat = churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)  # lines 4-6
         sigma_next = sigmas[i + 1]
         x0 = denoise_fn(x_hat, sigma_batch(sigma_hat, x_hat), cond)
         d = to_d(x_hat, x0, sigma_hat)  # line 7

@@ -15,7 +15,7 @@ from torch import Tensor
 from difflab.diffusion.schedules import Scheduler
 from difflab.diffusion.thresholding import threshold
 from difflab.errors import ConfigError
-from difflab.samplers.aliases import resolve
+from difflab.samplers.aliases import resolve, resolve_grid
 from difflab.samplers.base import SAMPLERS, DenoiseFn, StackedGenerator, StepCallback
 from difflab.samplers.grids import cached_optimized_grid, search_budget
 from difflab.utils.progress import Progress
@@ -28,7 +28,8 @@ class SamplerSpec:
     """A sampler by name with its step count and knobs, as composed from `conf/sampler/*.yaml`.
 
     `name` is a registered sampler or a web UI name ("DPM++ 2M Karras", `aliases.py`), which may bring a grid.
-    `grid` (default: the scheduler's own) replaces the scheduler's grid for this sampler: karras, logsnr, ...
+    `grid` (default: the scheduler's own) replaces the scheduler's grid for this sampler: karras, logsnr, ays, ...,
+    or a web UI schedule type ("Align Your Steps", `aliases.WEBUI_SCHEDULES`).
     `grid_effort` scales the search budget of `grid=optimized` (1: 20 (steps + 1) + 20 (2 steps + 1) sampler runs on
     64 starting points, `grids.py`); a larger one fits longer, once per checkpoint (cached). `grid_distance` is what
     that fit measures: "pixel" (the default: squared error of the samples) or "inception" (squared distance of their
@@ -74,7 +75,7 @@ class SamplerSpec:
         self.name, alias_grid = resolve(name)
         self.steps, self.clip_denoised, self.knobs = steps, clip_denoised, dict(knobs)
         self.dynamic_percentile = float(dynamic_percentile)
-        self.grid = grid if grid is not None else alias_grid
+        self.grid = resolve_grid(grid) if grid is not None else alias_grid  # a web UI schedule name -> its grid
         options = SAMPLERS[self.name].options()
         unknown = [k for k in self.knobs if k not in options]
         if unknown:

@@ -1,4 +1,4 @@
-"""DPM-Solver++ SDE: the single-step second-order solver of the reverse SDE (web UI "DPM++ SDE").
+"""DPM-Solver++ single-step second-order samplers: the reverse SDE (web UI "DPM++ SDE") and 2S ancestral ("DPM++ 2S a").
 
 Papers: Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models",
 Algorithm 1 (DPM-Solver++(2S), the single-step second-order update in data prediction, intermediate point at
@@ -18,6 +18,12 @@ Notation (sigma view, x = x0 + sigma * eps, lambda = -log sigma):
                    with z_1, z_2 independent standard normals (per image, from its own generator)
 The last step to sigma = 0 is an Euler step (x = D_i): 2 * steps - 1 evaluations. eta = 0 gives the deterministic
 DPM-Solver++(2S) (order 2); with eta > 0 the strong order is that of the SDE solver (1).
+
+DPM++ 2S a (k-diffusion's `sample_dpmpp_2s_ancestral`): each step is a deterministic DPM-Solver++(2S) step (r = 1/2)
+from s_i down to sd, (sd, su) = ancestral_step(s_i, s_{i+1}, eta), then su z with a fresh normal z:
+    x_mid = D_i + (s_mid / s_i)(x_i - D_i),  s_mid = sqrt(s_i sd);  x_{i+1} = D_mid + (sd / s_i)(x_i - D_mid) + su z
+with D_mid = D(x_mid, s_mid) (Alg. 1 with r = 1/2, where D_d = D_mid). Euler (x = D_i) on the last step; eta = 0
+is DPM-Solver++(2S) again, as `dpmpp_sde` with eta = 0.
 """
 
 from __future__ import annotations
@@ -25,7 +31,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from difflab.samplers.base import DenoiseFn, Generator, StepCallback, ancestral_step, randn_like, register, sigma_batch
+from difflab.samplers.base import (
+    DenoiseFn,
+    Generator,
+    StepCallback,
+    ancestral_loop,
+    ancestral_step,
+    randn_like,
+    register,
+    sigma_batch,
+)
 
 
 def _ddim_to(x: Tensor, x0: Tensor, sigma: Tensor, sigma_to: Tensor, eta: float, noise: Tensor | None) -> Tensor:
@@ -65,3 +80,20 @@ def sample_dpmpp_sde(
         if callback is not None:
             callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": x0})
     return x
+
+
+@register("dpmpp_2s_a", order=2, noise="eta")
+@torch.no_grad()
+def sample_dpmpp_2s_ancestral(
+    denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, *, cond: object = None, generator: Generator = None,
+    callback: StepCallback | None = None, eta: float = 1.0, s_noise: float = 1.0,
+) -> Tensor:
+    """DPM++ 2S a: a DPM-Solver++(2S) step down to sigma_down, then fresh noise sigma_up (notation above)."""
+
+    def step(x: Tensor, x0: Tensor, sigma: Tensor, sigma_down: Tensor) -> Tensor:
+        sigma_mid = (sigma * sigma_down).sqrt()
+        x_mid = _ddim_to(x, x0, sigma, sigma_mid, 0.0, None)
+        return _ddim_to(x, denoise_fn(x_mid, sigma_batch(sigma_mid, x_mid), cond), sigma, sigma_down, 0.0, None)
+
+    return ancestral_loop(denoise_fn, x, sigmas, step, cond=cond, generator=generator, callback=callback, eta=eta,
+                          s_noise=s_noise)

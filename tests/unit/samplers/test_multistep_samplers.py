@@ -7,38 +7,13 @@ import math
 import pytest
 import torch
 
-from difflab.diffusion import Denoiser, DiscreteVPScheduler
+from difflab.diffusion import DiscreteVPScheduler
 from difflab.samplers import SAMPLERS
 from oracles import mixture_denoiser
-from oracles import ToyEpsNet
+from references import DIFFUSERS_BETAS, difflab_vp_run, diffusers_vp_loop
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers (dev extra) is the reference implementation")
-BETAS = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
-SHAPE = (3, 2, 4, 4)
-
-
-def _vp_loop(ref, steps: int, seed: int, sigma_view: bool = False, states: list | None = None):
-    """diffusers' loop with the toy eps-model; returns (z, x0), and every step's VP sample in `states` if given."""
-    net = ToyEpsNet()
-    ref.set_timesteps(steps)
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(SHAPE, generator=g)
-    x = z * ref.init_noise_sigma
-    kw = {"generator": g} if "generator" in ref.step.__code__.co_varnames else {}
-    for t in ref.timesteps:
-        x_in = ref.scale_model_input(x, t) if sigma_view else x
-        x = ref.step(net(x_in, torch.full((SHAPE[0],), float(t))), t, x, **kw).prev_sample
-        if states is not None:
-            states.append(x)
-    return z, x
-
-
-def _difflab(name: str, z: torch.Tensor, sigmas: torch.Tensor, seed: int, **knobs) -> torch.Tensor:
-    scheduler = DiscreteVPScheduler()
-    g = torch.Generator().manual_seed(seed)
-    torch.randn(SHAPE, generator=g)  # the same draw order as the diffusers loop: x_T first, then step noise
-    return SAMPLERS[name](Denoiser(ToyEpsNet(), scheduler), z * scheduler.prior_std(float(sigmas[0])), sigmas,
-                          generator=g, **knobs)
+BETAS = DIFFUSERS_BETAS
 
 
 @pytest.mark.parametrize("name,algorithm,order,steps", [
@@ -48,8 +23,8 @@ def _difflab(name: str, z: torch.Tensor, sigmas: torch.Tensor, seed: int, **knob
 def test_dpmpp_multistep_matches_diffusers(name, algorithm, order, steps):
     ref = diffusers.DPMSolverMultistepScheduler(**BETAS, algorithm_type=algorithm, solver_order=order,
                                                 lower_order_final=True)
-    z, want = _vp_loop(ref, steps, seed=4)
-    got = _difflab(name, z, ref.sigmas.double(), seed=4)
+    z, want = diffusers_vp_loop(ref, steps, seed=4)
+    got = difflab_vp_run(name, z, ref.sigmas.double(), seed=4)
     torch.testing.assert_close(got, want, atol=3e-4, rtol=1e-4)
 
 
@@ -63,10 +38,10 @@ def test_dpmpp_3m_sde_matches_diffusers_until_its_third_order_step_and_then_conv
     ref = diffusers.DPMSolverMultistepScheduler(**BETAS, algorithm_type="sde-dpmsolver++", solver_order=3,
                                                 lower_order_final=True)
     want: list[torch.Tensor] = []
-    z, _ = _vp_loop(ref, 20, seed=4, states=want)
+    z, _ = diffusers_vp_loop(ref, 20, seed=4, states=want)
     got: list[torch.Tensor] = []
     sigmas = ref.sigmas.double()
-    _difflab("dpmpp_3m_sde", z, sigmas, seed=4, callback=lambda s: got.append(s["x"]))
+    difflab_vp_run("dpmpp_3m_sde", z, sigmas, seed=4, callback=lambda s: got.append(s["x"]))
     alphas = (1 + sigmas[1:] ** 2).rsqrt().float()
     for i in range(2):
         torch.testing.assert_close(got[i] * alphas[i], want[i], atol=3e-4, rtol=1e-4)
@@ -84,10 +59,10 @@ def test_unipc_matches_diffusers(variant, order, steps):
     last step is compared only for bh2; difflab returns D there, as diffusers' bh2 does."""
     ref = diffusers.UniPCMultistepScheduler(**BETAS, solver_order=order, solver_type=variant, lower_order_final=True)
     want: list[torch.Tensor] = []
-    z, _ = _vp_loop(ref, steps, seed=5, states=want)
+    z, _ = diffusers_vp_loop(ref, steps, seed=5, states=want)
     got: list[torch.Tensor] = []
     sigmas = ref.sigmas.double()
-    _difflab("unipc", z, sigmas, seed=5, order=order, variant=variant, callback=lambda s: got.append(s["x"]))
+    difflab_vp_run("unipc", z, sigmas, seed=5, order=order, variant=variant, callback=lambda s: got.append(s["x"]))
     alphas = (1 + sigmas[1:] ** 2).rsqrt().float()  # x_vp = alpha x in the sigma view
     n = steps if variant == "bh2" else steps - 1
     for i in range(n):
@@ -96,18 +71,23 @@ def test_unipc_matches_diffusers(variant, order, steps):
 
 def test_lms_matches_diffusers():
     ref = diffusers.LMSDiscreteScheduler(**BETAS, timestep_spacing="leading")
-    z, want = _vp_loop(ref, 25, seed=6, sigma_view=True)
-    got = _difflab("lms", z, ref.sigmas.double(), seed=6)
+    z, want = diffusers_vp_loop(ref, 25, seed=6, sigma_view=True)
+    got = difflab_vp_run("lms", z, ref.sigmas.double(), seed=6)
     torch.testing.assert_close(got, want, atol=3e-4, rtol=1e-4)
 
 
 def test_plms_matches_diffusers_pndm_without_prk_steps():
     ref = diffusers.PNDMScheduler(**BETAS, skip_prk_steps=True, set_alpha_to_one=True)
-    z, want = _vp_loop(ref, 25, seed=7)
+    z, want = diffusers_vp_loop(ref, 25, seed=7)
     t = torch.unique_consecutive(ref.timesteps)
     sigmas = torch.cat([DiscreteVPScheduler().sigmas[t], torch.zeros(1, dtype=torch.float64)])
-    got = _difflab("plms", z, sigmas, seed=7)
+    got = difflab_vp_run("plms", z, sigmas, seed=7)
     torch.testing.assert_close(got, want, atol=3e-4, rtol=1e-4)
+
+
+# The deterministic part of samplers that draw noise by default: their noise knob at zero.
+DETERMINISTIC_KNOBS = {"dpmpp_sde": {"eta": 0.0}, "dpm_2_a": {"eta": 0.0}, "dpmpp_2s_a": {"eta": 0.0},
+                       "restart": {"restart_times": 0}}
 
 
 def test_measured_convergence_order_matches_the_declared_one():
@@ -115,23 +95,24 @@ def test_measured_convergence_order_matches_the_declared_one():
     mixture denoiser (EDM Karras grid 80 -> 0.02), against UniPC with 400 steps (error ~1e-7) from the same x_T.
 
     Measured: euler 1.06, heun 2.17, dpmpp_2m 2.11, dpmpp_3m 2.97, unipc (order 3, corrector) 3.80, lms 2.74,
-    plms / ipndm 2.26, deis (order 3) 2.20 (2.70 from 48 to 96 steps), dpmpp_sde with eta = 0 2.0."""
+    plms / ipndm 2.26, deis (order 3) 2.20 (2.70 from 48 to 96 steps), dpm_2 2.11, dpm_fast 3.33 (24 -> 48
+    evaluations), and with their noise off: dpmpp_sde / dpmpp_2s_a (DPM-Solver++(2S)) 1.89, dpm_2_a 2.11 (= dpm_2),
+    restart 2.17 (= heun)."""
     from difflab.diffusion.schedules import karras_sigmas
 
     x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80.0
     run = lambda name, n, **kw: SAMPLERS[name](mixture_denoiser, x_T, karras_sigmas(n, 0.02, 80.0), **kw)  # noqa: E731
     reference = run("unipc", 400)
-    names = [k for k, info in SAMPLERS.items() if info.is_deterministic({})]
+    knobs = {k: {} for k, info in SAMPLERS.items() if info.is_deterministic({})} | DETERMINISTIC_KNOBS
     measured = {}
-    for name in names:
+    for name, kw in knobs.items():
         if name in ("ode", "dpm_adaptive"):  # adaptive: the error follows rtol / atol, not the grid
             continue
-        errs = [(run(name, n) - reference).abs().mean().item() for n in (24, 48)]
+        errs = [(run(name, n, **kw) - reference).abs().mean().item() for n in (24, 48)]
         measured[name] = (math.log2(errs[0] / errs[1]), SAMPLERS[name].order)
-    errs = [(run("dpmpp_sde", n, eta=0.0) - reference).abs().mean().item() for n in (24, 48)]  # DPM-Solver++(2S)
-    measured["dpmpp_sde eta=0"] = (math.log2(errs[0] / errs[1]), SAMPLERS["dpmpp_sde"].order)
     assert all(got >= order - 0.3 for got, order in measured.values()), measured
     assert measured["unipc"][0] > 3.5 and measured["dpmpp_3m"][0] > 2.7, measured  # UniC lifts UniP-3 by one order
+    assert measured["dpm_fast"][0] > 2.7, measured
 
 
 def test_adaptive_dpm_solver_reports_its_nfe_and_tightens_with_tolerance():
@@ -155,10 +136,10 @@ def test_deis_matches_diffusers(order, steps, spacing):
     does the grid given to difflab here (its last step is then a DEIS step, as diffusers')."""
     ref = diffusers.DEISMultistepScheduler(**BETAS, solver_order=order, timestep_spacing=spacing)
     want: list[torch.Tensor] = []
-    z, _ = _vp_loop(ref, steps, seed=3, states=want)
+    z, _ = diffusers_vp_loop(ref, steps, seed=3, states=want)
     got: list[torch.Tensor] = []
     sigmas = ref.sigmas.double()
-    _difflab("deis", z, sigmas, seed=3, order=order, callback=lambda s: got.append(s["x"]))
+    difflab_vp_run("deis", z, sigmas, seed=3, order=order, callback=lambda s: got.append(s["x"]))
     alphas = (1 + sigmas[1:] ** 2).rsqrt().float()
     for i in range(steps):
         torch.testing.assert_close(got[i] * alphas[i], want[i], atol=3e-4, rtol=1e-4)
@@ -187,12 +168,12 @@ def test_dpmpp_sde_matches_diffusers_with_its_brownian_noise(monkeypatch, steps)
 
     ref = diffusers.DPMSolverSDEScheduler(**BETAS, noise_sampler_seed=11)
     want: list[torch.Tensor] = []
-    z, _ = _vp_loop(ref, steps, seed=3, sigma_view=True, states=want)
+    z, _ = diffusers_vp_loop(ref, steps, seed=3, sigma_view=True, states=want)
     sigmas = torch.cat([ref.sigmas[:1], ref.sigmas[1:-1:2], ref.sigmas[-1:]]).double()  # diffusers repeats levels
     draws = iter(_brownian_draws(ref.noise_sampler, sigmas))
     monkeypatch.setattr(singlestep, "randn_like", lambda x, g: next(draws))
     got: list[torch.Tensor] = []
-    _difflab("dpmpp_sde", z, sigmas, seed=3, callback=lambda s: got.append(s["x"]))
+    difflab_vp_run("dpmpp_sde", z, sigmas, seed=3, callback=lambda s: got.append(s["x"]))
     assert next(draws, None) is None  # two normals per step but the last
     for i in range(steps):  # diffusers' float32 steps at sigma_max = 157 differ by ~3e-5 of the samples' scale
         target = want[min(2 * i + 1, 2 * steps - 2)]
