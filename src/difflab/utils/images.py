@@ -45,6 +45,13 @@ def write_png(image: Tensor, path: str | Path) -> Path:
     return path
 
 
+def png_levels(images: Tensor) -> Tensor:
+    """[-1, 1] images as `write_png` stores and `read_png` reads them back: rounded to 8-bit levels (the same ops,
+    so the values are equal bit for bit)."""
+    levels = ((images.float().clamp(-1, 1) + 1) / 2).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    return levels.to(torch.float32).mul(2.0 / 255.0).sub(1.0)
+
+
 def read_png(path: str | Path, channels: int) -> Tensor:
     """An 8-bit image file as [channels, H, W] in [-1, 1], as `write_png` wrote it (it stores a grey image as three
     equal channels)."""
