@@ -81,6 +81,7 @@ def files(cli: Runner) -> dict[str, str]:
     (root / "preds.csv").write_text("an earlier result\n")
     ckpt, regressor = root / "tiny_run" / "checkpoints" / "last.ckpt", root / "tiny_regressor" / "checkpoints" / "last.ckpt"
     hostile_checkpoints(root, ckpt, regressor)
+    stable_diffusion_folders(root)
     return {"ckpt": str(ckpt), "root": str(root), "regressor": str(regressor)}
 
 
@@ -115,6 +116,26 @@ def hostile_checkpoints(root: Path, ckpt: Path, regressor: Path) -> None:
     blob["config"]["data"] = {"_target_": "subprocess.run", "args": ["touch", str(marker)]}
     torch.save(blob, root / "hostile_data.ckpt")
 
+
+def stable_diffusion_folders(root: Path) -> None:
+    """A tiny random SD folder (sd/), an SDXL folder without its second text encoder (sdxl_broken/), 8 uncaptioned
+    16-pixel images (plain_images/)."""
+    import shutil
+
+    from PIL import Image
+
+    from fakes import tiny_sd_pipeline, tiny_sdxl_pipeline
+
+    tiny_sd_pipeline().save_pretrained(root / "sd")
+    tiny_sdxl_pipeline().save_pretrained(root / "sdxl_broken")
+    shutil.rmtree(root / "sdxl_broken" / "text_encoder_2")
+    (root / "plain_images").mkdir()
+    for i in range(8):
+        Image.new("RGB", (16, 16), (30 * i, 0, 0)).save(root / "plain_images" / f"{i}.png")
+
+
+SD = ["sample.py", "model=sd", "pipeline.path={root}/sd", "steps=1", "n=1"]
+LORA = ["train.py", "model=lora", "debug=fast", "logger=csv"]
 
 # (name, argv with {ckpt} / {root} placeholders, strings the message must contain)
 CASES = [
@@ -281,6 +302,23 @@ CASES = [
      ["nope_pipeline", "`pipeline.path`"]),
     ("sample_sd_given_a_ddpm_folder", ["sample.py", "model=sd", "pipeline.path={root}/ddpm_folder"],
      ["ddpm_folder", "model=diffusers"]),
+    # SDXL, the prompt language, LoRA training (the `lora=` sampling key: tests/unit/lit/test_lora.py until the API
+    # passes it to difflab.lit.lora.apply_loras)
+    ("sample_sdxl_folder_missing_a_part", ["sample.py", "model=sd", "pipeline.path={root}/sdxl_broken"],
+     ["sdxl_broken", "SDXL", "lacks text_encoder_2/", "`pipeline.path`"]),
+    ("sample_malformed_prompt_editing", [*SD, "prompt=a [cat:dog:half] in a park"],
+     ["`prompt`", "[cat:dog:half]", "not a number", r"a \[cat:dog:half\] in a park"]),
+    ("sample_malformed_negative_prompt_editing", [*SD, "prompt=a cat", "negative_prompt=[a:b:c]"],
+     ["`negative_prompt`", "[a:b:c]"]),
+    ("sample_size_ids_on_sd1", [*SD, "prompt=a cat", "pipeline.original_size=512"],
+     ["`pipeline.original_size`", "no size conditioning"]),
+    ("train_lora_without_base", LORA, ["`base`"]),
+    ("train_lora_missing_base", [*LORA, "base={root}/nope_base"], ["nope_base", "`base`"]),
+    ("train_lora_zero_rank", [*LORA, "base={root}/sd", "model.rank=0"], ["`model.rank`"]),
+    ("train_lora_uncaptioned_images", [*LORA, "base={root}/sd", "data=image_folder", "data.root={root}/plain_images",
+                                       "data.resolution=16"], ["`caption`", "data=image_text"]),
+    ("train_lora_caption_for_an_unconditional_base", [*LORA, "base={ckpt}", "caption=a cat"],
+     ["`caption`", "unconditional"]),
     ("train_wandb_log_model_not_a_bool", ["train.py", *QUICK, "logger=wandb", "logger.wandb.log_model=maybe"],
      ["`logger.wandb.log_model`", "maybe"]),
     ("train_regressor_without_vectors", ["train.py", "model=regressor", "debug=fast", "logger=csv"],
