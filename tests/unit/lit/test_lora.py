@@ -179,6 +179,24 @@ def test_lora_mistakes_are_clear_errors(trained, tmp_path: Path) -> None:
         apply_loras(sdxl, [str(tmp_path / "junk.safetensors")])
 
 
+def test_a_caption_trains_a_text_model_on_uncaptioned_images(trained, tmp_path: Path) -> None:
+    """data=image_folder caption="...": every image gets the caption (DreamBooth-style)."""
+    from PIL import Image
+
+    from difflab.api.training import run
+
+    folder, _, _ = trained
+    (tmp_path / "images").mkdir()
+    for i in range(8):
+        Image.new("RGB", (16, 16), (30 * i, 20, 200)).save(tmp_path / "images" / f"{i}.png")
+    cfg = compose_config("train", ["model=lora", f"base={folder}", "data=image_folder", f"data.root={tmp_path / 'images'}",
+                                   "data.resolution=16", "caption=a photo of sks fish", "debug=fast", "logger=csv", "data.batch_size=2"],
+                         tmp_path)
+    assert cfg.sampler.name == "dpmpp_2m" and cfg.callbacks.ema is None
+    out = run(cfg)
+    assert out["global_step"] == 1 and (out["run_dir"] / "lora.safetensors").is_file()
+
+
 def test_parse_lora_list() -> None:
     from difflab.nets.lora import parse_lora_list
 

@@ -145,7 +145,7 @@ def test_sample_py_sdxl_with_unquoted_web_ui_prompts_img2img_and_inpaint(sdxl, t
     mask.paste(255, (0, 0, 8, 16))
     mask.save(tmp_path / "mask.png")
     long = ", ".join(["a very detailed photo of a mackerel"] * 12)  # several 75-token chunks
-    base = ["model=sd", f"pipeline.path={folder}", f"prompt=(masterpiece:1.2), [{PROMPT}:{OTHER}:0.5], {long}",
+    base = ["model=sd", f"pipeline.path={folder}", f"prompt=(masterpiece:1.2), a [dog:cat:0.5] in a [park|garden] BREAK {long}",
             "negative_prompt=(worst quality:1.4), [blurry|lowres]", "steps=3", "sampler=euler", "n=2", "device=cpu",
             "seed=5"]
     images = {}
@@ -154,7 +154,7 @@ def test_sample_py_sdxl_with_unquoted_web_ui_prompts_img2img_and_inpaint(sdxl, t
         name = mode[0].split("=")[1]
         out = run(compose([*base, *mode], "sample", tmp_path / name))
         record = json.loads((out["out_dir"] / "samples.json").read_text())
-        assert record["prompt"].startswith("(masterpiece:1.2), [") and record["negative_prompt"].startswith("(worst")
+        assert record["prompt"].startswith("(masterpiece:1.2), a [dog:cat:0.5]") and record["negative_prompt"].startswith("(worst")
         assert record["mode"] == name and out["images"].shape == (2, 3, 16, 16) and torch.isfinite(out["images"]).all()
         images[name] = out["images"]
     assert (images["img2img"] - images["generate"]).abs().max() > 1e-2

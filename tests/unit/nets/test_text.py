@@ -242,3 +242,20 @@ def test_prepare_captions_filters_by_clip_similarity_and_reports_every_drop(tmp_
     dm = ImageTextDataModule(str(tmp_path / "clean" / "index.jsonl"), resolution=8, batch_size=1, val_fraction=0.25)
     dm.setup()  # the clean index is a data=image_text source
     assert len(dm.split_dataset("train")) + len(dm.split_dataset("val")) == len(want)
+
+
+def test_prompt_editing_defers_encoding_to_the_grid_and_plain_text_turns_the_language_off() -> None:
+    from difflab.nets.text import CLIPTextEncoder, PromptSchedule
+
+    tokenizer, model = tiny_clip_text()
+    encoder = CLIPTextEncoder(tokenizer, model)
+    scheduled = encoder(["a [red|blue] fish", "a cat"])
+    assert isinstance(scheduled, PromptSchedule) and len(scheduled) == 2
+    bound = scheduled.on_grid(torch.tensor([3.0, 2.0, 1.0, 0.0], dtype=torch.float64))  # 3 steps
+    assert bound.index.tolist() == [[0, 1, 0], [2, 2, 2]]
+    torch.testing.assert_close(bound.table, encoder(["a red fish", "a blue fish", "a cat"]))
+    plain = CLIPTextEncoder(tokenizer, model, weighting=False)
+    (ids, _), = plain.chunks("a [red|blue] (fish:1.2)")
+    assert ids[1 : 1 + len(tokenizer("a [red|blue] (fish:1.2)", add_special_tokens=False).input_ids)] == \
+        tokenizer("a [red|blue] (fish:1.2)", add_special_tokens=False).input_ids
+    assert isinstance(plain(["a [red|blue] fish"]), torch.Tensor)
