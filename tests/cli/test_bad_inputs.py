@@ -119,7 +119,7 @@ def hostile_checkpoints(root: Path, ckpt: Path, regressor: Path) -> None:
 
 def stable_diffusion_folders(root: Path) -> None:
     """A tiny random SD folder (sd/), an SDXL folder without its second text encoder (sdxl_broken/), 8 uncaptioned
-    16-pixel images (plain_images/)."""
+    16-pixel images (plain_images/) and 8 captioned ones (sd_pairs/)."""
     import shutil
 
     from PIL import Image
@@ -130,8 +130,11 @@ def stable_diffusion_folders(root: Path) -> None:
     tiny_sdxl_pipeline().save_pretrained(root / "sdxl_broken")
     shutil.rmtree(root / "sdxl_broken" / "text_encoder_2")
     (root / "plain_images").mkdir()
+    (root / "sd_pairs").mkdir()
     for i in range(8):
         Image.new("RGB", (16, 16), (30 * i, 0, 0)).save(root / "plain_images" / f"{i}.png")
+        Image.new("RGB", (16, 16), (0, 30 * i, 0)).save(root / "sd_pairs" / f"{i}.png")
+        (root / "sd_pairs" / f"{i}.txt").write_text(f"a green square {i}\n")
 
 
 SD = ["sample.py", "model=sd", "pipeline.path={root}/sd", "steps=1", "n=1"]
@@ -317,6 +320,8 @@ CASES = [
     ("train_lora_zero_rank", [*LORA, "base={root}/sd", "model.rank=0"], ["`model.rank`"]),
     ("train_lora_uncaptioned_images", [*LORA, "base={root}/sd", "data=image_folder", "data.root={root}/plain_images",
                                        "data.resolution=16"], ["`caption`", "data=image_text"]),
+    ("train_lora_caption_beside_captions", [*LORA, "base={root}/sd", "data=image_text", "data.root={root}/sd_pairs",
+                                            "data.resolution=16", "caption=a cat"], ["`caption`", "data=image_text"]),
     ("train_lora_caption_for_an_unconditional_base", [*LORA, "base={ckpt}", "caption=a cat"],
      ["`caption`", "unconditional"]),
     ("train_wandb_log_model_not_a_bool", ["train.py", *QUICK, "logger=wandb", "logger.wandb.log_model=maybe"],

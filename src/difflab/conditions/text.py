@@ -49,9 +49,13 @@ class TextPrompt(Condition):
         return table[torch.tensor([unique.index(p) for p in prompts], device=table.device)]
 
     def setup(self, datamodule: Any) -> None:
-        """Training data without captions needs `caption` (before the first step)."""
-        if not isinstance(datamodule, ImageTextDataModule) and self.caption is None:
+        """Training data without captions needs `caption`, data with captions refuses one (before the first step)."""
+        captioned = isinstance(datamodule, ImageTextDataModule)
+        if not captioned and self.caption is None:
             raise _no_captions()
+        if captioned and self.caption is not None:
+            raise ConfigError.bad_value("caption", f"{self.caption!r}, but data=image_text brings a caption per image",
+                                        "Remove caption=... (it captions data without captions, e.g. data=image_folder).")
 
     def from_batch(self, batch: Mapping[str, Any], training: bool, drop: Tensor | None = None) -> Tensor | None:
         if self.key not in batch and self.caption is None:

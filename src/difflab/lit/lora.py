@@ -111,13 +111,13 @@ def lora_model(
     lr_scheduler: LRSchedulerFactory | None = None,
     sampler: Any = None,
     caption: str | None = None,
-    drop_prob: float = 0.0,
+    drop_prob: float | None = None,
     resolution: int | None = None,
     dtype: str = "float32",
 ) -> DiffusionModule:
     """The base model with peft LoRA adapters (rank `rank`, lora_alpha `alpha`, default the rank) on its UNet's
     `target_modules`; everything else frozen. `caption` is every image's caption for a text model trained on data
-    without captions; `drop_prob` the caption dropout (classifier-free guidance)."""
+    without captions; `drop_prob` the condition dropout (classifier-free guidance; None keeps the base's)."""
     from peft import LoraConfig, inject_adapter_in_model  # reason: optional (the `sd` extra), LoRA training only
 
     if int(rank) < 1:
@@ -130,17 +130,31 @@ def lora_model(
     inject_adapter_in_model(config, unet)
     for name, param in unet.named_parameters():
         param.requires_grad_("lora_" in name)
-    if isinstance(module.condition, TextPrompt):
-        module.condition.caption = caption
-        module.condition.drop_prob = float(drop_prob)
-    elif caption is not None:
-        raise ConfigError.bad_value("caption", f"the base model is {module.condition.describe()}, not text-conditioned",
-                                    "Remove caption=... (it captions the images of a text-to-image base).")
+    _set_condition(module, caption, drop_prob)
     if optimizer is not None:
         module.optimizer_factory = optimizer
     module.lr_scheduler_factory = lr_scheduler
     module.lora_base = str(base)
     return module
+
+
+def _set_condition(module: DiffusionModule, caption: str | None, drop_prob: float | None) -> None:
+    """The base's condition with the run's caption and dropout; errors where they mean nothing for it."""
+    condition = module.condition
+    if isinstance(condition, TextPrompt):
+        condition.caption = caption
+    elif caption is not None:
+        raise ConfigError.bad_value("caption", f"the base model is {condition.describe()}, not text-conditioned",
+                                    "Remove caption=... (it captions the images of a text-to-image base).")
+    if drop_prob is None:
+        return
+    if not condition.guided and float(drop_prob) > 0:
+        raise ConfigError.bad_value("model.drop_prob", f"the base model is {condition.describe()}: there is no "
+                                    "condition to drop", "Leave model.drop_prob=null.")
+    if not 0.0 <= float(drop_prob) < 1.0:
+        raise ConfigError.bad_value("model.drop_prob", f"must be in [0, 1), got {drop_prob}",
+                                    "0.1 is the usual value for classifier-free guidance; null keeps the base's.")
+    condition.drop_prob = float(drop_prob)
 
 
 def lora_layers(module: Any) -> list[LoraLayer]:
