@@ -11,8 +11,6 @@ from difflab.samplers.aliases import resolve as resolve_sampler
 from difflab.utils.config import as_text_override, conf_dir
 from difflab.utils.config import compose as compose_config
 
-TEXT_KEYS = ("prompt", "negative_prompt")  # values in the web UI's prompt language: brackets, colons, commas
-
 
 def group_aliases(argv: list[str], conf_dir: str | Path) -> list[str]:
     """Rewrite names Hydra cannot take before it composes (train.py, sample.py and evaluate.py call this):
@@ -30,7 +28,7 @@ def group_aliases(argv: list[str], conf_dir: str | Path) -> list[str]:
     for arg in argv:
         key, sep, value = arg.partition("=")
         group = Path(conf_dir, *key.split("."))
-        if sep and key in TEXT_KEYS:
+        if sep and key in ("prompt", "negative_prompt"):  # the web UI's prompt language: brackets, colons, commas
             arg = as_text_override(key, value, multirun)
         elif sep and "." in key and not key.startswith(("+", "~")) and (group / f"{value}.yaml").is_file():
             arg = f"{key.replace('.', '/')}={value}"
