@@ -81,6 +81,7 @@ def files(cli: Runner) -> dict[str, str]:
     (root / "preds.csv").write_text("an earlier result\n")
     ckpt, regressor = root / "tiny_run" / "checkpoints" / "last.ckpt", root / "tiny_regressor" / "checkpoints" / "last.ckpt"
     hostile_checkpoints(root, ckpt, regressor)
+    stable_diffusion_folders(root)
     return {"ckpt": str(ckpt), "root": str(root), "regressor": str(regressor)}
 
 
@@ -115,6 +116,29 @@ def hostile_checkpoints(root: Path, ckpt: Path, regressor: Path) -> None:
     blob["config"]["data"] = {"_target_": "subprocess.run", "args": ["touch", str(marker)]}
     torch.save(blob, root / "hostile_data.ckpt")
 
+
+def stable_diffusion_folders(root: Path) -> None:
+    """A tiny random SD folder (sd/), an SDXL folder without its second text encoder (sdxl_broken/), 8 uncaptioned
+    16-pixel images (plain_images/) and 8 captioned ones (sd_pairs/)."""
+    import shutil
+
+    from PIL import Image
+
+    from fakes import tiny_sd_pipeline, tiny_sdxl_pipeline
+
+    tiny_sd_pipeline().save_pretrained(root / "sd")
+    tiny_sdxl_pipeline().save_pretrained(root / "sdxl_broken")
+    shutil.rmtree(root / "sdxl_broken" / "text_encoder_2")
+    (root / "plain_images").mkdir()
+    (root / "sd_pairs").mkdir()
+    for i in range(8):
+        Image.new("RGB", (16, 16), (30 * i, 0, 0)).save(root / "plain_images" / f"{i}.png")
+        Image.new("RGB", (16, 16), (0, 30 * i, 0)).save(root / "sd_pairs" / f"{i}.png")
+        (root / "sd_pairs" / f"{i}.txt").write_text(f"a green square {i}\n")
+
+
+SD = ["sample.py", "model=sd", "pipeline.path={root}/sd", "steps=1", "n=1"]
+LORA = ["train.py", "model=lora", "debug=fast", "logger=csv"]
 
 # (name, argv with {ckpt} / {root} placeholders, strings the message must contain)
 CASES = [
@@ -165,6 +189,10 @@ CASES = [
     ("sample_interpolate_one_index", ["sample.py", "ckpt={ckpt}", "mode=interpolate", "sampler=ddim",
                                       "interpolate_between=[3]"], ["`interpolate_between`"]),
     ("sample_guidance_not_a_number", ["sample.py", "ckpt={ckpt}", "guidance_scale=high"], ["`guidance_scale`"]),
+    ("sample_lora_missing_file", ["sample.py", "ckpt={ckpt}", "lora=[{root}/nope.safetensors:0.8]"],
+     ["nope.safetensors", "`lora`"]),
+    ("evaluate_lora_missing_file", ["evaluate.py", "ckpt={ckpt}", "lora=[{root}/nope.safetensors:0.8]"],
+     ["nope.safetensors", "`lora`"]),
     ("sample_guidance_negative", ["sample.py", "ckpt={ckpt}", "guidance_scale=-3"], ["`guidance_scale`", "-3"]),
     ("sample_guidance_rescale_above_one", ["sample.py", "ckpt={ckpt}", "guidance_rescale=2"], ["`guidance_rescale`"]),
     ("sample_n_beyond_memory", ["sample.py", "ckpt={ckpt}", "n=1e12"], ["`n`", "GiB"]),
@@ -307,6 +335,25 @@ CASES = [
      ["nope_pipeline", "`pipeline.path`"]),
     ("sample_sd_given_a_ddpm_folder", ["sample.py", "model=sd", "pipeline.path={root}/ddpm_folder"],
      ["ddpm_folder", "model=diffusers"]),
+    # SDXL, the prompt language, LoRA training (the `lora=` sampling key: tests/unit/lit/test_lora.py until the API
+    # passes it to difflab.lit.lora.apply_loras)
+    ("sample_sdxl_folder_missing_a_part", ["sample.py", "model=sd", "pipeline.path={root}/sdxl_broken"],
+     ["sdxl_broken", "SDXL", "lacks text_encoder_2/", "`pipeline.path`"]),
+    ("sample_malformed_prompt_editing", [*SD, "prompt=a [cat:dog:half] in a park"],
+     ["`prompt`", "[cat:dog:half]", "not a number", r"a \[cat:dog:half\] in a park"]),
+    ("sample_malformed_negative_prompt_editing", [*SD, "prompt=a cat", "negative_prompt=[a:b:c]"],
+     ["`negative_prompt`", "[a:b:c]"]),
+    ("sample_size_ids_on_sd1", [*SD, "prompt=a cat", "pipeline.original_size=512"],
+     ["`pipeline.original_size`", "no size conditioning"]),
+    ("train_lora_without_base", LORA, ["`base`"]),
+    ("train_lora_missing_base", [*LORA, "base={root}/nope_base"], ["nope_base", "`base`"]),
+    ("train_lora_zero_rank", [*LORA, "base={root}/sd", "model.rank=0"], ["`model.rank`"]),
+    ("train_lora_uncaptioned_images", [*LORA, "base={root}/sd", "data=image_folder", "data.root={root}/plain_images",
+                                       "data.resolution=16"], ["`caption`", "data=image_text"]),
+    ("train_lora_caption_beside_captions", [*LORA, "base={root}/sd", "data=image_text", "data.root={root}/sd_pairs",
+                                            "data.resolution=16", "caption=a cat"], ["`caption`", "data=image_text"]),
+    ("train_lora_caption_for_an_unconditional_base", [*LORA, "base={ckpt}", "caption=a cat"],
+     ["`caption`", "unconditional"]),
     ("train_wandb_log_model_not_a_bool", ["train.py", *QUICK, "logger=wandb", "logger.wandb.log_model=maybe"],
      ["`logger.wandb.log_model`", "maybe"]),
     ("train_regressor_without_vectors", ["train.py", "model=regressor", "debug=fast", "logger=csv"],

@@ -1,6 +1,7 @@
-"""Training callbacks: EMA, sample grids, sample-quality metrics, throughput, progress, non-finite-loss guard."""
+"""Training callbacks: EMA, the LoRA file, sample grids, sample-quality metrics, throughput, progress, non-finite-loss guard."""
 
 from difflab.callbacks.ema import EMA, find_ema
+from difflab.callbacks.lora import LoraFile
 from difflab.callbacks.metrics import SampleMetrics
 from difflab.callbacks.nan_guard import FiniteLossGuard, NonFiniteLossError
 from difflab.callbacks.progress import TrainProgress
@@ -11,6 +12,7 @@ from difflab.callbacks.throughput import TrainThroughput
 __all__ = [
     "EMA",
     "FiniteLossGuard",
+    "LoraFile",
     "NonFiniteLossError",
     "SampleGrid",
     "SampleMetrics",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,9 @@ from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from difflab.errors import MissingFileError
@@ -76,6 +80,25 @@ def sweeper_direction() -> str | None:
     if sweep_name() is None:
         return None
     return str(HydraConfig.get().sweeper.get("direction", "minimize"))
+
+
+def as_text_override(key: str, value: str, multirun: bool = False) -> str:
+    """`key=value` such that Hydra reads `value` as exactly that text: unchanged when it already does (or reads
+    null, a number, an interpolation, a value the user quoted; in a multirun also a sweep), else single-quoted for Hydra's grammar
+    (quotes escaped, backslashes before a quote or at the end doubled). Prompts such as `(worst quality:1.4), bad`
+    or `[dog:cat:0.5]` need no quotes on the command line."""
+    arg = f"{key}={value}"
+    try:
+        parsed = OverridesParser.create().parse_override(arg).value()
+    except HydraException:  # Hydra's grammar refuses it: text with brackets, colons, ...
+        parsed = ...
+    quoted = value[:1] in ("'", '"') and parsed is not ...
+    if quoted or parsed is None or parsed == value or isinstance(parsed, (int, float, bool)) or (
+            multirun and isinstance(parsed, ChoiceSweep)):
+        return arg
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)  # \' -> \\\' (a backslash, a quote)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)  # a trailing backslash must not escape the quote
+    return f"{key}='{escaped}'"
 
 
 def instantiate_group(group: Any) -> list[Any]:
