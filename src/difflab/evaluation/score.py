@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from torch import Tensor
 from difflab.conditions import Requests
 from difflab.evaluation.suite import MetricSuite
 from difflab.utils.cluster import reduce_scalar, shard, world
+from difflab.utils.files import write_json
 from difflab.utils.progress import Progress
 from difflab.utils.tensors import cuda_sync
 
@@ -130,11 +130,7 @@ def _sampler_record(module: Any, spec: Any) -> dict[str, Any] | None:
     return record
 
 
-def write_record(record: dict[str, Any], path: str | Path) -> Path:
-    """Write a metrics.json (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(path)
-    return path
+def write_record(record: dict[str, Any], path: str | Path, key: str | None = None) -> Path:
+    """Write a metrics.json through the one output writer (`difflab.utils.files.write_json`: atomic, a full disk
+    named, NaN and Infinity written as null with a warning naming them)."""
+    return write_json(path, record, key=key)
