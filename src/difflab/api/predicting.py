@@ -13,8 +13,8 @@ per value, in raw units. When the CSV also holds those value columns (a data set
 from __future__ import annotations
 
 import csv
+import io
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from difflab.api.evaluating import folder_images
 from difflab.api.sampling import load_image, run_data
 from difflab.data.files import DataNotFoundError
 from difflab.metrics.regression import VectorErrors
+from difflab.utils.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -127,15 +128,16 @@ def given_errors(module: RegressorModule, predicted: torch.Tensor, columns: dict
     return errors.flat()
 
 
-def write_predictions(out: Path, names: list[str], columns: list[str], values: torch.Tensor) -> None:
-    """`file, <column>...` one row per image, written to a temp file beside `out`, then renamed."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", *columns])
-        for name, row in zip(names, values.tolist()):
-            writer.writerow([name, *(f"{v:.6g}" for v in row)])
-    os.replace(tmp, out)
+def write_predictions(out: Path, names: list[str], columns: list[str], values: torch.Tensor,
+                      follow_symlinks: bool = False) -> Path:
+    """`file, <column>...` one row per image, through the one output writer (`difflab.utils.files`: atomic, no
+    device or symbolic link as `out`, a full disk named); `output_file` has refused an earlier file already."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["file", *columns])
+    for name, row in zip(names, values.tolist()):
+        writer.writerow([name, *(f"{v:.6g}" for v in row)])
+    return write_text(out, text.getvalue(), key="out", overwrite=True, follow_symlinks=follow_symlinks)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
