@@ -1,6 +1,8 @@
-"""Training callbacks: EMA, sample grids, sample-quality metrics, throughput, progress, non-finite-loss guard."""
+"""Training callbacks: EMA, sample grids, sample-quality metrics, throughput, progress, non-finite-loss guard,
+stopping on a signal."""
 
 from difflab.callbacks.ema import EMA, find_ema
+from difflab.callbacks.interrupt import StopOnSignal
 from difflab.callbacks.metrics import SampleMetrics
 from difflab.callbacks.nan_guard import FiniteLossGuard, NonFiniteLossError
 from difflab.callbacks.progress import TrainProgress
@@ -14,6 +16,7 @@ __all__ = [
     "NonFiniteLossError",
     "SampleGrid",
     "SampleMetrics",
+    "StopOnSignal",
     "TrainProgress",
     "TrainThroughput",
     "find_ema",
