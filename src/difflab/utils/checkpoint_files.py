@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from difflab.errors import CorruptFileError, IncompatibleCheckpointError
+from difflab.errors import CorruptFileError, IncompatibleCheckpointError, UnwritableOutputError
 from difflab.utils.files import TEMP_SUFFIX, temp_name_pattern, write_output
 
 __all__ = ["TEMP_SUFFIX", "AtomicCheckpointIO", "atomic_save", "clean_temp_files", "load_checkpoint_file",
@@ -96,7 +96,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """Write `checkpoint` to `path` atomically."""
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        atomic_save(checkpoint, path)
+        try:
+            atomic_save(checkpoint, path)
+        except UnwritableOutputError as err:  # e.g. a full disk: the earlier checkpoint is whole (atomic writes)
+            kept = (f" The earlier {Path(path).name} is whole: once it can be written, resume with ckpt_path={path}."
+                    if Path(path).is_file() else "")
+            raise UnwritableOutputError(f"{err}{kept}") from None
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         """Load `path` (the `ckpt_path` of a resume) as data."""
