@@ -88,6 +88,17 @@ def _assert_same_state(a: dict, b: dict) -> None:
     assert a["lr_schedulers"] == b["lr_schedulers"]
 
 
+def _assert_same_run(straight: Path, resumed: Path) -> None:
+    """The resumed run ends exactly like the uninterrupted one: state, no temp file, every step logged once."""
+    _assert_same_state(_state(straight), _state(resumed))
+    assert not list(resumed.rglob(temp_name_pattern()))
+    csv_entries = _csv_entries(resumed)
+    assert csv_entries == _csv_entries(straight) and max(csv_entries.values()) == 1
+    assert {int(s) for s, k, _ in csv_entries if k == "train/loss"} == set(range(MAX_STEPS))
+    wandb = _wandb_losses(resumed)
+    assert wandb == _wandb_losses(straight) and max(wandb.values()) == 1 and len(wandb) == MAX_STEPS
+
+
 def _csv_entries(run: Path) -> Counter:
     """(step, key, value) of every deterministic value in metrics.csv, counted."""
     return Counter((r["step"], k, r[k]) for r in _rows(run) for k in DETERMINISTIC if r.get(k))
@@ -122,13 +133,7 @@ def test_sigkills_at_random_steps_end_exactly_like_an_uninterrupted_run(tmp_path
     assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
 
     assert kills >= 6 and resumed_from == sorted(resumed_from)
-    _assert_same_state(_state(straight), _state(soaked))
-    assert not list(soaked.rglob(temp_name_pattern()))
-    csv_entries = _csv_entries(soaked)
-    assert csv_entries == _csv_entries(straight) and max(csv_entries.values()) == 1
-    assert {int(s) for s, k, _ in csv_entries if k == "train/loss"} == set(range(MAX_STEPS))
-    wandb = _wandb_losses(soaked)
-    assert wandb == _wandb_losses(straight) and max(wandb.values()) == 1 and len(wandb) == MAX_STEPS
+    _assert_same_run(straight, soaked)
 
 
 def _wait_for_step(proc: subprocess.Popen, run: Path, step: int) -> None:
@@ -161,10 +166,4 @@ def test_sigterm_and_ctrl_c_save_the_step_print_the_resume_command_and_end_like_
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # the printed command
     assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
 
-    _assert_same_state(_state(straight), _state(stopped))
-    assert not list(stopped.rglob(temp_name_pattern()))
-    csv_entries = _csv_entries(stopped)
-    assert csv_entries == _csv_entries(straight) and max(csv_entries.values()) == 1
-    assert {int(s) for s, k, _ in csv_entries if k == "train/loss"} == set(range(MAX_STEPS))
-    wandb = _wandb_losses(stopped)
-    assert wandb == _wandb_losses(straight) and max(wandb.values()) == 1 and len(wandb) == MAX_STEPS
+    _assert_same_run(straight, stopped)
