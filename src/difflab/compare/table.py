@@ -66,7 +66,7 @@ def _text(value: Any) -> str | None:
 # ----------------------------------------------------------------------------------------- records
 
 
-# what table_row reads from a record, and the JSON types it can read them as (None: the field may be absent)
+# fields that table_row reads, and the JSON types it can read them as (each may also be absent or null)
 FIELD_TYPES: dict[str, tuple[type, ...]] = {"protocol": (dict,), "sampler": (dict, str), "data": (dict, str)}
 
 
