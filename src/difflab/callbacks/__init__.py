@@ -1,6 +1,8 @@
-"""Training callbacks: EMA, the LoRA file, sample grids, sample-quality metrics, throughput, progress, non-finite-loss guard."""
+"""Training callbacks: EMA, the LoRA file, sample grids, sample-quality metrics, throughput, progress, non-finite-loss
+guard, stopping on a signal."""
 
 from difflab.callbacks.ema import EMA, find_ema
+from difflab.callbacks.interrupt import StopOnSignal
 from difflab.callbacks.lora import LoraFile
 from difflab.callbacks.metrics import SampleMetrics
 from difflab.callbacks.nan_guard import FiniteLossGuard, NonFiniteLossError
@@ -16,6 +18,7 @@ __all__ = [
     "NonFiniteLossError",
     "SampleGrid",
     "SampleMetrics",
+    "StopOnSignal",
     "TrainProgress",
     "TrainThroughput",
     "find_ema",

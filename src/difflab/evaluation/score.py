@@ -16,7 +16,7 @@ from difflab.conditions import Requests
 from difflab.evaluation.suite import MetricSuite
 from difflab.lit.lora import lora_label
 from difflab.utils.cluster import reduce_scalar, shard, world
-from difflab.utils.jsonio import write_json
+from difflab.utils.files import write_json
 from difflab.utils.progress import Progress
 from difflab.utils.tensors import cuda_sync
 
@@ -150,8 +150,7 @@ def _sampler_record(module: Any, spec: Any) -> dict[str, Any] | None:
     return record
 
 
-def write_record(record: dict[str, Any], path: str | Path) -> Path:
-    """Write a metrics.json (atomically; strict JSON: a non-finite value is null)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_json(path, record)
+def write_record(record: dict[str, Any], path: str | Path, key: str | None = None) -> Path:
+    """Write a metrics.json through the one output writer (`difflab.utils.files.write_json`: atomic, a full disk
+    named, NaN and Infinity written as null with a warning naming them)."""
+    return write_json(path, record, key=key)

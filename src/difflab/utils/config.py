@@ -18,8 +18,9 @@ from hydra.core.override_parser.types import ChoiceSweep
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from difflab.errors import MissingFileError
+from difflab.errors import ConfigError, MissingFileError
 from difflab.utils.run_folders import run_stamp
+from difflab.utils.tables import value_columns
 
 
 def auto_precision() -> str:
@@ -53,6 +54,20 @@ def feature_size(resolution: Any, level: Any) -> int:
 def length(value: Any) -> int | None:
     """`${len:${data.columns}}`: the length of a list, None for null."""
     return None if value is None else len(value)
+
+
+def csv_width(csv: Any, columns: Any, path_column: Any) -> int:
+    """`${csv_width:${data.csv},${data.columns},${data.path_column}}`: the number of value columns of a CSV data
+    set: those of `data.columns`, or with null the numeric columns of the file's header (`utils.tables`), so
+    that `model=cond_vector data=csv` needs no `data.cond_dim`; a missing file is named here, first."""
+    if columns:
+        return len(columns)
+    found = value_columns(str(csv), None if path_column is None else str(path_column))
+    if not found:
+        raise ConfigError.bad_value("data.columns", f"null, and {csv} has no column of numbers besides "
+                                    f"'{path_column}'", "Add value columns to the file, or name them: "
+                                    "data.columns=[x1,x2].")
+    return len(found)
 
 
 def config_choices() -> dict[str, str]:
@@ -154,6 +169,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("choice", config_choice, replace=True)
     OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
     OmegaConf.register_new_resolver("len", length, replace=True)
+    OmegaConf.register_new_resolver("csv_width", csv_width, replace=True)
     OmegaConf.register_new_resolver("feature_size", feature_size, replace=True)
     # cached: resolved once per config (and Hydra copies the cache into each job of a sweep)
     OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True, use_cache=True)
