@@ -33,6 +33,7 @@ WEBUI_NAMES: dict[str, tuple[str, str | None]] = {
     "UniPC": ("unipc", None),
     "DEIS": ("deis", None),
     "DPM adaptive": ("dpm_adaptive", None),
+    "LCM": ("lcm", None),
 }
 
 
