@@ -57,8 +57,9 @@ def experiment_data(cfg) -> str:
 
 # Run elsewhere: model=sd samples a pretrained pipeline (tests/unit/lit/test_sd.py); model=ldm_text needs a text encoder
 # and a captioned data set (tests/unit/nets/test_text.py trains it); model=diffusers loads a pipeline folder
-# (tests/unit/lit/test_diffusers_import.py samples, evaluates and fine-tunes it).
-ELSEWHERE = {("model", "sd"), ("model", "ldm_text"), ("model", "diffusers")}
+# (tests/unit/lit/test_diffusers_import.py samples, evaluates and fine-tunes it); model=distill needs a teacher
+# checkpoint (tests/cli/test_distill.py distils one with each method).
+ELSEWHERE = {("model", "sd"), ("model", "ldm_text"), ("model", "diffusers"), ("model", "distill")}
 
 RUNNABLE = (
     [("model", o) for o in options("model") if ("model", o) not in ELSEWHERE]

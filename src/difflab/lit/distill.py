@@ -106,6 +106,7 @@ class DistillationModule(DiffusionModule):
                                         "ckpt=<student> scheduler.grid=...).")
         recipe = make_method(method, options)
         spec = student_spec(recipe, sampler)
+        recipe.check_steps(int(spec.steps))
         conditional = teacher.condition.guided
         if guidance_scale is not None and not conditional:
             raise ConfigError.bad_value(f"{KEY}.guidance_scale", f"{guidance_scale}, but the teacher is "
@@ -158,10 +159,11 @@ class DistillationModule(DiffusionModule):
             return
         choice = ((self.teacher.run_config or {}).get("choices") or {}).get("data", "?")
         given = ", ".join(f"{k}={mine[k]!r}" for k in differ)
-        wanted = " ".join(f"data.{k}={theirs[k]}" for k in differ if k != "_target_")
+        keys = ["resolution"] if "_target_" in differ else differ  # another data set: its resolution, else the keys
+        wanted = "".join(f" data.{k}={theirs[k]}" for k in keys if k in theirs)
         raise ConfigError.bad_value("data", f"the teacher {self.teacher.checkpoint_path} was trained on data={choice} "
                                     f"({', '.join(f'{k}={theirs[k]!r}' for k in differ)}), this run's data has {given}",
-                                    f"Distil on the teacher's data: pass data={choice} {wanted}".rstrip() + ".")
+                                    f"Distil on the teacher's data: pass data={choice}{wanted}.")
 
     def on_fit_start(self) -> None:
         """Move the teacher to the device and set the recipe up (reflow: the teacher's pairs)."""

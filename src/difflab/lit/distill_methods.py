@@ -56,6 +56,9 @@ class DistillationMethod:
         """The student's default sampler at `steps` steps (x0 clipping resolved by the model: auto)."""
         raise NotImplementedError
 
+    def check_steps(self, steps: int) -> None:
+        """A ConfigError when the student cannot be trained for `steps` sampling steps."""
+
     def setup(self, scheduler: Scheduler, final_steps: int, total_steps: int, teacher_fn: DenoiseFn,
               shape: tuple[int, ...], conds: Tensor | None = None, device: torch.device | str = "cpu",
               loss_fn: DiffusionLoss | None = None) -> None:
@@ -180,11 +183,7 @@ class ProgressiveDistillation(DistillationMethod):
               shape: tuple[int, ...], conds: Tensor | None = None, device: torch.device | str = "cpu",
               loss_fn: DiffusionLoss | None = None) -> None:
         super().setup(scheduler, final_steps, total_steps, teacher_fn, shape, conds, device, loss_fn)
-        if final_steps >= self.start_steps or self.start_steps % final_steps or (self.start_steps // final_steps) & (
-                self.start_steps // final_steps - 1):
-            raise ConfigError.bad_value(f"{KEY}.progressive.start_steps", f"{self.start_steps} does not halve down "
-                                        f"to the student's {final_steps} steps (sampler.steps)",
-                                        "Pass a power of 2 above sampler.steps, e.g. start_steps=32 with steps=1, 2 or 4.")
+        self.check_steps(final_steps)
         self.stages = (self.start_steps // final_steps).bit_length() - 1  # log2 of the ratio: the halvings
         self.grids = {final_steps: _levels(scheduler, final_steps)}  # steps -> descending grid ending at 0
         n = final_steps
@@ -193,6 +192,13 @@ class ProgressiveDistillation(DistillationMethod):
             nested = torch.allclose(own[::2], self.grids[n], rtol=1e-9, atol=0.0)
             self.grids[2 * n] = own if nested else insert_midpoints(self.grids[n])
             n *= 2
+
+    def check_steps(self, steps: int) -> None:
+        ratio = self.start_steps // steps
+        if steps >= self.start_steps or self.start_steps % steps or ratio & (ratio - 1):
+            raise ConfigError.bad_value(f"{KEY}.progressive.start_steps", f"{self.start_steps} does not halve down "
+                                        f"to the student's {steps} steps (sampler.steps)",
+                                        "Pass a power of 2 above sampler.steps, e.g. start_steps=32 with steps=1, 2 or 4.")
 
     def stage_length(self) -> int:
         """Training steps per halving."""
