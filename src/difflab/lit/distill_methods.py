@@ -6,8 +6,11 @@ A recipe works on plain denoisers (`D(x, sigma [B], cond)`), so it also trains a
 mixture (`difflab.diffusion.toy`) in a loop of a few lines:
 
     method.setup(scheduler, final_steps, total_steps, teacher_fn, shape, conds)
-    for step in range(total_steps):
-        loss = method.loss(student, teacher_fn, x0, cond, generator).mean(); ...; method.after_step(student, step + 1)
+    for step in range(1, total_steps + 1):
+        loss = method.loss(student, teacher_fn, x0, cond, generator).mean()   # then backward, optimizer step
+        method.after_step(student, step)                                    # consistency: the EMA target
+        if method.stage_done(step):                                         # progressive: the next stage
+            method.advance(student)
 
 `teacher_fn` is the teacher's denoiser as its sampler sees it: guided at the distilled scale w and with its x0
 clipping (`DistillationModule.teacher_fn`).
