@@ -132,3 +132,27 @@ def test_guidance_is_distilled_into_a_class_conditional_student(tmp_path):
     assert torch.load(ckpt, weights_only=True)["config"]["distill"]["guidance_scale"] == 2.0
     images, nfe = student.generate(2, seed=0, cond=torch.tensor([3, 7]))
     assert images.shape == (2, 1, 16, 16) and nfe == 2  # guidance 1: one conditional call per step
+
+
+TEACHERS = {  # other kinds of teacher: latent (stage 1 trained in the same run), flow, vector-conditioned
+    "ldm": ["model=ldm", "model.autoencoder.stage1.net.base_channels=8", "model.scale_factor_images=16",
+            "model.autoencoder.stage1.discriminator.base_channels=8"],
+    "flow": ["model=flow"],
+    "cond_vector": ["model=cond_vector", "model.net.emb_channels=16", "data=shapes", "data.resolution=16",
+                    "data.num_samples=64"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TEACHERS))
+def test_latent_flow_and_vector_conditioned_teachers_distil(kind, tmp_path):
+    teacher = run(tmp_path / "teacher", *QUICK, *TINY_NET, *TEACHERS[kind])["last_ckpt"]
+    data = [o for o in TEACHERS[kind] if o.startswith("data")]
+    for method in ("consistency", "reflow"):
+        out = distil(tmp_path / method, teacher, method, *data)
+        student, parent = load_module(out["last_ckpt"]), load_module(teacher)
+        assert type(student.autoencoder) is type(parent.autoencoder) and student.latent_shape == parent.latent_shape
+        assert student.scheduler.grid == ("uniform" if kind == "flow" else "trailing")
+        assert student.condition.kind == parent.condition.kind
+        cond = torch.zeros(2, 8) if kind == "cond_vector" else None  # z-scored attributes: the mean shape
+        images, nfe = student.generate(2, seed=0, cond=cond)
+        assert images.shape == (2, *parent.image_shape) and nfe == 2 and torch.isfinite(images).all()
