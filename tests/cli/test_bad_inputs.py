@@ -23,9 +23,11 @@ from difflab.data.shapes import ATTRIBUTES
 from difflab.utils.files import temp_name_pattern
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # ~190 cases at about a second each (3 minutes): the whole suite runs them, not the fast lane
 CONV_IN = "denoiser.net.conv_in.weight"
 TINY = ["model.net.base_channels=8", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1", "model.net.num_heads=1"]
 QUICK = ["debug=fast", "logger=csv", "metrics=none", *TINY]  # a train.py that gets past its checks trains one step
+DISTILL = ["debug=fast", "logger=csv", "metrics=none", "model=distill"]  # distils {ckpt} unless told otherwise
 
 
 class Runner:
@@ -76,12 +78,17 @@ def files(cli: Runner) -> dict[str, str]:
     rc, err = cli("train.py", "model=regressor", "data=shapes", "data.resolution=8", "data.num_samples=64", "debug=fast",
                   "logger=csv", "paths.run_dir=" + str(root / "tiny_regressor"), timeout=300)
     assert rc == 0, err[-3000:]
+    rc, err = cli("train.py", "model=vae", *QUICK, "paths.run_dir=" + str(root / "tiny_vae"), timeout=300)
+    assert rc == 0, err[-3000:]
     (root / "a_file").write_text("not a folder\n")
     (root / "no_images").mkdir()
     (root / "no_images" / "notes.txt").write_text("no images here\n")
     (root / "used_out").mkdir()
     (root / "used_out" / "grid.png").write_bytes(b"an earlier result")
     Image.new("RGB", (8, 8)).save(root / "picture.png")
+    (root / "gray_images").mkdir()
+    for i in range(4):
+        Image.new("L", (16, 16), color=40 * i).save(root / "gray_images" / f"{i}.png")
     (root / "table.csv").write_text("filepath,a,b\npicture.png,1,2\npicture.png,3,4\n")
     (root / "broken.ipynb").write_text("{ not json")
     for part in ("unet", "scheduler"):  # the layout of a DDPM pipeline folder (without its files)
@@ -97,6 +104,7 @@ def files(cli: Runner) -> dict[str, str]:
     damaged_files(root, ckpt)
     stable_diffusion_folders(root)
     return {"ckpt": str(ckpt), "root": str(root), "regressor": str(regressor),
+            "vae": str(root / "tiny_vae" / "checkpoints" / "last.ckpt"),
             "vector": str(root / "tiny_vector" / "checkpoints" / "last.ckpt"),
             "huge_cond": "{" + ", ".join(f"{c}: {1e39 if c == 'size' else 0.5}" for c in ATTRIBUTES) + "}"}
 
@@ -404,6 +412,36 @@ CASES = [
     ("train_regressor_with_sample_metrics", ["train.py", "model=regressor", "data=shapes", "data.resolution=8",
                                              "data.num_samples=64", "debug=fast", "logger=csv", "metrics=fast"],
      ["`metrics`", "metrics=none"]),
+    # train.py model=distill: the teacher and the distillation options
+    ("distill_without_teacher", ["train.py", *DISTILL], ["`distill.teacher`", "required"]),
+    ("distill_missing_teacher", ["train.py", *DISTILL, "distill.teacher={root}/nope.ckpt"],
+     ["nope.ckpt", "`distill.teacher`"]),
+    ("distill_teacher_not_a_checkpoint", ["train.py", *DISTILL, "distill.teacher={root}/table.csv"],
+     ["table.csv", "`distill.teacher`"]),
+    ("distill_a_regressor", ["train.py", *DISTILL, "distill.teacher={regressor}"],
+     ["`distill.teacher`", "model=regressor", "diffusion or flow model"]),
+    ("distill_an_autoencoder", ["train.py", *DISTILL, "distill.teacher={vae}"],
+     ["`distill.teacher`", "model=vae", "diffusion or flow model"]),
+    ("distill_on_other_data", ["train.py", *DISTILL, "distill.teacher={ckpt}", "data=image_folder",
+                               "data.root={root}/gray_images", "data.channels=1", "data.resolution=16"],
+     ["`data`", "data=digits", "tiny_run/checkpoints/last.ckpt"]),
+    ("distill_at_other_resolution", ["train.py", *DISTILL, "distill.teacher={ckpt}", "data.resolution=32"],
+     ["`data.resolution`", "(1, 16, 16)"]),
+    ("distill_unknown_method", ["train.py", *DISTILL, "distill.teacher={ckpt}", "distill.method=magic"],
+     ["`distill.method`", "magic", "consistency, progressive, reflow"]),
+    ("distill_unknown_option", ["train.py", *DISTILL, "distill.teacher={ckpt}", "+distill.consistency.steps=3"],
+     ["`distill.consistency.steps`", "intervals"]),
+    ("distill_other_methods_option", ["train.py", *DISTILL, "distill.teacher={ckpt}", "distill.progressive.start_steps=8"],
+     ["`distill.progressive.start_steps`", "distill.method=consistency"]),
+    ("distill_with_another_sampler", ["train.py", *DISTILL, "distill.teacher={ckpt}", "sampler=ddim"],
+     ["`sampler`", "lcm", "sample.py"]),
+    ("distill_with_a_scheduler", ["train.py", *DISTILL, "distill.teacher={ckpt}", "scheduler=edm"],
+     ["`scheduler`", "teacher's scheduler"]),
+    ("distill_guidance_of_an_unconditional_teacher", ["train.py", *DISTILL, "distill.teacher={ckpt}",
+                                                      "distill.guidance_scale=3"], ["`distill.guidance_scale`", "unconditional"]),
+    ("distill_progressive_steps_that_do_not_halve", ["train.py", *DISTILL, "distill.teacher={ckpt}",
+                                                     "distill.method=progressive", "sampler.steps=3"],
+     ["`distill.progressive.start_steps`", "sampler.steps"]),
     # python -m tools
     ("notebooks_missing_file", ["-m", "difflab.utils.notebooks", "check", "{root}/nope.ipynb"], ["nope.ipynb"]),
     ("notebooks_not_json", ["-m", "difflab.utils.notebooks", "check", "{root}/broken.ipynb"], ["broken.ipynb"]),

@@ -137,7 +137,7 @@ def test_evaluate_refuses_condition_inputs_of_another_kind(ckpts: dict[str, Path
     prompts.write_text("a cat\na dog\n")
     for model, args, named in (("class", [f"prompts={prompts}"], ["`prompts`", "class_label="]),
                                ("uncond", ["guidance_scale=2"], ["`guidance_scale`", "unconditional"])):
-        code, log = run_script("evaluate.py", f"ckpt={ckpts[model]}", "logger=csv", "metrics=none", "n_samples=2", *args, cwd=tmp_path)
+        code, log = run_script("evaluate.py", f"ckpt={ckpts[model]}", "logger=csv", "metrics=none", "metrics.broken_rate=true", "n_samples=2", *args, cwd=tmp_path)
         assert code == 2 and "Traceback" not in log and all(part in log for part in named), log[-1500:]
 
 

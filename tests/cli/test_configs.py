@@ -58,9 +58,11 @@ def experiment_data(cfg) -> str:
 # Run elsewhere: model=sd samples a pretrained pipeline (tests/unit/lit/test_sd.py); model=ldm_text needs a text encoder
 # and a captioned data set (tests/unit/nets/test_text.py trains it); model=diffusers loads a pipeline folder
 # (tests/unit/lit/test_diffusers_import.py samples, evaluates and fine-tunes it); model=lora adapts a base model
-# (tests/unit/lit/test_lora.py trains it on a tiny SD folder and on a difflab checkpoint); sampler=own is sample.py's
+# (tests/unit/lit/test_lora.py trains it on a tiny SD folder and on a difflab checkpoint); model=distill needs a teacher
+# checkpoint (tests/cli/test_distill.py distils one with each method); sampler=own is sample.py's
 # and evaluate.py's "the model's own sampler" (train.py refuses it: tests/cli/test_bad_inputs.py).
-ELSEWHERE = {("model", "sd"), ("model", "ldm_text"), ("model", "diffusers"), ("model", "lora"), ("sampler", "own")}
+ELSEWHERE = {("model", "sd"), ("model", "ldm_text"), ("model", "diffusers"), ("model", "lora"), ("model", "distill"),
+             ("sampler", "own")}
 
 RUNNABLE = (
     [("model", o) for o in options("model") if ("model", o) not in ELSEWHERE]

@@ -47,7 +47,7 @@ def test_evaluate_scores_an_imported_pipeline(round_trip):
     from difflab.cli.evaluate import run
 
     root, _, folder = round_trip
-    cfg = compose_config("evaluate", ["model=diffusers", f"pipeline.path={folder}", "data=digits", "metrics=none",
+    cfg = compose_config("evaluate", ["model=diffusers", f"pipeline.path={folder}", "data=digits", "metrics=none", "metrics.broken_rate=true",
                                       "n_samples=2", "sampler.steps=2", "logger=csv", f"out_dir={root}/eval"], root)
     record = run(cfg)
     assert record["n_samples"] == 2 and (root / "eval" / "metrics.json").is_file()

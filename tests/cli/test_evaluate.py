@@ -103,7 +103,7 @@ def test_evaluate_sweep_ends_with_the_quality_vs_steps_table(ckpt: Path, tmp_pat
 
     env = {**os.environ, "WANDB_MODE": "offline", "DIFFLAB_OFFLINE": "1"}
     cmd = [sys.executable, str(REPO / "evaluate.py"), "-m", f"ckpt={ckpt}", "sampler=ddim,euler", "sampler.steps=2,4",
-           "metrics=none", "n_samples=4", "logger=csv", f"paths.root_dir={tmp_path}"]
+           "metrics=none", "metrics.broken_rate=true", "n_samples=4", "logger=csv", f"paths.root_dir={tmp_path}"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep,) = (tmp_path / "runs" / "evaluate" / "multirun").iterdir()

@@ -108,3 +108,25 @@ def test_the_sweep_end_logs_the_comparison_as_one_wandb_run(sweep: Path, monkeyp
     assert (kw["project"], kw["mode"], kw["job_type"], kw["group"]) == ("variants", "offline", "compare", sweep.name)
     assert kw.get("finished") and set(logged[0]) == {"comparison", "fid_vs_nfe", "fid_vs_samples_per_sec", "gallery"}
     assert logged[0]["comparison"].columns[-1] == "samples" and len(logged[0]["comparison"].data) == len(VARIANTS)
+
+
+@pytest.mark.slow
+def test_distilled_variants_join_the_comparison_next_to_their_teachers(tmp_path: Path):
+    """variant=ddpm,ddpm_lcm: the second job distils the first job's checkpoint (`${sweep_checkpoint:ddpm}`), and the
+    table holds the student at its own steps and at 1 step beside the DDPM and DDIM rows (default-size nets: the
+    tiny-net overrides would name model.net, which a distilled variant copies from its teacher)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO / "src"), "TORCH_HOME": str(tmp_path / "torch")}
+    env.pop("DIFFLAB_ALLOW_DOWNLOAD", None)
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "-m", "experiment=compare_variants",
+                           "variant=ddpm,ddpm_lcm", "debug=fast", "logger=csv", "metrics.n_samples=4",
+                           "metrics.batch_size=4", "compare.ddim_steps=2", f"paths.root_dir={tmp_path}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (sweep,) = (tmp_path / "runs" / "train" / "multirun").iterdir()
+    with (sweep / "comparison.csv").open(newline="") as f:
+        rows = {r["variant"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"ddpm", "ddim", "ddpm+consistency", "ddpm+consistency_1step", "ddpm+consistency_2step"}
+    assert (rows["ddpm+consistency"]["sampler"], rows["ddpm+consistency"]["nfe"]) == ("lcm", "2")  # debug=fast: 2
+    assert rows["ddpm+consistency_1step"]["nfe"] == "1" and rows["ddpm+consistency"]["params"] == rows["ddpm"]["params"]
+    student = OmegaConf.load(sweep / "1" / "config.yaml")
+    assert student.distill.teacher == str(sweep / "0" / "checkpoints" / "last.ckpt")

@@ -293,3 +293,12 @@ def disk_room(folder: Path, n: int, shape: tuple[int, ...], key: str = "n") -> N
         raise ConfigError.bad_value(key, f"{n} images of shape {tuple(shape)} may take up to {need / 2**30:.1f} GiB, "
                                     f"and the disk of '{folder}' has {free / 2**30:.1f} GiB free",
                                     "Ask for fewer images, write them to another out_dir, or pass save_images=false.")
+
+
+def metrics_scored(mcfg: Any) -> None:
+    """An evaluation's metrics preset scores something (metrics=none is for training runs)."""
+    scored = [m for m in ("fid", "kid", "inception_score", "lpips_diversity", "clip_score", "broken_rate")
+              if getattr(mcfg, m)] + [name for name, on in mcfg.plugins.items() if on]
+    if not scored and not mcfg.nll["enabled"]:
+        raise ConfigError.bad_value("metrics", "this preset turns every metric off (metrics=none is for training runs)",
+                                    "Pass metrics=fast, default or full (or metrics=nll for the likelihood).")

@@ -148,6 +148,7 @@ class DiffusionModel:
         `n` / `seed` / `batch_size` default to the preset's; `prompts` for text models (image i gets prompt i mod
         len). With `out_dir`, metrics.json, a grid and (with `save_images`) every image are written there too."""
         mcfg = metrics_config(metrics)
+        checks.metrics_scored(mcfg)
         prompts = list(prompts) if prompts else None
         n = checks.integer(n if n is not None else (len(prompts) if prompts else mcfg.n_samples), "n_samples",
                            0 if mcfg.nll["enabled"] else 1)

@@ -59,22 +59,13 @@ def check_config(cfg: DictConfig, mcfg: MetricsConfig,
     return n, int(request["seed"]), batch_size, out_dir, done, request
 
 
-def check_metrics(mcfg: MetricsConfig) -> None:
-    """The preset scores something (metrics=none is for training runs)."""
-    scored = [m for m in ("fid", "kid", "inception_score", "lpips_diversity", "clip_score", "broken_rate")
-              if getattr(mcfg, m)] + [name for name, on in mcfg.plugins.items() if on]
-    if not scored and not mcfg.nll["enabled"]:
-        raise ConfigError.bad_value("metrics", "this preset turns every metric off (metrics=none is for training runs)",
-                                    "Pass metrics=fast, default or full (or metrics=nll for the likelihood).")
-
-
 def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (or a folder of images); returns the record written to metrics.json."""
     if (bool(cfg.get("ckpt")) or cfg.get("model") is not None) == bool(cfg.get("images")):
         raise ConfigError("Pass exactly one of ckpt=<checkpoint> (or model=sd) and images=<folder of images> "
                           "(config keys `ckpt`, `images`).")
     mcfg: MetricsConfig = instantiate(cfg.metrics, _convert_="all")
-    check_metrics(mcfg)
+    checks.metrics_scored(mcfg)
     if cfg.get("images"):
         folder_images(Path(cfg.images))
     prompts = read_prompts(cfg.prompts) if cfg.get("prompts") else None

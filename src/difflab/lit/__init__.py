@@ -2,7 +2,8 @@
 
 from difflab.lit.autoencoder import AutoencoderModule
 from difflab.lit.diffusion import DiffusionModule
+from difflab.lit.distill import DistillationModule, load_teacher
 from difflab.lit.regressor import RegressorModule, load_regressor
 from difflab.lit.text import TextDiffusionModule
 
-__all__ = ["AutoencoderModule", "DiffusionModule", "RegressorModule", "TextDiffusionModule", "load_regressor"]
+__all__ = ["AutoencoderModule", "DiffusionModule", "DistillationModule", "RegressorModule", "TextDiffusionModule", "load_regressor", "load_teacher"]

@@ -1,7 +1,7 @@
 """Samplers: pure functions over a denoiser, one family per file, all in `SAMPLERS`."""
 
 from difflab.samplers import (  # noqa: F401  (register the samplers)
-    adaptive, ancestral, dpm_solver, dpm_solver_eps, euler, multistep, ode, restart, sde, singlestep, unipc,
+    adaptive, ancestral, consistency, dpm_solver, dpm_solver_eps, euler, multistep, ode, restart, sde, singlestep, unipc,
 )
 from difflab.samplers.ode import probability_flow
 from difflab.samplers.base import SAMPLERS, StackedGenerator, randn_like, register

@@ -47,6 +47,7 @@ WEBUI_NAMES: dict[str, tuple[str, str | None]] = {
     "DPM++ 2M SDE Heun Karras": ("dpmpp_2m_sde_heun", "karras"),
     "DPM++ 2M SDE Heun Exponential": ("dpmpp_2m_sde_heun", "logsnr"),
     "Restart": ("restart", None),
+    "LCM": ("lcm", None),
 }
 
 # web UI schedule type -> difflab grid ("Polyexponential" at the web UI's default rho = 1 is the exponential grid)

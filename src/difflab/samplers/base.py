@@ -36,12 +36,15 @@ class SamplerInfo:
 
     order   convergence order of its deterministic part (global error ~ step^order)
     noise   None: deterministic; ALWAYS: always stochastic; else the knob whose non-zero value adds noise
+    consistency  True: it samples a consistency model (its denoiser is taken as the consistency function, e.g. a
+            distilled student's); with an ordinary denoiser it solves neither the ODE nor the SDE
     """
 
     name: str
     fn: SamplerFn
     order: int
     noise: str | None = None
+    consistency: bool = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
         return self.fn(*args, **kwargs)
@@ -70,13 +73,15 @@ class SamplerRegistry(dict):
 SAMPLERS: SamplerRegistry = SamplerRegistry()
 
 
-def register(name: str, *, order: int, noise: str | None = None) -> Callable[[SamplerFn], SamplerFn]:
-    """Decorator adding a sampler function to `SAMPLERS` with its order and stochastic knob (see SamplerInfo)."""
+def register(name: str, *, order: int, noise: str | None = None,
+             consistency: bool = False) -> Callable[[SamplerFn], SamplerFn]:
+    """Decorator adding a sampler function to `SAMPLERS` with its order, stochastic knob and whether it samples
+    consistency models (see SamplerInfo)."""
 
     def add(fn: SamplerFn) -> SamplerFn:
         if name in SAMPLERS:
             raise ValueError(f"sampler {name!r} is registered twice")
-        info = SamplerInfo(name, fn, order, noise)
+        info = SamplerInfo(name, fn, order, noise, consistency)
         if noise not in (None, ALWAYS) and noise not in info.options():
             raise ValueError(f"sampler {name!r} declares noise knob {noise!r}, which it does not take")
         SAMPLERS[name] = info

@@ -90,6 +90,25 @@ def sweep_name() -> str | None:
     return Path(str(HydraConfig.get().sweep.dir)).name
 
 
+def sweep_checkpoint(variant: str, sweep_dir: str | Path | None = None) -> str:
+    """`${sweep_checkpoint:ddpm}`: the last checkpoint of the job of this multirun (`sweep_dir`: the running one) that
+    trained `variant=<variant>`, for a variant distilled from it (conf/variant/ddpm_lcm.yaml); a ConfigError naming
+    `distill.teacher` when the sweep has no such finished job."""
+    fix = (f"List {variant} before the variants distilled from it (python train.py -m experiment=compare_variants "
+           f"variant={variant},<distilled variant>), with a launcher that runs the jobs in order (the default).")
+    if sweep_dir is None:
+        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise ConfigError.bad_value("distill.teacher", f"a variant distilled from the sweep's variant={variant} "
+                                        "job needs a multirun (-m)", fix)
+        sweep_dir = str(HydraConfig.get().sweep.dir)
+    for config in sorted(Path(sweep_dir).glob("*/config.yaml")):
+        if (OmegaConf.load(config).get("choices") or {}).get("variant") == variant:
+            ckpt = config.parent / "checkpoints" / "last.ckpt"
+            if ckpt.is_file():
+                return str(ckpt)
+    raise ConfigError.bad_value("distill.teacher", f"the sweep {sweep_dir} has no finished variant={variant} job", fix)
+
+
 def sweeper_direction() -> str | None:
     """In a multirun, the sweeper's `direction` (minimize | maximize; minimize when it has none); None in a single run."""
     if sweep_name() is None:
@@ -168,6 +187,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("int_div", int_div, replace=True)
     OmegaConf.register_new_resolver("choice", config_choice, replace=True)
     OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
+    OmegaConf.register_new_resolver("sweep_checkpoint", sweep_checkpoint, replace=True)
     OmegaConf.register_new_resolver("len", length, replace=True)
     OmegaConf.register_new_resolver("csv_width", csv_width, replace=True)
     OmegaConf.register_new_resolver("feature_size", feature_size, replace=True)

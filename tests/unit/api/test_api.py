@@ -113,7 +113,7 @@ def test_mistakes_name_the_argument(run: difflab.TrainResult, tmp_path: Path) ->
     with pytest.raises(MissingFileError, match="nope.ckpt"):
         difflab.load(tmp_path / "nope.ckpt")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="empty.*no model_index.json"):
+    with pytest.raises(MissingFileError, match="empty.*no model_index.json"):
         difflab.load(tmp_path / "empty")
 
 

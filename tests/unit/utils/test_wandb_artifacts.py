@@ -92,7 +92,7 @@ def test_evaluation_and_sampling_runs_are_linked_to_the_training_run(trained, tm
 
     train_run = read_run(trained)
     ckpt = trained / "checkpoints" / "last.ckpt"
-    evaluate.run(compose_config("evaluate", [f"ckpt={ckpt}", "metrics=none", "n_samples=2", "sampler=ddim", "sampler.steps=2",
+    evaluate.run(compose_config("evaluate", [f"ckpt={ckpt}", "metrics=none", "metrics.broken_rate=true", "n_samples=2", "sampler=ddim", "sampler.steps=2",
                                              "logger=wandb", f"paths.run_dir={tmp_path}/eval"], tmp_path))
     sample.run(compose_config("sample", [f"ckpt={ckpt}", "n=2", "sampler=ddim", "sampler.steps=2", "logger=wandb",
                                          f"paths.run_dir={tmp_path}/sample", f"out_dir={tmp_path}/sample"], tmp_path))
