@@ -26,6 +26,7 @@ from difflab.data.base import collate_batch
 from difflab.data.files import DataNotFoundError, ImageFileDataset
 from difflab.data.image_text import read_index
 from difflab.errors import ConfigError
+from difflab.evaluation.image_record import image_parameters
 from difflab.evaluation.likelihood import data_bits_per_dim
 from difflab.evaluation.score import metrics_record, sample_and_score, write_record
 from difflab.evaluation.suite import MetricsConfig, MetricSuite, Networks
@@ -36,7 +37,8 @@ from difflab.utils.tensors import autocast_for
 
 log = logging.getLogger(__name__)
 STRIP = "samples_strip.png"
-Sink = Callable[[Tensor, Tensor], None]  # (images [B, C, H, W] in [-1, 1], global indices [B])
+Sink = Callable[[Tensor, Tensor, list[str]], None]  # (images [B, C, H, W] in [-1, 1], global indices [B], their
+#                                                   `parameters` chunks)
 
 
 def score_folder(folder: Path, datamodule: Any, suite: MetricSuite, batch_size: int) -> dict[str, float]:
@@ -102,21 +104,26 @@ def sample_into_suite(module: Any, suite: MetricSuite, datamodule: Any, *, n: in
     """Sample n images of the module into the suite (each batch to `sink`), with a grid and a strip of them in
     `out_dir`; returns the values, the first (up to 64) images and the requested condition of each image."""
     preview: list[Tensor] = []
+    requests = module.condition.draw(n, datamodule, prompts)
+    rows = module.condition.rows(requests)
+
+    def text(i: int) -> str:  # image i's `parameters` chunk
+        return image_parameters(module, seed=seed, index=i, row=rows[i] if i < len(rows) else None,
+                                negative_prompt=negative_prompt).text()
 
     def keep(images: Tensor, index: Tensor) -> None:
         if not preview:
             preview.append(images[:64])
         if sink is not None:
-            sink(images, index)
+            sink(images, index, [text(i) for i in index.tolist()])
 
-    requests = module.condition.draw(n, datamodule, prompts)
     with autocast_for(torch.device(module.device), precision):
         uncond = negative_condition(module, negative_prompt)
         values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size, requests=requests,
                                   sink=keep, uncond=uncond)
     if preview and out_dir is not None:
-        save_grid(preview[0], out_dir / "grid.png")
-        save_grid(preview[0][:STRIP_SAMPLES], out_dir / STRIP, nrow=STRIP_SAMPLES)  # its row of the comparison gallery
+        save_grid(preview[0], out_dir / "grid.png", parameters=text(0))
+        save_grid(preview[0][:STRIP_SAMPLES], out_dir / STRIP, nrow=STRIP_SAMPLES, parameters=text(0))  # its row of the comparison gallery
     return values, preview[0] if preview else None, module.condition.rows(requests)
 
 

@@ -68,10 +68,10 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
         module.condition.refuse_foreign({key: cfg.get(key) for key in INPUT_KEYS})  # e.g. prompts= for a class model
     datamodule = reference_data(module, cfg.get("data"), prompts)
 
-    def sink(images: torch.Tensor, index: torch.Tensor) -> None:
+    def sink(images: torch.Tensor, index: torch.Tensor, texts: list[str]) -> None:
         (out_dir / "images").mkdir(exist_ok=True)
-        for image, i in zip(images, index.tolist()):
-            write_png(image, out_dir / "images" / f"{i:06d}.png")
+        for image, i, text in zip(images, index.tolist(), texts):
+            write_png(image, out_dir / "images" / f"{i:06d}.png", text)
 
     with evaluated_as(module, guidance_scale=cfg.get("guidance_scale")) if module is not None else nullcontext():
         record, samples, rows = evaluate(

@@ -1,0 +1,55 @@
+"""`python train.py -m experiment=thinfilm_normalization`: the vector model with and without z-scored conditions on
+the same CSV data, one comparison row each (the real command at tiny size: one training step, 4 samples, no metric
+weights, so FID is unavailable and the regressor is off; benchmarks/results/thinfilm_normalization.md measures both)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import difflab
+from fakes import fake_csv
+
+REPO = Path(__file__).resolve().parents[2]
+ROI = "data.roi=[10,5,10,20]"
+COLUMNS = "data.columns=[x1,x2,x3,x4,x5,x6,x7,x8]"
+
+
+def test_the_two_variants_differ_in_the_normalisation_alone(tmp_path: Path) -> None:
+    csv_file = fake_csv(tmp_path / "csv")
+    made = {}
+    for variant in ("cond_vector_zscore", "cond_vector_raw"):
+        made[variant] = difflab.compose(["experiment=thinfilm_normalization", f"variant={variant}",
+                                         f"data.csv={csv_file}", COLUMNS, ROI], run_dir=tmp_path / variant)
+    zscore, raw = made["cond_vector_zscore"], made["cond_vector_raw"]
+    assert zscore.data.normalize is True and raw.data.normalize is False
+    assert zscore.model.condition._target_.endswith("Vector") and zscore.model == raw.model
+    assert (zscore.metrics.fid, zscore.metrics.cond_mae, zscore.sampler.name) == (True, True, "ddim")
+    assert zscore.trainer == raw.trainer and zscore.seed == raw.seed
+
+
+@pytest.mark.slow
+def test_the_sweep_ends_with_one_row_per_variant(tmp_path: Path) -> None:
+    csv_file = fake_csv(tmp_path / "csv", n=16)
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO / "src"), "TORCH_HOME": str(tmp_path / "t")}
+    env.pop("DIFFLAB_ALLOW_DOWNLOAD", None)
+    tiny = ["debug=fast", "data.resolution=8", "data.val_fraction=0.25", "model.net.base_channels=8",
+            "model.net.channel_mult=[1,2]", "model.net.num_heads=1", "model.net.emb_channels=32", "metrics.n_samples=4",
+            "metrics.batch_size=4", "metrics.cond_mae=false", "sampler.steps=2"]
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "-m", "experiment=thinfilm_normalization",
+                           f"data.csv={csv_file}", COLUMNS, ROI, *tiny, f"paths.root_dir={tmp_path}"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    (sweep,) = (tmp_path / "runs" / "train" / "multirun").iterdir()
+    with (sweep / "comparison.csv").open(newline="") as f:
+        rows = {row["variant"]: row for row in csv.DictReader(f)}
+    assert set(rows) == {"cond_vector_zscore", "cond_vector_raw"}
+    for variant, normalize in (("cond_vector_zscore", True), ("cond_vector_raw", False)):
+        stats = json.loads((Path(rows[variant]["run_dir"]) / "cond_stats.json").read_text())
+        assert stats["normalize"] is normalize
