@@ -5,6 +5,8 @@ request per line on stdin: {"argv": ["sample.py", "n=0", ...] or ["-m", "difflab
 "cwd": ..., "env": {...}}. For each it forks a child that runs the script (runpy, as `python <script>` or
 `python -m <module>` would) with its stdout/stderr going to files, and answers one JSON line
 {"rc": exit status, "stdout": ..., "stderr": ...}. The parent never runs torch work, so forking is safe.
+A request with "patch": "enospc" runs its child on a simulated full disk: every write of difflab's output writer
+(`difflab.utils.files`) fails half-way with ENOSPC.
 """
 
 from __future__ import annotations
@@ -39,10 +41,25 @@ def preload() -> None:
     import difflab.nets  # noqa: F401
 
 
-def child(argv: list[str], cwd: str, env: dict[str, str], out: int, err: int) -> None:
+def full_disk() -> None:
+    """Make every write of the output writer fail half-way with ENOSPC, as on a full disk."""
+    import errno
+
+    from difflab.utils import files
+
+    def half_then_full(file, fill) -> None:
+        file.write(b"the first bytes")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    files._fill = half_then_full
+
+
+def child(argv: list[str], cwd: str, env: dict[str, str], out: int, err: int, patch: str | None = None) -> None:
     """Become the script: redirect fds 1/2, set argv/cwd/env, run it, exit with its status (never returns)."""
     code = 1
     try:
+        if patch == "enospc":
+            full_disk()
         os.dup2(out, 1)
         os.dup2(err, 2)
         os.chdir(cwd)
@@ -79,7 +96,7 @@ def run_one(request: dict, timeout: float) -> dict:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         pid = os.fork()
         if pid == 0:
-            child(request["argv"], request["cwd"], request.get("env", {}), out.fileno(), err.fileno())
+            child(request["argv"], request["cwd"], request.get("env", {}), out.fileno(), err.fileno(), request.get("patch"))
         deadline = time.monotonic() + timeout
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)

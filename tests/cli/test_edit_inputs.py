@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from fakes import fake_csv
 from PIL import Image
 
 from difflab.api.sampling import SampleOptions, build_edit
 from difflab.data.csv_table import CSVDataModule
-from fakes import fake_csv
 
 ROI = [10, 5, 10, 20]  # top, left, height, width: the grey block of fake_csv's images
 
@@ -53,8 +53,9 @@ def test_an_input_outside_the_roi_names_the_key(tmp_path: Path) -> None:
 
 
 def test_paste_back_writes_the_whole_photograph_beside_the_crop(tmp_path: Path) -> None:
-    import difflab
     from conftest import TINY_NET
+
+    import difflab
     from difflab.cli.sample import run as sample_py
     from difflab.utils.pnginfo import read_text
 

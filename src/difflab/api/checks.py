@@ -5,6 +5,7 @@ Each check raises a `difflab.errors` class whose one paragraph names the config 
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -290,3 +291,14 @@ def optimized_metric(cfg: DictConfig) -> str | None:
                                     "(metrics=none)", "Pass metrics=fast or metrics=default, or optimize val/loss.")
     return name
 
+
+
+def disk_room(folder: Path, n: int, shape: tuple[int, ...], key: str = "n") -> None:
+    """Refuse to write `n` PNG images of `shape` (C, H, W) into `folder` when they would not fit on its disk (a PNG
+    takes at most about C * H * W bytes): a ConfigError naming `key` with the estimate."""
+    need = n * (int(torch.tensor(shape).prod()) + 1024)
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise ConfigError.bad_value(key, f"{n} images of shape {tuple(shape)} may take up to {need / 2**30:.1f} GiB, "
+                                    f"and the disk of '{folder}' has {free / 2**30:.1f} GiB free",
+                                    "Ask for fewer images, write them to another out_dir, or pass save_images=false.")

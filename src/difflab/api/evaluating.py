@@ -9,7 +9,7 @@ another codebase) is scored with the same protocol. The result is the `metrics.j
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from difflab.evaluation.image_record import image_parameters
 from difflab.evaluation.likelihood import data_bits_per_dim
 from difflab.evaluation.score import metrics_record, sample_and_score, write_record
 from difflab.evaluation.suite import MetricsConfig, MetricSuite, Networks
-from difflab.utils.images import save_grid
+from difflab.utils.images import png_levels, save_grid
 from difflab.utils.progress import Progress
 from difflab.utils.stored_config import instantiate_stored
 from difflab.utils.tensors import autocast_for
@@ -100,9 +100,11 @@ def evaluated_as(module: Any, sampler: Any = None, guidance_scale: float | None 
 
 def sample_into_suite(module: Any, suite: MetricSuite, datamodule: Any, *, n: int, seed: int, batch_size: int,
                       out_dir: Path | None, prompts: list[str] | None, negative_prompt: str | None, precision: str,
-                      sink: Sink | None) -> tuple[dict[str, float], Tensor | None, list[dict[str, Any]]]:
-    """Sample n images of the module into the suite (each batch to `sink`), with a grid and a strip of them in
-    `out_dir`; returns the values, the first (up to 64) images and the requested condition of each image."""
+                      sink: Sink | None, done: Mapping[int, Tensor] | None = None
+                      ) -> tuple[dict[str, float], Tensor | None, list[dict[str, Any]]]:
+    """Sample n images of the module into the suite (each batch to `sink`; the images `done` scored as they are),
+    with a grid and a strip of them in `out_dir`; returns the values, the first (up to 64) images and the requested
+    condition of each image. The suite sees every image at its 8-bit PNG levels, as written (and read back)."""
     preview: list[Tensor] = []
     requests = module.condition.draw(n, datamodule, prompts)
     rows = module.condition.rows(requests)
@@ -112,26 +114,26 @@ def sample_into_suite(module: Any, suite: MetricSuite, datamodule: Any, *, n: in
                                 negative_prompt=negative_prompt).text()
 
     def keep(images: Tensor, index: Tensor) -> None:
-        if not preview:
-            preview.append(images[:64])
         if sink is not None:
             sink(images, index, [text(i) for i in index.tolist()])
 
     with autocast_for(torch.device(module.device), precision):
         uncond = negative_condition(module, negative_prompt)
         values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size, requests=requests,
-                                  sink=keep, uncond=uncond)
-    if preview and out_dir is not None:
-        save_grid(preview[0], out_dir / "grid.png", parameters=text(0))
-        save_grid(preview[0][:STRIP_SAMPLES], out_dir / STRIP, nrow=STRIP_SAMPLES, parameters=text(0))  # its row of the comparison gallery
-    return values, preview[0] if preview else None, module.condition.rows(requests)
+                                  sink=keep, uncond=uncond, done=done, transform=png_levels, keep=preview)
+    first = torch.cat(preview) if preview else None
+    if first is not None and out_dir is not None:
+        save_grid(first, out_dir / "grid.png", parameters=text(0))
+        save_grid(first[:STRIP_SAMPLES], out_dir / STRIP, nrow=STRIP_SAMPLES, parameters=text(0))  # comparison gallery row
+    return values, first, rows
 
 
 def evaluate(module: Any | None, metrics: MetricsConfig, datamodule: Any | None, *, n: int, seed: int,
              batch_size: int, images: Path | None = None, out_dir: Path | None = None,
              prompts: list[str] | None = None, prompts_file: str | None = None, negative_prompt: str | None = None,
              precision: str = "32", sink: Sink | None = None, networks: Networks | None = None,
-             ckpt: str | None = None) -> tuple[dict[str, Any], Tensor | None, list[dict[str, Any]]]:
+             ckpt: str | None = None, done: Mapping[int, Tensor] | None = None
+             ) -> tuple[dict[str, Any], Tensor | None, list[dict[str, Any]]]:
     """Score `module` (n samples; metrics=nll adds the likelihood of real data) or the folder `images` against the
     reference data of `datamodule` (None: prompts alone, CLIP score and samples/sec). Writes metrics.json (and a
     grid and strip of the samples) into `out_dir` when given. Returns (the record, up to 64 samples, the requested
@@ -152,7 +154,7 @@ def evaluate(module: Any | None, metrics: MetricsConfig, datamodule: Any | None,
     else:
         values, samples, rows = sample_into_suite(
             module, suite, datamodule, n=n, seed=seed, batch_size=batch_size, out_dir=out_dir, prompts=prompts,
-            negative_prompt=negative_prompt, precision=precision, sink=sink) if n > 0 else ({}, None, [])
+            negative_prompt=negative_prompt, precision=precision, sink=sink, done=done) if n > 0 else ({}, None, [])
         if metrics.nll["enabled"]:
             values.update(data_bits_per_dim(module, datamodule, **{k: v for k, v in metrics.nll.items() if k != "enabled"}))
         strip = out_dir is not None and (out_dir / STRIP).is_file()

@@ -15,7 +15,7 @@ from typing import Any
 # sample.py's keys of a request, in the order a command line lists them (the model and sampler come first)
 REQUEST_KEYS = ("n", "seed", "batch_size", "precision", "guidance_scale", "guidance_rescale", "class_label", "cond",
                 "cond_csv", "sweep", "sweep_seeds", "prompt", "negative_prompt", "mode", "init_image", "mask",
-                "strength", "interpolate_between", "paste_back", "paste_back_blend")
+                "strength", "interpolate_between", "lora", "paste_back", "paste_back_blend")
 
 
 def quoted(text: str) -> str:

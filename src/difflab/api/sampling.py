@@ -28,6 +28,8 @@ from difflab.api.samples import Samples
 from difflab.conditions import INPUT_KEYS, Requests
 from difflab.errors import ConfigError
 from difflab.evaluation.image_record import image_parameters
+from difflab.lit.lora import apply_loras
+from difflab.nets.lora import parse_lora_list
 from difflab.samplers import (
     Edit,
     SamplerSpec,
@@ -37,6 +39,7 @@ from difflab.samplers import (
     slerp,
 )
 from difflab.samplers.base import StepCallback
+from difflab.utils.pnginfo import model_hash
 from difflab.utils.progress import Progress
 from difflab.utils.tensors import autocast_for
 
@@ -83,6 +86,7 @@ class SampleOptions:
     precision: str = "32"
     paste_back: bool = False   # img2img / inpaint of ROI data: the whole photograph with the edited ROI put back
     paste_back_blend: int = 0  # its seam: pixels of the photograph over which the edit fades into the original
+    lora: Any = None                      # LoRA files merged for this request: [path:weight, ...] or (path, weight)
     extra: dict[str, Any] = field(default_factory=dict)  # what else samples.json records (ckpt paths, cond_csv, ...)
 
     def __post_init__(self) -> None:
@@ -110,6 +114,7 @@ class SampleOptions:
             raise ConfigError.bad_value("paste_back", f"true pastes an edited region of interest back into its "
                                         f"photograph, and mode={self.mode} edits no photograph",
                                         "Use it with mode=img2img or mode=inpaint and init_image=<the photograph>.")
+        self.lora = parse_lora_list(self.lora)  # checked before any loading: a malformed entry names `lora`
         self.seed = resolve_seed(self.seed)
 
     @classmethod
@@ -125,6 +130,7 @@ class SampleOptions:
             negative_prompt=cfg.get("negative_prompt"), regressor=cfg.get("regressor"),
             mode=str(cfg.get("mode", "generate")), init_image=cfg.get("init_image"), mask=cfg.get("mask"),
             strength=cfg.get("strength", 0.6), precision=str(cfg.precision),
+            lora=OmegaConf.to_container(cfg.lora) if OmegaConf.is_list(cfg.get("lora")) else cfg.get("lora"),
             interpolate_between=OmegaConf.to_container(between) if OmegaConf.is_list(between) else between,
             paste_back=cfg.get("paste_back", False), paste_back_blend=cfg.get("paste_back_blend", 0))
 
@@ -151,6 +157,7 @@ class SampleOptions:
             "init_image": file(self.init_image) if edit else None, "mask": file(self.mask) if self.mode == "inpaint"
             else None, "strength": self.strength if self.mode == "img2img" else None,
             "interpolate_between": list(self.interpolate_between) if self.mode == "interpolate" else None,
+            "lora": [{"path": str(Path(p).expanduser().resolve()), "weight": w} for p, w in self.lora] or None,
             "paste_back": True if self.paste_back else None,
             "paste_back_blend": self.paste_back_blend if self.paste_back else None,
         }
@@ -234,6 +241,7 @@ def draw(module: Any, options: SampleOptions, *, callback: StepCallback | None =
     """Sample the request with `module` (on its device): images batch by batch, each handed to `sink` as it is made;
     indices in `done` (images already made, e.g. on disk) are taken as they are. `record` adds to samples.json."""
     checks.inference_precision(options.precision, torch.device(module.device))
+    loras = apply_loras(module, options.lora).applied  # this request's set (none restores the model's own weights)
     condition = module.condition
     requests = condition.parse(options.condition_inputs(), options.n)  # before sampling: inputs that mean nothing stop
     sweep = requests.sweep  # sweep=: noise-major images, `sweep.count` per row
@@ -268,7 +276,7 @@ def draw(module: Any, options: SampleOptions, *, callback: StepCallback | None =
         **({"cond_csv": str(Path(str(options.cond_csv)).expanduser().resolve())} if options.cond_csv else {}),
         **({"measured": measured} if measured else {}),
         **({"negative_prompt": options.negative_prompt} if options.negative_prompt else {}),
-        "mode": options.mode, **edit_record,
+        "mode": options.mode, **edit_record, **({"lora": loras} if loras else {}),
     }
     return Samples(images, full, rows, sweep.count if sweep is not None else None, plots, texts,
                    paste_back(module, options, images))
@@ -288,7 +296,8 @@ def parameters(module: Any, options: SampleOptions, spec: SamplerSpec, rows: lis
     request = options.request(spec, model)
     extra = {"Mode": options.mode if options.mode != "generate" else None,
              "Denoising strength": options.strength if options.mode == "img2img" else None,
-             "Init image": edit_record.get("init_image"), "Mask": edit_record.get("mask")}
+             "Init image": edit_record.get("init_image"), "Mask": edit_record.get("mask"),
+             "Lora hashes": ", ".join(f"{Path(p).stem}: {model_hash(p)}" for p, _ in options.lora) or None}
     return [image_parameters(module, seed=options.seed, index=i, sampler=spec, guidance_scale=options.guidance_scale,
                              guidance_rescale=options.guidance_rescale, row=rows[i] if i < len(rows) else None,
                              negative_prompt=options.negative_prompt, extra=extra, request=request).text()

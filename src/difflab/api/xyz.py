@@ -36,8 +36,8 @@ from difflab.api.samples import Samples
 from difflab.api.sampling import SampleOptions
 from difflab.errors import ConfigError, UserError
 from difflab.samplers.aliases import resolve
+from difflab.utils.files import write_json
 from difflab.utils.images import png_pixels, to_uint8_grid, write_uint8
-from difflab.utils.jsonio import write_json
 from difflab.utils.pnginfo import Parameters, value_text
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def labelled_grid(cells: list[list[np.ndarray]], xlabels: list[str], ylabels: li
     font = ImageFont.load_default(size=14)
     h, w = cells[0][0].shape[:2]
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    width_of = lambda text: measure.textbbox((0, 0), text, font=font)[2]  # noqa: E731
+    width_of = lambda text: measure.textbbox((0, 0), text, font=font)[2]
     left = max([width_of(t) for t in ylabels] + [0]) + (2 * gap if any(ylabels) else 0)
     xwrapped = [_wrap(t, w, width_of) for t in xlabels]
     line = 18

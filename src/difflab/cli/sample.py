@@ -13,15 +13,12 @@ image records (`difflab.api.pnginfo`: keys given beside it win) and checks that 
 
 from __future__ import annotations
 
-import json
 import logging
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 
 from difflab.api import checks
@@ -31,61 +28,15 @@ from difflab.api.pnginfo import png_request
 from difflab.api.samples import Samples
 from difflab.api.sampling import SampleOptions
 from difflab.api.xyz import run_xyz
-from difflab.errors import ConfigError, UnwritableOutputError
+from difflab.cli.resume import ImageWriter, output_folder, request_of, resume_command
+from difflab.errors import ConfigError
 from difflab.samplers.base import StepCallback
 from difflab.utils.entry import hydra_main, on_interrupt
-from difflab.utils.images import png_pixels, read_png, write_png
-from difflab.utils.jsonio import write_json
+from difflab.utils.images import png_pixels, read_png
 from difflab.utils.loggers import task_loggers
 from difflab.utils.wandb_artifacts import log_sample_table, wandb_loggers
 
 log = logging.getLogger(__name__)
-
-REQUEST = ".request.json"  # what a sample folder was asked for: a resumed run must ask the same
-
-
-def request_of(cfg: DictConfig) -> dict[str, Any]:
-    """What decides a sample folder's images: every key but where they go and whether to resume."""
-    keys = OmegaConf.to_container(cfg, resolve=True)
-    keys["seed_given"] = keys.pop("seed", None)
-    for key in ("out_dir", "overwrite", "resume", "paths", "logger", "hydra"):
-        keys.pop(key, None)
-    if keys.get("ckpt") and Path(str(keys["ckpt"])).expanduser().is_file():  # a missing file: load names it
-        stat = Path(str(keys["ckpt"])).expanduser().stat()
-        keys["ckpt_file"] = [str(Path(str(keys["ckpt"])).expanduser().resolve()), stat.st_size, stat.st_mtime_ns]
-    return keys
-
-
-def output_folder(cfg: DictConfig, request: dict[str, Any]) -> tuple[Path, dict[int, Path]]:
-    """(the output folder, the images already in it by index): a fresh folder, or with `resume=true` an unfinished
-    sample folder of the same request (`request["seed"]` becomes the started sample's seed when this one asks for a
-    random seed again)."""
-    out_dir = Path(str(cfg.out_dir)).expanduser()
-    if not cfg.get("resume", False):
-        try:
-            return checks.fresh_output(out_dir, "out_dir", bool(cfg.get("overwrite", False))), {}
-        except UnwritableOutputError as err:
-            if (out_dir / REQUEST).is_file() and not (out_dir / "samples.json").is_file():
-                raise UnwritableOutputError(f"{err} It holds an unfinished sample: add resume=true to continue it.") from None
-            raise
-    if (out_dir / "samples.json").is_file():
-        raise ConfigError.bad_value("resume", f"the sample in '{out_dir}' is complete (it has samples.json)",
-                                    "Nothing to continue: pass another out_dir=<folder> for a new sample.")
-    if not (out_dir / REQUEST).is_file():
-        raise ConfigError.bad_value("resume", f"'{out_dir}' (config key `out_dir`) holds no unfinished sample",
-                                    "Pass out_dir=<the folder of the sample that was cut short>, or leave resume out.")
-    asked = json.loads((out_dir / REQUEST).read_text())
-    if request.get("seed_given") == -1:  # seed=-1 again: the seed the sample was started with
-        request["seed"] = asked.get("seed")
-    changed = sorted(k for k in set(asked) | set(request) if asked.get(k) != request.get(k))
-    if changed:
-        raise ConfigError.bad_value("resume", f"the sample in '{out_dir}' was asked with other values of "
-                                    f"{', '.join(changed[:6])}", "Continue it with the command that started it, or "
-                                    "start a new sample in another out_dir.")
-    done = {int(p.stem): p for p in sorted((out_dir / "images").glob("*.png")) if p.stem.isdigit()}
-    log.info("resuming %s: %d images already made", out_dir, len(done))
-    return out_dir, done
-
 
 def run(cfg: DictConfig, callback: StepCallback | None = None) -> dict[str, Any]:
     """Sample `n` images from a checkpoint or pretrained pipeline into `out_dir`; returns the output folder, NFE,
@@ -100,21 +51,16 @@ def run(cfg: DictConfig, callback: StepCallback | None = None) -> dict[str, Any]
     out_dir, done = output_folder(cfg, request)
     options.seed = request["seed"]
     model = load_configured(cfg, options.sampler)
-    on_interrupt(f"The images made so far are in {out_dir}; continue with: {resume_command(out_dir)}")
     if cfg.save_images:
-        (out_dir / "images").mkdir(exist_ok=True)
-    write_json(out_dir / REQUEST, request)
-
-    def sink(images: Any, index: list[int], texts: list[str]) -> None:
-        for i, image, text in zip(index, images, texts):
-            write_png(image, out_dir / "images" / f"{i:06d}.png", text)
-
+        checks.disk_room(out_dir, options.n - len(done), model.image_shape)
+    on_interrupt(f"The images made so far are in {out_dir}; continue with: {resume_command(out_dir, 'sample.py')}")
+    writer = ImageWriter(out_dir, request)
     made = {i: read_png(path, model.image_shape[0]) for i, path in done.items()}
-    samples = model.draw(options, callback=callback, sink=sink if cfg.save_images else None, done=made)
+    samples = model.draw(options, callback=callback, sink=writer if cfg.save_images else None, done=made)
     if source is not None:
         samples.record["from_png"] = compare_with_png(cfg.from_png, source, samples)
     paths = samples.write_files(out_dir, save_images=bool(cfg.save_images), images_written=True)
-    (out_dir / REQUEST).unlink()
+    writer.finish()
     log_to_wandb(cfg, samples)
     return {"out_dir": out_dir, "nfe": samples.nfe, "images": samples.images, "grid": paths["grid"],
             "record": samples.record}
@@ -156,13 +102,6 @@ def xyz(cfg: DictConfig, callback: StepCallback | None) -> dict[str, Any]:
     checks.inference_device(cfg.device)
     out_dir = checks.fresh_output(cfg.out_dir, "out_dir", bool(cfg.get("overwrite", False)))
     return run_xyz(cfg, out_dir, load_configured, callback)
-
-
-def resume_command(out_dir: Path) -> str:
-    """This command again, into `out_dir` with resume=true (what continues a sample cut short)."""
-    args = [a for a in sys.argv[1:] if not a.startswith(("out_dir=", "resume=", "hydra.run.dir="))]
-    return " ".join(["python", "sample.py", *(shlex.quote(a) for a in args), f"out_dir={shlex.quote(str(out_dir))}",
-                     "resume=true"])
 
 
 def log_to_wandb(cfg: DictConfig, samples: Samples) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,9 @@ from torch import Tensor
 
 from difflab.conditions import Requests
 from difflab.evaluation.suite import MetricSuite
+from difflab.lit.lora import lora_label
 from difflab.utils.cluster import reduce_scalar, shard, world
+from difflab.utils.files import write_json
 from difflab.utils.progress import Progress
 from difflab.utils.tensors import cuda_sync
 
@@ -33,41 +34,58 @@ def sample_and_score(
     requests: Requests | None = None,
     sink: Sink | None = None,
     uncond: Tensor | None = None,
+    done: Mapping[int, Tensor] | None = None,
+    transform: Callable[[Tensor], Tensor] | None = None,
+    keep: list[Tensor] | None = None,
 ) -> dict[str, float]:
     """Every rank samples its contiguous share of images 0..n-1 (per-sample seeds) and feeds the suite.
 
     Image i gets the condition `requests[i]` (by default the model's `condition.draw(n)`: class i mod K; see
     `difflab.conditions`), and the suite checks it (class accuracy, vector MAE, CLIP score of its text);
-    `uncond` (e.g. a negative prompt's context) is guidance's unconditional branch.
+    `uncond` (e.g. a negative prompt's context) is guidance's unconditional branch. A batch whose images are all
+    `done` (made by an earlier, interrupted evaluation) is scored as it is, not sampled again; `transform` turns new
+    images into what the suite and `sink` get (evaluate.py: their 8-bit PNG levels, which `done` images have); the
+    images of indices below 64 are appended to `keep` (a preview grid).
 
-    Returns the suite's values plus `samples_per_sec` (n / the slowest rank's sampling time,
+    Returns the suite's values plus `samples_per_sec` (images sampled here / the slowest rank's sampling time,
     sampling only: the metric networks are not timed) and `nfe` (network evaluations per image).
     Collective under DDP: every rank must call it.
     """
     rank, size = world()
     part = shard(n, rank, size)
     device = torch.device(getattr(module, "device", "cpu"))
-    elapsed, nfe = 0.0, 0
+    elapsed, nfe, sampled, done = 0.0, 0, 0, done or {}
     requests = module.condition.draw(n) if requests is None else requests
     extra = {"uncond": uncond} if uncond is not None else {}
     progress = Progress("sampling (and features)", len(part), "images", enabled=rank == 0)
-    for start in range(part.start, part.stop, batch_size):
+    starts = list(range(part.start, part.stop, batch_size))
+    redo = starts[-1:] if starts and all(i in done for i in range(part.start, part.stop)) else []  # gives the NFE
+    for start in starts:
         b = min(batch_size, part.stop - start)
         index = torch.arange(start, start + b)
         asked = requests[index] if len(requests) else requests
-        cond = module.condition.to_net(asked.values)
-        cuda_sync(device)
-        t0 = time.perf_counter()
-        images, nfe = module.generate(b, seed=seed, batch_size=b, cond=cond, first_index=start, progress=progress, **extra)
-        cuda_sync(device)
-        elapsed += time.perf_counter() - t0
+        if start not in redo and all(i in done for i in index.tolist()):
+            images = torch.stack([done[i] for i in index.tolist()])
+            progress.update(b)
+        else:
+            cond = module.condition.to_net(asked.values)
+            cuda_sync(device)
+            t0 = time.perf_counter()
+            images, nfe = module.generate(b, seed=seed, batch_size=b, cond=cond, first_index=start, progress=progress,
+                                          **extra)
+            cuda_sync(device)
+            elapsed, sampled = elapsed + time.perf_counter() - t0, sampled + b
+            images = transform(images) if transform is not None else images
+            if sink is not None:
+                sink(images, index)
         suite.update(images, index, asked.texts, labels=asked.labels, cond=asked.vectors)
-        if sink is not None:
-            sink(images, index)
+        if keep is not None and start < 64:
+            keep.append(images[: 64 - start])
     progress.close()
     values = suite.compute()
     slowest = reduce_scalar(elapsed, dist.ReduceOp.MAX, suite.device)
-    values["samples_per_sec"] = n / slowest if slowest > 0 else math.nan
+    count = reduce_scalar(float(sampled), dist.ReduceOp.SUM, suite.device)
+    values["samples_per_sec"] = count / slowest if slowest > 0 else math.nan
     values["nfe"] = reduce_scalar(float(nfe), dist.ReduceOp.MAX, suite.device)
     return values
 
@@ -101,8 +119,9 @@ def metrics_record(
         "kind": kind,
         "run_dir": str(Path(run_dir).resolve()),
         "ckpt": ckpt,
-        "variant": choices.get("variant") or choices.get("model") or (type(module).__name__ if module is not None
-                                                                      else "images"),  # variant=: its own name
+        "variant": (choices.get("variant") or choices.get("model")  # variant=: its own name
+                    or (type(module).__name__ if module is not None else "images"))
+        + lora_label(module),  # "sd + style:0.8": a LoRA merged at sampling makes a row of its own
         "scheduler": choices.get("scheduler") or (type(scheduler).__name__ if scheduler is not None else None),
         "scheduler_repr": repr(scheduler) if scheduler is not None else None,
         "sampler": _sampler_record(module, spec),
@@ -117,6 +136,7 @@ def metrics_record(
         "values": {**{k: float(v) for k, v in values.items()},
                    **{k: None for k in protocol.get("unavailable") or {}}},  # not computed: the reason is in the protocol
         "protocol": protocol,
+        **({"lora": patch.applied} if (patch := getattr(module, "lora_patch", None)) is not None else {}),
         **(extra or {}),
     }
 
@@ -131,11 +151,7 @@ def _sampler_record(module: Any, spec: Any) -> dict[str, Any] | None:
     return record
 
 
-def write_record(record: dict[str, Any], path: str | Path) -> Path:
-    """Write a metrics.json (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(path)
-    return path
+def write_record(record: dict[str, Any], path: str | Path, key: str | None = None) -> Path:
+    """Write a metrics.json through the one output writer (`difflab.utils.files.write_json`: atomic, a full disk
+    named, NaN and Infinity written as null with a warning naming them)."""
+    return write_json(path, record, key=key)

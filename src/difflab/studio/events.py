@@ -32,5 +32,5 @@ def shown_errors() -> Iterator[None]:
         yield
     except Shown:
         raise
-    except Exception as exc:  # noqa: BLE001  (every failure ends in the status line)
+    except Exception as exc:
         raise Shown(error_text(exc)) from exc

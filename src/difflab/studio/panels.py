@@ -110,7 +110,8 @@ class XYZPanel:
                                                   scale=2))
             self.go = gr.Button("Draw the X/Y/Z grid", elem_id="xyz-generate")
 
-    def draw(self, request: gr.Request, *inputs: Any, progress: gr.Progress = gr.Progress()) -> list[Any]:
+    def draw(self, request: gr.Request, *inputs: Any,
+             progress: gr.Progress = gr.Progress()) -> list[Any]:  # noqa: B008  (Gradio reads the default)
         """Gallery (the labelled grids), seed, command, status and the cells' record of one X/Y/Z plot."""
         p = self.page
         axes = list(zip(inputs[:3], inputs[3:6]))

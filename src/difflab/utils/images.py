@@ -1,11 +1,10 @@
-"""Images to files and back: [-1, 1] tensors as uint8 grids and PNG files (written atomically, each with the
-`parameters` text chunk of the settings that made it when given: `difflab.utils.pnginfo`)."""
+"""Images to files and back: [-1, 1] tensors as uint8 grids and PNG files, written through the one output writer
+(`utils.files.write_output`), each with the `parameters` text chunk of the settings that made it when given
+(`difflab.utils.pnginfo`)."""
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from difflab.utils.files import write_output
 from difflab.utils.pnginfo import Parameters, png_text
 
 
@@ -26,21 +26,20 @@ def to_uint8_grid(images: Tensor, nrow: int | None = None) -> Tensor:
 
 
 def save_grid(images: Tensor, path: str | Path, nrow: int | None = None,
-              parameters: Parameters | str | None = None) -> Path:
-    """Write [-1, 1] images as one PNG grid (2-pixel white borders), atomically, with `parameters` in its
-    `parameters` chunk when given; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+              parameters: Parameters | str | None = None, key: str | None = None) -> Path:
+    """Write [-1, 1] images as one PNG grid (2-pixel white borders) through `write_uint8`, with `parameters` in its
+    `parameters` chunk when given (an earlier grid of the same name is replaced); returns the path."""
     nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))
     grid = make_grid((images.float().clamp(-1, 1) + 1) / 2, nrow=nrow, padding=2, pad_value=1.0)
-    return write_uint8(_quantize(grid), path, parameters)
+    return write_uint8(_quantize(grid), path, parameters, key)
 
 
-def write_png(image: Tensor, path: str | Path, parameters: Parameters | str | None = None) -> Path:
-    """One [-1, 1] image [C, H, W] as an 8-bit PNG (a grey image as three equal channels), written to a temp file
-    beside `path` and renamed onto it, so a kill never leaves a partial image under the real name; `parameters`
-    (the settings that made it) go into its `parameters` text chunk."""
-    return write_uint8(png_pixels(image), Path(path), parameters)
+def write_png(image: Tensor, path: str | Path, parameters: Parameters | str | None = None,
+              key: str | None = None) -> Path:
+    """One [-1, 1] image [C, H, W] as an 8-bit PNG (a grey image as three equal channels) through `write_uint8`
+    (atomic: a kill never leaves a partial image under the real name); `parameters` (the settings that made it) go
+    into its `parameters` text chunk."""
+    return write_uint8(png_pixels(image), path, parameters, key)
 
 
 def png_pixels(image: Tensor) -> np.ndarray:
@@ -53,22 +52,23 @@ def _quantize(grid: Tensor) -> np.ndarray:
     return grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
 
 
-def write_uint8(array: np.ndarray, path: Path, parameters: Parameters | str | None = None) -> Path:
-    """uint8 [H, W, C] (or [H, W]) as a PNG at `path`, atomically (temp file beside it, renamed), with the
-    `parameters` chunk when given: the one PNG writer of difflab."""
+def write_uint8(array: np.ndarray, path: str | Path, parameters: Parameters | str | None = None,
+                key: str | None = None) -> Path:
+    """uint8 [H, W, C] (or [H, W]) as a PNG at `path` with the `parameters` chunk when given: every PNG of difflab
+    goes through here, and from here through the one output writer (`write_output`: atomic, a full disk named with
+    `key`; an earlier file of the same name is replaced)."""
     info = PngInfo()
-    for key, text in png_text(parameters).items():
-        info.add_text(key, text)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array).save(
-            tmp, format="png", pnginfo=info)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    for name, text in png_text(parameters).items():
+        info.add_text(name, text)
+    image = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
+    return write_output(path, lambda file: image.save(file, format="png", pnginfo=info), key=key, overwrite=True)
+
+
+def png_levels(images: Tensor) -> Tensor:
+    """[-1, 1] images as `write_png` stores and `read_png` reads them back: rounded to 8-bit levels (the same ops,
+    so the values are equal bit for bit)."""
+    levels = ((images.float().clamp(-1, 1) + 1) / 2).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    return levels.to(torch.float32).mul(2.0 / 255.0).sub(1.0)
 
 
 def read_png(path: str | Path, channels: int) -> Tensor:

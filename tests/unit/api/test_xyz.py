@@ -48,7 +48,7 @@ def test_a_sampler_axis_keeps_the_base_steps_and_takes_a_web_ui_names_grid(tmp_p
     assert (karras.sampler.name, karras.sampler.steps, karras.sampler.grid) == ("dpmpp_2m", 7, "karras")
     steps = cell_config(cfg, {"sampler": "euler", "sampler.steps": 3, "guidance_scale": 4})
     assert (steps.sampler.steps, steps.guidance_scale, steps.xyz) == (3, 4, None)
-    axes, cells = plan(composed(tmp_path, "seed=-1", "xyz={seed: [1, 2], guidance_scale: [1, 2]}"))
+    _, cells = plan(composed(tmp_path, "seed=-1", "xyz={seed: [1, 2], guidance_scale: [1, 2]}"))
     assert [c.options.seed for c in cells] == [1, 2, 1, 2]
     _, cells = plan(composed(tmp_path, "seed=-1", "xyz={guidance_scale: [1, 2]}"))
     assert cells[0].options.seed == cells[1].options.seed  # seed=-1: one random seed, shared by every cell

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fakes import fake_csv
 from PIL import Image
 
 from difflab.api.images import check_paste_back
 from difflab.data.csv_table import CSVDataModule, paste_roi
 from difflab.errors import ConfigError
-from fakes import fake_csv
 
 ROI = [10, 5, 10, 20]  # top, left, height, width: the grey block of fake_csv's 40 x 30 images
 
@@ -36,7 +36,7 @@ def test_a_blend_fades_the_edit_in_over_its_width_and_leaves_no_seam() -> None:
     crops = torch.ones(1, 1, 8, 8)
     box = (5, 10, 25, 20)
     hard, soft = paste_roi(photo, crops, box, 0)[0, 0], paste_roi(photo, crops, box, 4)[0, 0]
-    jump = lambda image: max(image.diff(dim=0).abs().max(), image.diff(dim=1).abs().max())  # noqa: E731
+    jump = lambda image: max(image.diff(dim=0).abs().max(), image.diff(dim=1).abs().max())
     assert jump(hard) == 2.0 and jump(soft) <= 2.0 / 4 + 1e-6  # the step shared out over the blend width
     row = soft[15, 5:25]  # across the ROI: weight (d + 1/2) / 4 at distance d from its edge, then 1
     expected = torch.tensor([0.125, 0.375, 0.625, 0.875] + [1.0] * 12 + [0.875, 0.625, 0.375, 0.125]) * 2 - 1

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from difflab.samplers.aliases import WEBUI_NAMES, WEBUI_SCHEDULES, resolve, resolve_grid, webui_labels
+from difflab.samplers.aliases import (
+    WEBUI_NAMES,
+    WEBUI_SCHEDULES,
+    resolve,
+    resolve_grid,
+    webui_labels,
+)
 from difflab.samplers.base import SAMPLERS
 
 
