@@ -8,11 +8,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_NET
 from fakes import fake_csv
 from PIL import Image
 
+import difflab
 from difflab.api.sampling import SampleOptions, build_edit
+from difflab.cli.sample import run as sample_py
 from difflab.data.csv_table import CSVDataModule
+from difflab.utils.pnginfo import read_text
 
 ROI = [10, 5, 10, 20]  # top, left, height, width: the grey block of fake_csv's images
 
@@ -53,11 +57,7 @@ def test_an_input_outside_the_roi_names_the_key(tmp_path: Path) -> None:
 
 
 def test_paste_back_writes_the_whole_photograph_beside_the_crop(tmp_path: Path) -> None:
-    from conftest import TINY_NET
 
-    import difflab
-    from difflab.cli.sample import run as sample_py
-    from difflab.utils.pnginfo import read_text
 
     csv = fake_csv(tmp_path / "csv", n=8)
     run = difflab.train(["model=cond_vector", "model.net.emb_channels=32", "data=csv", f"data.csv={csv}",

@@ -297,7 +297,7 @@ def parameters(module: Any, options: SampleOptions, spec: SamplerSpec, rows: lis
     extra = {"Mode": options.mode if options.mode != "generate" else None,
              "Denoising strength": options.strength if options.mode == "img2img" else None,
              "Init image": edit_record.get("init_image"), "Mask": edit_record.get("mask"),
-             "Lora hashes": ", ".join(f"{Path(p).stem}: {model_hash(p)}" for p, _ in options.lora) or None}
+             "Lora hashes": ", ".join(f"{Path(p).stem}: {model_hash(p)}" for p, _ in options.lora if model_hash(p)) or None}
     return [image_parameters(module, seed=options.seed, index=i, sampler=spec, guidance_scale=options.guidance_scale,
                              guidance_rescale=options.guidance_rescale, row=rows[i] if i < len(rows) else None,
                              negative_prompt=options.negative_prompt, extra=extra, request=request).text()

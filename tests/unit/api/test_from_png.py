@@ -15,8 +15,12 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 import difflab
+from difflab.api.overrides import request_overrides
 from difflab.api.pnginfo import png_request, with_png_request
+from difflab.api.sampling import SampleOptions
+from difflab.cli.sample import run
 from difflab.evaluation.image_record import REQUEST
+from difflab.samplers import SamplerSpec
 from difflab.utils.pnginfo import Parameters, read_text
 
 COND = {"cx": 0.3, "cy": 0.5, "size": 0.1, "aspect": 1.0, "r": 0.7, "g": 0.7, "b": 0.7, "background": 0.15}
@@ -26,8 +30,6 @@ WEBUI = ("a photo of a cat\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2
 
 
 def sample_py(overrides: list[str], out: Path) -> dict[str, Any]:
-    from difflab.cli.sample import run
-
     return run(difflab.compose([*overrides, f"out_dir={out}"], config="sample", run_dir=out))
 
 
@@ -115,3 +117,13 @@ def test_samples_saved_from_python_carry_the_request(studio_run: dict[str, Path]
     done = sample_py([f"from_png={tmp_path / 'api' / 'images' / '000001.png'}"], tmp_path / "cli")
     assert done["record"]["from_png"]["identical"] is True
     assert json.loads((tmp_path / "cli" / "samples.json").read_text())["from_png"]["index"] == 1
+
+
+def test_a_requests_loras_compose_again(tmp_path: Path) -> None:
+    options = SampleOptions(lora=["/models/style.safetensors:0.8", "/models/detail.safetensors"])
+    request = options.request(SamplerSpec("ddim", steps=4), {"ckpt": "/runs/m.ckpt"})
+    assert request["lora"] == [{"path": "/models/style.safetensors", "weight": 0.8},
+                               {"path": "/models/detail.safetensors", "weight": 1.0}]
+    overrides = request_overrides(json.loads(json.dumps(request)))  # as the PNG's `Request` JSON carries it
+    cfg = difflab.compose(overrides, config="sample", run_dir=tmp_path / "out")
+    assert SampleOptions.from_config(cfg).lora == options.lora

@@ -13,6 +13,7 @@ from PIL import Image
 
 import difflab
 from difflab.api.xyz import cell_config, labelled_grid, parse_axes, parse_values, plan
+from difflab.cli.sample import run
 from difflab.errors import ConfigError
 from difflab.utils.images import png_pixels
 from difflab.utils.pnginfo import Parameters, read_text
@@ -62,8 +63,6 @@ def test_values_typed_in_the_studio() -> None:
 
 
 def test_the_grid_of_every_z_value_and_the_cells_are_written(studio_run: dict[str, Path], tmp_path: Path) -> None:
-    from difflab.cli.sample import run
-
     spec = "xyz={sampler: [euler, 'DPM++ 2M Karras'], sampler.steps: [2], guidance_scale: [1, 4]}"
     cfg = difflab.compose([f"ckpt={studio_run['ckpt']}", "n=1", "seed=3", COND, spec, f"out_dir={tmp_path / 'g'}"],
                           config="sample", run_dir=tmp_path / "g")

@@ -28,6 +28,22 @@ def test_the_web_uis_own_string_reads_as_the_web_ui_reads_it() -> None:
     assert params.text() == WEBUI  # and is written back byte for byte
 
 
+# a web UI v1.9.4 inpainting image's settings as published with it (quoted here only to split the line)
+WEBUI_INPAINT = ("product shoot in sand with beach elements, warm weather, studio lighting\nNegative prompt: incomplete "
+                 "elements\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 8, Seed: 1659960289, "
+                 "Size: 985x1266, Model hash: b513c6287d, Model: realism_engine, Denoising strength: 0.91, "
+                 "Masked content: fill, Version: v1.9.4")
+
+
+def test_a_published_web_ui_string_reads_and_writes_back_the_same() -> None:
+    params = Parameters.parse(WEBUI_INPAINT)
+    assert params.prompt.startswith("product shoot") and params.negative_prompt == "incomplete elements"
+    assert list(params.fields) == ["Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash",
+                                   "Model", "Denoising strength", "Masked content", "Version"]
+    assert (params.fields["Seed"], params.fields["Denoising strength"]) == ("1659960289", "0.91")
+    assert params.text() == WEBUI_INPAINT
+
+
 def test_values_with_commas_colons_and_newlines_are_json_strings_as_in_the_web_ui() -> None:
     assert quote("plain") == "plain" and quote(7.0) == "7" and quote(7.5) == "7.5" and quote(True) == "true"
     assert quote("a, b") == '"a, b"' and quote('x: "y"') == '"x: \\"y\\""' and quote({"x1": 0.3}) == '"{\\"x1\\": 0.3}"'
