@@ -304,3 +304,28 @@ def test_the_xyz_plot_draws_the_request_over_its_keys(vector: dict[str, Any]) ->
         studio.xyz(form, [(None, ""), ("", "1")])
     with pytest.raises(ConfigError, match="(?s)`xyz`.*max_images"):
         studio.xyz(form, [("seed", ", ".join(map(str, range(studio.max_images + 1))))])
+
+
+def test_the_page_fills_its_fields_from_a_dropped_png(vector: dict[str, Any]) -> None:
+    gr = pytest.importorskip("gradio", reason="the studio's page needs the studio extra")
+    from difflab.studio.app import Page
+
+    studio = vector["studio"]
+    columns = studio.open(str(vector["ckpt"])).columns
+    result = studio.generate(SampleForm(model=str(vector["ckpt"]), seed=9, n=1, sampler="heun", steps=2,
+                                        cond={c: m for c, m, _ in columns}))
+    with gr.Blocks() as demo:
+        page = Page(studio, demo)
+        page.sample_tab()
+        page.wire_sample()
+    png = str(result.out_dir / "images" / "000000.png")
+    model = str(vector["ckpt"].resolve())
+    out = page.png.read(png, model)  # the model picked is the PNG's: its fields are filled at once
+    assert len(out) == len(page.png.targets) + 4 and out[-1].startswith("Settings read from 000000.png")
+    filled = dict(zip(["model", *range(len(page.png.targets))], out))
+    assert filled[0]["value"] == "heun" and filled[1]["value"] == 2 and out[-2] is None  # sampler, steps; no pending
+    assert page.png.targets[-4] is page.n and filled[len(page.png.targets) - 3]["value"] == 9  # the seed
+    other = page.png.read(png, None)  # no model picked yet: the PNG's is picked, its fields wait for it to load
+    assert other[0] == model and other[-2].seed == 9
+    with_error = page.png.read(str(vector["root"] / "nope.png"), model)
+    assert with_error[-1].startswith("Error:") and "nope.png" in with_error[-1]
