@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from difflab.evaluation.image_record import REQUEST
 from difflab.samplers import SamplerSpec
 from difflab.utils.pnginfo import Parameters, read_text
 
+REPO = Path(__file__).resolve().parents[3]
 COND = {"cx": 0.3, "cy": 0.5, "size": 0.1, "aspect": 1.0, "r": 0.7, "g": 0.7, "b": 0.7, "background": 0.15}
 COND_ARG = "cond={" + ", ".join(f"{k}: {v}" for k, v in COND.items()) + "}"
 WEBUI = ("a photo of a cat\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, "
@@ -127,3 +131,14 @@ def test_a_requests_loras_compose_again(tmp_path: Path) -> None:
     overrides = request_overrides(json.loads(json.dumps(request)))  # as the PNG's `Request` JSON carries it
     cfg = difflab.compose(overrides, config="sample", run_dir=tmp_path / "out")
     assert SampleOptions.from_config(cfg).lora == options.lora
+
+
+@pytest.mark.slow
+def test_the_documented_command_reproduces_from_the_command_line(first: dict[str, Any], tmp_path: Path) -> None:
+    source = first["out"] / "images" / "000002.png"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "WANDB_MODE": "offline"}
+    done = subprocess.run([sys.executable, str(REPO / "sample.py"), f"from_png={source}", f"out_dir={tmp_path / 'again'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "reproduces" in done.stdout + done.stderr and "bit for bit" in done.stdout + done.stderr
+    assert json.loads((tmp_path / "again" / "samples.json").read_text())["from_png"]["identical"] is True

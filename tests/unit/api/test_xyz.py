@@ -4,6 +4,9 @@ what sample.py draws for those values alone), one labelled grid per Z value, the
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from difflab.errors import ConfigError
 from difflab.utils.images import png_pixels
 from difflab.utils.pnginfo import Parameters, read_text
 
+REPO = Path(__file__).resolve().parents[3]
 COND = "cond={cx: 0.3, cy: 0.5, size: 0.1, aspect: 1.0, r: 0.7, g: 0.7, b: 0.7, background: 0.15}"
 
 
@@ -92,3 +96,18 @@ def test_the_layout_puts_labels_above_and_left() -> None:
     black_cells = ~white[-24:-4, -34:-4]  # the last cell (a 4-pixel gap after each)
     assert black_cells.all() and grid.shape[0] > 2 * 20 + 18 and grid.shape[1] > 3 * 30
     assert (~white[:18]).any() and (~white[:, :20]).any()  # a title and row labels were drawn
+
+
+@pytest.mark.slow
+def test_the_documented_command_draws_its_grid(studio_run: dict[str, Path], tmp_path: Path) -> None:
+    """docs/xyz.md's command as a shell passes it: the quoted web UI name and the dotted key reach the axes."""
+    spec = 'xyz={sampler: [euler, "DPM++ 2M Karras"], sampler.steps: [5, 10, 20], guidance_scale: [1, 4]}'
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "WANDB_MODE": "offline"}
+    done = subprocess.run([sys.executable, str(REPO / "sample.py"), f"ckpt={studio_run['ckpt']}", "n=1", "seed=0",
+                           COND, spec, f"out_dir={tmp_path / 'grid'}"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "grid" / "xyz.json").read_text())
+    assert [a["key"] for a in record["axes"]] == ["sampler", "sampler.steps", "guidance_scale"]
+    assert record["axes"][0]["values"] == ["euler", "DPM++ 2M Karras"] and len(record["cells"]) == 12
+    assert record["grids"] == ["xyz-0.png", "xyz-1.png"] and {c["seed"] for c in record["cells"]} == {0}
