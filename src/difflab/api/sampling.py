@@ -39,7 +39,6 @@ from difflab.samplers import (
     slerp,
 )
 from difflab.samplers.base import StepCallback
-from difflab.utils.pnginfo import model_hash
 from difflab.utils.progress import Progress
 from difflab.utils.tensors import autocast_for
 
@@ -296,8 +295,7 @@ def parameters(module: Any, options: SampleOptions, spec: SamplerSpec, rows: lis
     request = options.request(spec, model)
     extra = {"Mode": options.mode if options.mode != "generate" else None,
              "Denoising strength": options.strength if options.mode == "img2img" else None,
-             "Init image": edit_record.get("init_image"), "Mask": edit_record.get("mask"),
-             "Lora hashes": ", ".join(f"{Path(p).stem}: {model_hash(p)}" for p, _ in options.lora if model_hash(p)) or None}
+             "Init image": edit_record.get("init_image"), "Mask": edit_record.get("mask")}
     return [image_parameters(module, seed=options.seed, index=i, sampler=spec, guidance_scale=options.guidance_scale,
                              guidance_rescale=options.guidance_rescale, row=rows[i] if i < len(rows) else None,
                              negative_prompt=options.negative_prompt, extra=extra, request=request).text()

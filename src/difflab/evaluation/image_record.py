@@ -3,9 +3,9 @@ API's `Samples`, evaluate.py and the training grids).
 
 `image_parameters` turns a module, the sampler it ran, the seed, the image's index and its condition into the web
 UI's `parameters` layout (`difflab.utils.pnginfo.Parameters`): the web UI's keys first (Steps, Sampler, Schedule
-type, CFG scale, Seed, Size, Model hash, Model, Version), then difflab's own (Image index, Class label, Condition,
-Sampler settings, Checkpoint, ...), and, for images of a sample.py request, the request itself (`Request`, sample.py's
-keys as JSON) that `sample.py from_png=<file>` rebuilds.
+type, CFG scale, Seed, Size, Model hash, Model, Version; Lora hashes of the LoRA files merged), then difflab's own
+(Image index, Class label, Condition, Sampler settings, Checkpoint, ...), and, for images of a sample.py request,
+the request itself (`Request`, sample.py's keys as JSON) that `sample.py from_png=<file>` rebuilds.
 """
 
 from __future__ import annotations
@@ -65,6 +65,13 @@ def condition_fields(row: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]
     return prompt, {"Class label": label, "Condition": compact(shown) if row else None}
 
 
+def lora_hashes(module: Any) -> str | None:
+    """The web UI's "Lora hashes" of the LoRA files merged into `module` (`name: hash, ...`), None without any."""
+    patch = getattr(module, "lora_patch", None)
+    applied = [a for a in (patch.applied if patch is not None else []) if model_hash(a["path"])]
+    return ", ".join(f"{a['name']}: {model_hash(a['path'])}" for a in applied) or None
+
+
 def image_parameters(module: Any, *, seed: int, index: int | None = None, sampler: SamplerSpec | None = None,
                      guidance_scale: float | None = None, guidance_rescale: float | None = None,
                      row: Mapping[str, Any] | None = None, negative_prompt: str | None = None,
@@ -89,6 +96,7 @@ def image_parameters(module: Any, *, seed: int, index: int | None = None, sample
         "Version": version(),
         INDEX: index,
         **conditions,
+        "Lora hashes": lora_hashes(module),
         "Guidance rescale": guidance_rescale if guided and guidance_rescale else None,
         "Checkpoint": str(Path(str(ckpt)).resolve()) if ckpt else None,
         **dict(extra or {}),

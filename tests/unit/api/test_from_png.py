@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from difflab.api.overrides import request_overrides
 from difflab.api.pnginfo import png_request, with_png_request
 from difflab.api.sampling import SampleOptions
 from difflab.cli.sample import run
-from difflab.evaluation.image_record import REQUEST
+from difflab.evaluation.image_record import REQUEST, image_parameters
 from difflab.samplers import SamplerSpec
 from difflab.utils.pnginfo import Parameters, read_text
 
@@ -142,3 +143,14 @@ def test_the_documented_command_reproduces_from_the_command_line(first: dict[str
     assert done.returncode == 0, done.stderr[-3000:]
     assert "reproduces" in done.stdout + done.stderr and "bit for bit" in done.stdout + done.stderr
     assert json.loads((tmp_path / "again" / "samples.json").read_text())["from_png"]["identical"] is True
+
+
+def test_merged_loras_are_named_with_their_hashes(tmp_path: Path) -> None:
+    (tmp_path / "style.safetensors").write_bytes(b"lora" * 100)
+    applied = [{"path": str(tmp_path / "style.safetensors"), "weight": 0.8, "name": "style"},
+               {"path": str(tmp_path / "gone.safetensors"), "weight": 1.0, "name": "gone"}]  # no file: no hash
+    module = SimpleNamespace(lora_patch=SimpleNamespace(applied=applied), image_shape=(3, 8, 8))
+    fields = Parameters.parse(image_parameters(module, seed=3, index=0).text()).fields
+    assert fields["Lora hashes"] == f"style: {hashlib.sha256(b'lora' * 100).hexdigest()[:10]}"
+    assert (fields["Seed"], fields["Size"]) == ("3", "8x8") and "Lora hashes" not in Parameters.parse(
+        image_parameters(SimpleNamespace(image_shape=(3, 8, 8)), seed=3).text()).fields
