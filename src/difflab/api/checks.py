@@ -49,6 +49,15 @@ def real(value: Any, key: str, low: float | None = None, high: float | None = No
     return number
 
 
+def boolean(value: Any, key: str) -> bool:
+    """`value` as a bool (true/false, also as text); a ConfigError naming `key` otherwise."""
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("true", "false"):
+        return str(value).strip().lower() == "true"
+    raise ConfigError.bad_value(key, f"{value!r} is not true or false", f"Pass {key}=true or {key}=false.")
+
+
 def seed(value: Any, key: str = "seed") -> int:
     """A run seed: an integer in [0, 2^63), or -1 for a random one."""
     number = integer(value, key, fix=f"Pass an integer {key} >= 0, or {key}=-1 for a random seed.")

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from difflab.api import checks
+from difflab.api.pnginfo import with_png_request
 from difflab.errors import ConfigError
 from difflab.evaluation.suite import MetricsConfig
 from difflab.samplers import SamplerSpec
@@ -76,9 +77,11 @@ def _own_hydra() -> Iterator[None]:
 def compose(overrides: list[str] | tuple[str, ...] = (), config: str = "train", run_dir: str | Path | None = None) -> DictConfig:
     """The config `python <config>.py <overrides>` runs (conf/<config>.yaml), its outputs in `run_dir` (default: a
     fresh folder under `paths.runs_dir`, as the script would make). Web UI sampler names (`sampler="Euler a"`) and
-    nested groups (`model.autoencoder=pretrained`) are rewritten as on the command line."""
+    nested groups (`model.autoencoder=pretrained`) are rewritten as on the command line, and sample.py's
+    `from_png=<image>` brings the request that image records (`with_png_request`)."""
+    overrides = group_aliases(list(overrides), conf_dir())
     with _own_hydra():
-        return compose_config(config, group_aliases(list(overrides), conf_dir()), run_dir)
+        return compose_config(config, with_png_request(overrides) if config == "sample" else overrides, run_dir)
 
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -91,6 +94,13 @@ def rewrite_argv(argv: list[str]) -> list[str]:
     flags = [a for a in argv[1:] if a in MULTIRUN_FLAGS]
     rest = [a for a in argv[1:] if a not in MULTIRUN_FLAGS]
     return group_aliases(argv[:1] + flags[:1] + rest, conf_dir())
+
+
+def rewrite_sample_argv(argv: list[str]) -> list[str]:
+    """sample.py's command line: `rewrite_argv`, and `from_png=<image>` expanded into the request it records."""
+    argv = rewrite_argv(argv)
+    flags = [a for a in argv[1:2] if a in MULTIRUN_FLAGS]
+    return argv[:1] + flags + with_png_request(argv[1 + len(flags):])
 
 
 def group_option(group: str, option: str) -> DictConfig:

@@ -26,6 +26,7 @@ from difflab.data.base import collate_batch
 from difflab.data.files import DataNotFoundError, ImageFileDataset
 from difflab.data.image_text import read_index
 from difflab.errors import ConfigError
+from difflab.evaluation.image_record import image_parameters
 from difflab.evaluation.likelihood import data_bits_per_dim
 from difflab.evaluation.score import metrics_record, sample_and_score, write_record
 from difflab.evaluation.suite import MetricsConfig, MetricSuite, Networks
@@ -36,7 +37,8 @@ from difflab.utils.tensors import autocast_for
 
 log = logging.getLogger(__name__)
 STRIP = "samples_strip.png"
-Sink = Callable[[Tensor, Tensor], None]  # (images [B, C, H, W] in [-1, 1], global indices [B])
+Sink = Callable[[Tensor, Tensor, list[str]], None]  # (images [B, C, H, W] in [-1, 1], global indices [B], their
+#                                                   `parameters` chunks)
 
 
 def score_folder(folder: Path, datamodule: Any, suite: MetricSuite, batch_size: int) -> dict[str, float]:
@@ -104,21 +106,26 @@ def sample_into_suite(module: Any, suite: MetricSuite, datamodule: Any, *, n: in
     with a grid and a strip of them in `out_dir`; returns the values, the first (up to 64) images and the requested
     condition of each image. The suite sees every image at its 8-bit PNG levels, as written (and read back)."""
     preview: list[Tensor] = []
+    requests = module.condition.draw(n, datamodule, prompts)
+    rows = module.condition.rows(requests)
+
+    def text(i: int) -> str:  # image i's `parameters` chunk
+        return image_parameters(module, seed=seed, index=i, row=rows[i] if i < len(rows) else None,
+                                negative_prompt=negative_prompt).text()
 
     def keep(images: Tensor, index: Tensor) -> None:
         if sink is not None:
-            sink(images, index)
+            sink(images, index, [text(i) for i in index.tolist()])
 
-    requests = module.condition.draw(n, datamodule, prompts)
     with autocast_for(torch.device(module.device), precision):
         uncond = negative_condition(module, negative_prompt)
         values = sample_and_score(module, suite, n=n, seed=seed, batch_size=batch_size, requests=requests,
                                   sink=keep, uncond=uncond, done=done, transform=png_levels, keep=preview)
     first = torch.cat(preview) if preview else None
     if first is not None and out_dir is not None:
-        save_grid(first, out_dir / "grid.png")
-        save_grid(first[:STRIP_SAMPLES], out_dir / STRIP, nrow=STRIP_SAMPLES)  # its row of the comparison gallery
-    return values, first, module.condition.rows(requests)
+        save_grid(first, out_dir / "grid.png", parameters=text(0))
+        save_grid(first[:STRIP_SAMPLES], out_dir / STRIP, nrow=STRIP_SAMPLES, parameters=text(0))  # comparison gallery row
+    return values, first, rows
 
 
 def evaluate(module: Any | None, metrics: MetricsConfig, datamodule: Any | None, *, n: int, seed: int,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from difflab.conditions import INPUT_KEYS
+from difflab.evaluation.image_record import image_parameters
 from difflab.lit.pipelines import export_pipeline, metadata
 from difflab.utils.images import save_grid
 from difflab.utils.model_card import write_card
@@ -26,7 +27,10 @@ def sample_grid(module: Any, spec: Any, n: int, seed: int, path: Path) -> Path |
     condition = module.condition
     requests = condition.parse({key: None for key in INPUT_KEYS}, n)
     images, _ = module.generate(n, seed=seed, sampler=spec, cond=condition.to_net(requests.values))
-    return save_grid(images, path)
+    rows = condition.rows(requests)
+    info = image_parameters(module, seed=seed, index=0, sampler=spec, row=rows[0] if rows else None,
+                            extra={"Grid": f"{n} images"})
+    return save_grid(images, path, parameters=info)
 
 
 def export(module: Any, out: Path, *, sampler: Any = None, card_n: int = 16, card_seed: int = 0,

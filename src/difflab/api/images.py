@@ -65,6 +65,25 @@ def load_image(path: str, key: str, datamodule: Any, channels: int, resolution: 
         raise CorruptImageError(f"{err} (config key `{key}`)") from None
 
 
+def check_paste_back(datamodule: Any, path: Any, blend: int) -> dict[str, Any]:
+    """What paste_back=true needs, checked before sampling: a run whose data crops its photographs (data=csv with
+    data.roi), an edit input that is a file, and a blend width that fits in the ROI; returns samples.json's record."""
+    roi = getattr(datamodule, "roi", None)
+    if datamodule is None or not hasattr(datamodule, "paste_back") or roi is None:
+        raise ConfigError.bad_value("paste_back", "true puts the edited region of interest back into its photograph, "
+                                    "and this checkpoint's data crops no region of interest (no data.roi)",
+                                    "Leave paste_back out, or edit with a model trained on data=csv "
+                                    "data.roi=[top,left,height,width].")
+    if not isinstance(path, (str, Path)):
+        raise ConfigError.bad_value("paste_back", "true needs the photograph as a file (init_image=<file>), not a "
+                                    "tensor", "Pass init_image=<the photograph the ROI was cropped from>.")
+    half = min(int(roi[2]), int(roi[3])) // 2
+    if blend > half:
+        raise ConfigError.bad_value("paste_back_blend", f"{blend} pixels is more than half the ROI's shorter side "
+                                    f"({half} of {list(roi)})", f"Pass paste_back_blend=<0 to {half}>.")
+    return {"paste_back": {"roi": list(roi), "blend": blend}}
+
+
 PREPROCESS = ("auto", "true", "false")
 
 

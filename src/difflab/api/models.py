@@ -161,10 +161,10 @@ class DiffusionModel:
         datamodule = reference_data(self.module, group_object("data", data) if isinstance(data, str) else data, prompts)
         apply_loras(self.module, lora)  # the record's variant names them (none restores the model's own weights)
 
-        def sink(images: Tensor, index: Tensor) -> None:
+        def sink(images: Tensor, index: Tensor, texts: list[str]) -> None:
             (out / "images").mkdir(exist_ok=True)
-            for image, i in zip(images, index.tolist()):
-                write_png(image, out / "images" / f"{i:06d}.png")
+            for image, i, text in zip(images, index.tolist(), texts):
+                write_png(image, out / "images" / f"{i:06d}.png", text)
 
         with evaluated_as(self.module, sampler_spec(sampler, steps, grid), guidance_scale):
             record, _, _ = evaluate(self.module, mcfg, datamodule, n=n, seed=seed, batch_size=batch_size,
@@ -238,13 +238,15 @@ def load(path: str | Path, *, use_ema: bool = True, device: str = "auto", sample
     file = Path(str(path)).expanduser()
     if file.is_dir():
         module, record = _load_folder(file, spec, overrides, dtype, resolution, prompt_weighting, key)
-        return DiffusionModel(module.to(target), str(file), use_ema=False, record=record)
+        return DiffusionModel(module.to(target), str(file), use_ema=False,
+                              record={**record, **({"scheduler_overrides": overrides} if overrides else {})})
     ckpt = read_checkpoint(file, key=key)
     if expect is Regressor or (expect is None and issubclass(stored_model_class(ckpt, file, key), RegressorModule)):
         return Regressor(load_regressor(file, key=key, device=target, use_ema=use_ema, ckpt=ckpt), str(file))
     module = load_module(file, sampler=spec, scheduler_overrides=overrides or None, use_ema=use_ema, key=key,
                          ckpt=ckpt)  # refuses a model that generates no images
-    return DiffusionModel(module.to(target), str(file), use_ema=use_ema, record={"ckpt": str(file.resolve())})
+    return DiffusionModel(module.to(target), str(file), use_ema=use_ema, record={
+        "ckpt": str(file.resolve()), **({"scheduler_overrides": overrides} if overrides else {})})
 
 
 def from_config(model: Any, *, sampler: SamplerArg = None, scheduler: Mapping[str, Any] | None = None,
@@ -256,7 +258,8 @@ def from_config(model: Any, *, sampler: SamplerArg = None, scheduler: Mapping[st
     spec = sampler_spec(sampler)
     module = instantiate(model, scheduler_overrides=overrides)
     module.sampler = spec if spec is not None else module.sampler
-    return DiffusionModel(module.to(target), None, use_ema=False, record={"ckpt": None, **(record or {})})
+    return DiffusionModel(module.to(target), None, use_ema=False, record={
+        "ckpt": None, **(record or {}), **({"scheduler_overrides": overrides} if overrides else {})})
 
 
 def _load_folder(folder: Path, spec: SamplerSpec | None, overrides: dict[str, Any], dtype: str,
@@ -300,3 +303,18 @@ def load_configured(cfg: DictConfig, sampler: SamplerSpec | None = None) -> Diff
     if changes:
         model.module.sampler = sampler_spec(model.sampler, **changes)
     return model
+
+
+def model_key(cfg: DictConfig) -> str:
+    """What of a sample.py config decides the loaded model (everything `load_configured` reads but the sampler)."""
+    ckpt = cfg.get("ckpt")
+    stat = Path(ckpt).expanduser().stat() if ckpt and Path(ckpt).expanduser().is_file() else None
+    fields = {
+        "ckpt": str(Path(ckpt).expanduser().resolve()) if ckpt else None,
+        "file": (stat.st_size, stat.st_mtime_ns) if stat else None,
+        "use_ema": bool(cfg.get("use_ema", True)),
+        "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+        "model": OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") is not None else None,
+        "device": str(cfg.get("device")),
+    }
+    return json.dumps(fields, sort_keys=True, default=str)

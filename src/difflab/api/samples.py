@@ -1,5 +1,6 @@
 """What a model's `sample` / `edit` returns: the images, the record samples.json holds, and the files of a sample
-folder (`Samples.save`: images/<index>.png, grid.png, conditions.csv, samples.json, sweep.png)."""
+folder (`Samples.save`: images/<index>.png, grid.png, conditions.csv, samples.json, sweep.png; pasted/<index>.png
+with paste_back=true). Every PNG carries the `parameters` chunk of its image (the grid: of its first image)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class Samples:
     rows: list[dict[str, Any]] = field(default_factory=list)
     nrow: int | None = None
     plots: dict[str, Callable[[Path], Path]] = field(default_factory=dict)  # file name -> its writer (sweep.png)
+    parameters: list[str] = field(default_factory=list)  # each image's `parameters` chunk (web UI layout)
+    pasted: Tensor | None = None  # paste_back=true: each edit in its whole photograph [n, C, H', W'], in [-1, 1]
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -63,6 +66,10 @@ class Samples:
         models), plots, and samples.json last. Returns the paths written."""
         return self.write_files(checks.fresh_output(out_dir, key, overwrite), save_images=save_images)
 
+    def text(self, index: int) -> str | None:
+        """The `parameters` chunk of image `index` (None when the images came without one)."""
+        return self.parameters[index] if index < len(self.parameters) else None
+
     def write_files(self, out: Path, *, save_images: bool = True, images_written: bool = False) -> dict[str, Path]:
         """`save` into a folder already checked (sample.py writes the images batch by batch as they are made:
         `images_written`)."""
@@ -70,9 +77,14 @@ class Samples:
         if save_images:
             (out / "images").mkdir(exist_ok=True)
             for i, img in enumerate([] if images_written else self.images):
-                write_png(img, out / "images" / f"{i:06d}.png")
+                write_png(img, out / "images" / f"{i:06d}.png", self.text(i))
             paths["images"] = out / "images"
-        paths["grid"] = save_grid(self.images, out / "grid.png", nrow=self.nrow)
+        if self.pasted is not None:
+            (out / "pasted").mkdir(exist_ok=True)
+            for i, img in enumerate(self.pasted):
+                write_png(img, out / "pasted" / f"{i:06d}.png", self.text(i))
+            paths["pasted"] = out / "pasted"
+        paths["grid"] = save_grid(self.images, out / "grid.png", nrow=self.nrow, parameters=self.text(0))
         record = dict(self.record)
         if self.rows:
             paths["conditions"] = write_conditions(self.rows, out / "conditions.csv", save_images)

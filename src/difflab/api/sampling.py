@@ -4,7 +4,8 @@
 is made (before any model is loaded or image drawn): a bad value is a ConfigError naming its key. `draw` then
 parses the conditions, builds the edit (img2img, inpainting, interpolation), samples batch by batch with per-image
 seeds (image i depends on (seed, i) alone, so a batch already on disk is never drawn again: `done`), reads vector
-conditions back with a regressor, and returns `Samples`.
+conditions back with a regressor, and returns `Samples`. Every image gets its `parameters` chunk
+(`difflab.evaluation.image_record`), with the request that `sample.py from_png=<image>` rebuilds (`request`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from typing import Any
 
 import psutil
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
 from difflab.api import checks, readback
-from difflab.api.images import load_image, run_data
+from difflab.api.images import check_paste_back, load_image, run_data
 from difflab.api.samples import Samples
 from difflab.conditions import INPUT_KEYS, Requests
 from difflab.errors import ConfigError
+from difflab.evaluation.image_record import image_parameters
 from difflab.lit.lora import apply_loras
 from difflab.nets.lora import parse_lora_list
 from difflab.samplers import (
@@ -43,7 +45,8 @@ from difflab.utils.tensors import autocast_for
 log = logging.getLogger(__name__)
 
 MODES = ("generate", "img2img", "inpaint", "interpolate")
-Sink = Callable[[Tensor, list[int]], None]  # (images [B, C, H, W] in [-1, 1], their indices), as each batch is made
+Sink = Callable[[Tensor, list[int], list[str]], None]  # (images [B, C, H, W] in [-1, 1], their indices, their
+#                                                        `parameters` chunks), as each batch is made
 
 
 def resolve_seed(seed: Any, key: str = "seed") -> int:
@@ -80,6 +83,8 @@ class SampleOptions:
     strength: float = 0.6
     interpolate_between: Any = (0, 1)
     precision: str = "32"
+    paste_back: bool = False   # img2img / inpaint of ROI data: the whole photograph with the edited ROI put back
+    paste_back_blend: int = 0  # its seam: pixels of the photograph over which the edit fades into the original
     lora: Any = None                      # LoRA files merged for this request: [path:weight, ...] or (path, weight)
     extra: dict[str, Any] = field(default_factory=dict)  # what else samples.json records (ckpt paths, cond_csv, ...)
 
@@ -101,6 +106,13 @@ class SampleOptions:
                                             "indices", "Pass interpolate_between=[0,1].")
             self.interpolate_between = tuple(checks.integer(i, "interpolate_between", 0) for i in pair)
         self.precision = checks.precision(self.precision)
+        self.paste_back = checks.boolean(self.paste_back, "paste_back")
+        self.paste_back_blend = checks.integer(self.paste_back_blend, "paste_back_blend", 0,
+                                               "Pass paste_back_blend=<pixels of the photograph, 0 for a hard edge>.")
+        if self.paste_back and self.mode not in ("img2img", "inpaint"):
+            raise ConfigError.bad_value("paste_back", f"true pastes an edited region of interest back into its "
+                                        f"photograph, and mode={self.mode} edits no photograph",
+                                        "Use it with mode=img2img or mode=inpaint and init_image=<the photograph>.")
         self.lora = parse_lora_list(self.lora)  # checked before any loading: a malformed entry names `lora`
         self.seed = resolve_seed(self.seed)
 
@@ -118,7 +130,36 @@ class SampleOptions:
             mode=str(cfg.get("mode", "generate")), init_image=cfg.get("init_image"), mask=cfg.get("mask"),
             strength=cfg.get("strength", 0.6), precision=str(cfg.precision),
             lora=OmegaConf.to_container(cfg.lora) if OmegaConf.is_list(cfg.get("lora")) else cfg.get("lora"),
-            interpolate_between=OmegaConf.to_container(between) if OmegaConf.is_list(between) else between)
+            interpolate_between=OmegaConf.to_container(between) if OmegaConf.is_list(between) else between,
+            paste_back=cfg.get("paste_back", False), paste_back_blend=cfg.get("paste_back_blend", 0))
+
+    def request(self, spec: SamplerSpec, model: Mapping[str, Any]) -> dict[str, Any]:
+        """sample.py's keys of this request with the sampler `spec` that ran and the `model` record (ckpt or pipeline,
+        use_ema, scheduler overrides): what each PNG carries as `Request`, and `from_png=` composes again."""
+        def plain(value: Any) -> Any:
+            return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+
+        def file(value: Any) -> Any:
+            return "tensor" if isinstance(value, Tensor) else None if value is None else str(
+                Path(str(value)).expanduser().resolve())
+
+        edit = self.mode in ("img2img", "inpaint")
+        return {
+            "ckpt": model.get("ckpt") or model.get("pipeline"), "use_ema": model.get("use_ema", True),
+            **({"scheduler": dict(model["scheduler_overrides"])} if model.get("scheduler_overrides") else {}),
+            "sampler": spec.record(), "n": self.n, "seed": self.seed, "batch_size": self.batch_size,
+            "precision": self.precision, "guidance_scale": self.guidance_scale,
+            "guidance_rescale": self.guidance_rescale, "class_label": plain(self.class_label), "cond": plain(self.cond),
+            "cond_csv": file(self.cond_csv), "sweep": plain(self.sweep),
+            "sweep_seeds": self.sweep_seeds if self.sweep is not None else None, "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt, "mode": self.mode if self.mode != "generate" else None,
+            "init_image": file(self.init_image) if edit else None, "mask": file(self.mask) if self.mode == "inpaint"
+            else None, "strength": self.strength if self.mode == "img2img" else None,
+            "interpolate_between": list(self.interpolate_between) if self.mode == "interpolate" else None,
+            "lora": [{"path": str(Path(p).expanduser().resolve()), "weight": w} for p, w in self.lora] or None,
+            "paste_back": True if self.paste_back else None,
+            "paste_back_blend": self.paste_back_blend if self.paste_back else None,
+        }
 
     def condition_inputs(self) -> dict[str, Any]:
         """The condition-related inputs given (None when not), for `Condition.parse` / `refuse_foreign`."""
@@ -155,7 +196,8 @@ def build_edit(module: Any, options: SampleOptions, n: int) -> tuple[Edit | None
     init = _image(options.init_image, "init_image", data, channels, resolution).expand(n, -1, -1, -1)
     record = {"init_image": _name(options.init_image), "strength": float(options.strength),
               "mask": _name(options.mask), "preprocessing": data.preprocessing() if data is not None else
-              {"resolution": resolution, "center_crop": True, "resize": "bicubic"}}
+              {"resolution": resolution, "center_crop": True, "resize": "bicubic"},
+              **(check_paste_back(data, options.init_image, options.paste_back_blend) if options.paste_back else {})}
     if options.mode == "img2img":
         return Edit(init=init, strength=options.strength), record
     mask = _image(options.mask, "mask", data, 1, resolution)  # white (1) = regenerate
@@ -207,15 +249,18 @@ def draw(module: Any, options: SampleOptions, *, callback: StepCallback | None =
     check_memory(n, module.image_shape)
     edit, edit_record = build_edit(module, options, sweep.seeds if sweep is not None else n)
     spec = module.sampling_spec(options.sampler)
+    rows = condition.rows(requests)
+    texts = parameters(module, options, spec, rows, n, edit_record, record or {})
+    kept = None if sink is None else lambda made, group: sink(made, group, [texts[i] for i in group])
     progress = Progress("sampling", n, "images")
     with autocast_for(torch.device(module.device), options.precision):
         uncond = negative_condition(module, options.negative_prompt)
         kwargs = {"sampler": options.sampler, "guidance_scale": options.guidance_scale, "progress": progress,
                   "guidance_rescale": options.guidance_rescale, "callback": callback,
                   **({"uncond": uncond} if uncond is not None else {})}
-        images, nfe = _generate(module, requests, n, options, edit, kwargs, sink, done or {})
+        images, nfe = _generate(module, requests, n, options, edit, kwargs, kept, done or {})
     progress.close()
-    rows, measured, plots = condition.rows(requests), {}, {}
+    measured, plots = {}, {}
     if reader is not None:
         readings, measured, plot = readback.read_back(reader, options.regressor, images, requests, condition.stats)
         rows = [{**row, **reading} for row, reading in zip(rows, readings)]
@@ -232,11 +277,34 @@ def draw(module: Any, options: SampleOptions, *, callback: StepCallback | None =
         **({"negative_prompt": options.negative_prompt} if options.negative_prompt else {}),
         "mode": options.mode, **edit_record, **({"lora": loras} if loras else {}),
     }
-    return Samples(images, full, rows, sweep.count if sweep is not None else None, plots)
+    return Samples(images, full, rows, sweep.count if sweep is not None else None, plots, texts,
+                   paste_back(module, options, images))
+
+
+def paste_back(module: Any, options: SampleOptions, images: Tensor) -> Tensor | None:
+    """paste_back=true: each edit resized back into the ROI of the whole photograph it was cropped from."""
+    if not options.paste_back:
+        return None
+    file = Path(str(options.init_image)).expanduser()
+    return run_data(module).paste_back(file, images, options.paste_back_blend)
+
+
+def parameters(module: Any, options: SampleOptions, spec: SamplerSpec, rows: list[dict[str, Any]], n: int,
+               edit_record: Mapping[str, Any], model: Mapping[str, Any]) -> list[str]:
+    """The `parameters` chunk of each of the n images of a request (`image_parameters`, with the request)."""
+    request = options.request(spec, model)
+    extra = {"Mode": options.mode if options.mode != "generate" else None,
+             "Denoising strength": options.strength if options.mode == "img2img" else None,
+             "Init image": edit_record.get("init_image"), "Mask": edit_record.get("mask")}
+    return [image_parameters(module, seed=options.seed, index=i, sampler=spec, guidance_scale=options.guidance_scale,
+                             guidance_rescale=options.guidance_rescale, row=rows[i] if i < len(rows) else None,
+                             negative_prompt=options.negative_prompt, extra=extra, request=request).text()
+            for i in range(n)]
 
 
 def _generate(module: Any, requests: Requests, n: int, options: SampleOptions, edit: Edit | None,
-              kwargs: dict[str, Any], sink: Sink | None, done: Mapping[int, Tensor]) -> tuple[Tensor, int]:
+              kwargs: dict[str, Any], sink: Callable[[Tensor, list[int]], None] | None,
+              done: Mapping[int, Tensor]) -> tuple[Tensor, int]:
     """All n images [n, C, H, W]: a sweep value by value (every value from the same `sweep_seeds` noises), else
     batch by batch; (images, NFE per image)."""
     cond = module.condition.to_net(requests.values)
@@ -260,7 +328,8 @@ def _generate(module: Any, requests: Requests, n: int, options: SampleOptions, e
     return torch.stack([images[i] for i in range(n)]), nfe
 
 
-def _keep(images: dict[int, Tensor], group: list[int], made: Tensor, sink: Sink | None) -> None:
+def _keep(images: dict[int, Tensor], group: list[int], made: Tensor,
+          sink: Callable[[Tensor, list[int]], None] | None) -> None:
     for i, image in zip(group, made):
         images[i] = image
     if sink is not None:

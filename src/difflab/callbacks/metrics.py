@@ -22,6 +22,7 @@ import torch
 from difflab.callbacks.ema import find_ema
 from difflab.callbacks.nan_guard import check_finite_state
 from difflab.utils.images import save_grid
+from difflab.evaluation.image_record import image_parameters
 from difflab.evaluation.score import metrics_record, sample_and_score, write_record
 from difflab.evaluation.suite import MetricsConfig, MetricSuite, Networks
 from difflab.samplers import SamplerSpec
@@ -45,6 +46,7 @@ class SampleMetrics(L.Callback):
         self.last: dict[str, float] = {}
         self.last_n = 0
         self.last_images: torch.Tensor | None = None
+        self.last_info: Any = None  # the `parameters` chunk of the latest pass's first image (its grids carry it)
 
     def _suite(self, pl_module: L.LightningModule) -> MetricSuite:
         if self.suite is None:
@@ -66,12 +68,16 @@ class SampleMetrics(L.Callback):
                 preview.append(images[: self.preview - sum(map(len, preview))])
 
         ema = find_ema(trainer) if self.use_ema else None
+        # with every quality metric skipped (no weights), one batch is enough for samples/sec and NFE
+        n = self.config.n_samples if suite.active else min(self.config.n_samples, self.config.batch_size)
+        requests = pl_module.condition.draw(n, trainer.datamodule)
+        rows = pl_module.condition.rows(requests)
+        self.last_info = image_parameters(pl_module, seed=self.config.seed, index=0, row=rows[0] if rows else None,
+                                          extra={"Step": trainer.global_step, "EMA": ema is not None,
+                                                 "Run": str(Path(trainer.default_root_dir).resolve())})
         with ema.swapped(pl_module) if ema is not None else nullcontext():
-            # with every quality metric skipped (no weights), one batch is enough for samples/sec and NFE
-            n = self.config.n_samples if suite.active else min(self.config.n_samples, self.config.batch_size)
             values = sample_and_score(pl_module, suite, n=n, seed=self.config.seed,
-                                      batch_size=self.config.batch_size, sink=keep,
-                                      requests=pl_module.condition.draw(n, trainer.datamodule))
+                                      batch_size=self.config.batch_size, sink=keep, requests=requests)
         suite.reset()
         logged = {(f"perf{suffix}/{k}" if k in PERF_KEYS else f"val{suffix}/{k}"): v for k, v in values.items()
                   if not k.endswith("subset_size_used")}
@@ -92,7 +98,8 @@ class SampleMetrics(L.Callback):
             logger.log_metrics(logged, step=trainer.global_step)
         if grid is not None:
             name = tag if image_key == "val/samples" else f"{image_key.split('/')[-1]}_{tag}"
-            path = save_grid(grid, Path(trainer.default_root_dir) / "metrics" / f"{name}.png", nrow=nrow)
+            path = save_grid(grid, Path(trainer.default_root_dir) / "metrics" / f"{name}.png", nrow=nrow,
+                             parameters=getattr(self, "last_info", None))
             for logger in trainer.loggers:
                 if hasattr(logger, "log_image"):
                     logger.log_image(image_key, [str(path)], step=trainer.global_step, caption=[tag])
@@ -119,7 +126,7 @@ class SampleMetrics(L.Callback):
         extra = dict(extra or {})
         if self.last_images is not None:
             strip = save_grid(self.last_images[:STRIP_SAMPLES], folder / "metrics" / "samples_strip.png",
-                              nrow=STRIP_SAMPLES)
+                              nrow=STRIP_SAMPLES, parameters=getattr(self, "last_info", None))
             extra["sample_strip"] = strip.relative_to(folder).as_posix()
         values = {k.split("/", 1)[1]: v for k, v in self.last.items()}
         record = metrics_record(kind=kind, values=values, protocol=self.protocol(), module=pl_module,

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from difflab.callbacks.ema import find_ema
 from difflab.callbacks.nan_guard import check_finite_state
+from difflab.evaluation.image_record import image_parameters
 from difflab.utils.images import save_grid
 
 
@@ -23,9 +24,12 @@ class SampleGrid(L.Callback):
         self.dirname, self.use_ema, self.at_train_end = dirname, use_ema, at_train_end
         self.last_path: Path | None = None
 
-    def _cond(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Tensor | None:
-        """The model's own draw of n conditions (class i mod K: one row per class; the first validation vectors)."""
-        return pl_module.condition.to_net(pl_module.condition.draw(self.n, trainer.datamodule).values)
+    def _cond(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[Tensor | None, dict[str, Any] | None]:
+        """The model's own draw of n conditions (class i mod K: one row per class; the first validation vectors), and
+        the first image's (what the grid's `parameters` chunk names)."""
+        requests = pl_module.condition.draw(self.n, trainer.datamodule)
+        rows = pl_module.condition.rows(requests)
+        return pl_module.condition.to_net(requests.values), rows[0] if rows else None
 
     def sample_and_save(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str) -> Path | None:
         """Generate the grid on global rank 0 and write it under <run dir>/<dirname>/<tag>.png."""
@@ -33,13 +37,16 @@ class SampleGrid(L.Callback):
             return None
         check_finite_state(trainer, pl_module, "sample grid")
         ema = find_ema(trainer) if self.use_ema else None
-        cond = self._cond(trainer, pl_module)
+        cond, row = self._cond(trainer, pl_module)
         if ema is not None:
             with ema.swapped(pl_module):
                 images, _ = pl_module.generate(self.n, seed=self.seed, batch_size=self.batch_size, cond=cond)
         else:
             images, _ = pl_module.generate(self.n, seed=self.seed, batch_size=self.batch_size, cond=cond)
-        path = save_grid(images, Path(trainer.default_root_dir) / self.dirname / f"{tag}.png")
+        info = image_parameters(pl_module, seed=self.seed, index=0, row=row, extra={
+            "Grid": f"{self.n} images", "Step": trainer.global_step, "EMA": ema is not None,
+            "Run": str(Path(trainer.default_root_dir).resolve())})
+        path = save_grid(images, Path(trainer.default_root_dir) / self.dirname / f"{tag}.png", parameters=info)
         self.last_path = path
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

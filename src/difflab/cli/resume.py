@@ -90,12 +90,14 @@ class ImageWriter:
     def __init__(self, out_dir: Path, request: dict[str, Any]) -> None:
         self.out_dir, self.request = out_dir, request
 
-    def __call__(self, images: Tensor, index: Sequence[int] | Tensor) -> None:
+    def __call__(self, images: Tensor, index: Sequence[int] | Tensor, texts: Sequence[str] | None = None) -> None:
+        """Write a batch: image i of it at images/<index[i]>.png, with `texts[i]` as its `parameters` chunk."""
         if not (self.out_dir / REQUEST).is_file():
             (self.out_dir / "images").mkdir(exist_ok=True)
             write_json(self.out_dir / REQUEST, self.request)
-        for i, image in zip(index.tolist() if isinstance(index, Tensor) else index, images):
-            write_png(image, self.out_dir / "images" / f"{int(i):06d}.png")
+        texts = list(texts) if texts is not None else [None] * len(images)
+        for i, image, text in zip(index.tolist() if isinstance(index, Tensor) else index, images, texts):
+            write_png(image, self.out_dir / "images" / f"{int(i):06d}.png", text)
 
     def finish(self) -> None:
         """The run is complete: its request goes (the final record says what it was)."""

@@ -181,7 +181,7 @@ def record_from_wandb(config: Mapping[str, Any], summary: Mapping[str, Any], *, 
         metrics = config.get("metrics") or {}
         record = {
             "kind": "train", "run_dir": (config.get("paths") or {}).get("run_dir"), "ckpt": None,
-            "variant": choices.get("model"), "scheduler": choices.get("scheduler"),
+            "variant": choices.get("variant") or choices.get("model"), "scheduler": choices.get("scheduler"),
             "sampler": {"name": name, "steps": steps, **knobs} if name else None,
             "data": {"name": choices.get("data") or data.get("name"), "resolution": data.get("resolution")},
             "params": None, "train_images_seen": None,

@@ -83,6 +83,36 @@ def _number(text: str, column: str, path: Path, line: int) -> float:
     return value
 
 
+def roi_box(roi: Sequence[int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """PIL's (left, upper, right, lower) of `data.roi` (top, left, height, width) in an image of `size` (width,
+    height); a ValueError when it does not fit."""
+    top, left, height, width = (int(v) for v in roi)
+    w, h = size
+    if top < 0 or left < 0 or top + height > h or left + width > w:
+        raise ValueError(f"the ROI (top {top}, left {left}, height {height}, width {width}; config key `data.roi`) "
+                         f"lies outside the {w}x{h} (width x height) image")
+    return left, top, left + width, top + height
+
+
+def paste_roi(photo: Tensor, crops: Tensor, box: tuple[int, int, int, int], blend: int = 0) -> Tensor:
+    """The inverse of the ROI crop: `crops` [n, C, R, R] resized (bicubic) back to the box (left, upper, right,
+    lower) of `photo` [C, H, W] and put there, all in [-1, 1] -> [n, C, H, W]. With `blend` > 0 the edit fades in
+    over the box's outer `blend` pixels (weight (d + 1/2) / blend at distance d from its edge), so no seam shows
+    where it meets the photograph; 0 is a hard edge. Outside the box the photograph is kept exactly."""
+    left, top, right, bottom = box
+    height, width = bottom - top, right - left
+    if not 0 <= blend <= min(height, width) // 2:
+        raise ValueError(f"blend {blend} must be in [0, {min(height, width) // 2}] (half the ROI's shorter side)")
+    resized = torch.nn.functional.interpolate(crops.float(), size=(height, width), mode="bicubic",
+                                              align_corners=False, antialias=True).clamp(-1, 1)
+    rows, cols = torch.arange(height), torch.arange(width)
+    edge = torch.minimum(torch.minimum(rows, height - 1 - rows)[:, None], torch.minimum(cols, width - 1 - cols)[None])
+    weight = ((edge + 0.5) / blend).clamp(max=1.0) if blend > 0 else torch.ones(height, width)  # (h, w)
+    out = photo.float()[None].repeat(crops.shape[0], 1, 1, 1)
+    out[..., top:bottom, left:right] = out[..., top:bottom, left:right] * (1 - weight) + resized * weight
+    return out
+
+
 class ROIImageDataset(ImageFileDataset):
     """Image files cropped to a region of interest and resized (squashed) to [C, R, R], with a condition vector each."""
 
@@ -96,14 +126,7 @@ class ROIImageDataset(ImageFileDataset):
 
     def crop_box(self, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
         """PIL's (left, upper, right, lower) of the ROI; a ValueError when it does not fit in an image of `size`."""
-        if self.roi is None:
-            return None
-        top, left, height, width = self.roi
-        w, h = size
-        if top < 0 or left < 0 or top + height > h or left + width > w:
-            raise ValueError(f"the ROI (top {top}, left {left}, height {height}, width {width}; config key `data.roi`) "
-                             f"lies outside the {w}x{h} (width x height) image")
-        return left, top, left + width, top + height
+        return None if self.roi is None else roi_box(self.roi, size)
 
     def _decode(self, index: int) -> np.ndarray:
         """Decode, crop to the ROI and resize file `index` to uint8 [R, R, C]."""
@@ -157,6 +180,14 @@ class CSVDataModule(ImageDataModule):
         """One image file cropped to `data.roi` and resized like the training images (e.g. an img2img input)."""
         return ROIImageDataset(path.parent, [path.name], torch.zeros(1, 0), self.roi, self.resolution,
                                channels or self.channels, None)
+
+    def paste_back(self, path: Path, crops: Tensor, blend: int = 0) -> Tensor:
+        """Edits of `path`'s ROI crop ([n, C, R, R] in [-1, 1]) put back into the whole photograph (`paste_roi`)."""
+        with Image.open(path) as img:
+            photo = to_mode(img, crops.shape[1] if crops.shape[1] in (1, 3) else self.channels)
+            box = roi_box(self.roi, photo.size) if self.roi is not None else (0, 0, *photo.size)
+            array = np.array(photo, dtype=np.uint8).reshape(photo.size[1], photo.size[0], -1)
+        return paste_roi(to_model_range(torch.from_numpy(array).permute(2, 0, 1)), crops, box, blend)
 
     def preprocessing(self) -> dict[str, Any]:
         return {"data": self.name, "resolution": self.resolution, "roi": self.roi, "center_crop": False,

@@ -119,7 +119,8 @@ def metrics_record(
         "kind": kind,
         "run_dir": str(Path(run_dir).resolve()),
         "ckpt": ckpt,
-        "variant": (choices.get("model") or (type(module).__name__ if module is not None else "images"))
+        "variant": (choices.get("variant") or choices.get("model")  # variant=: its own name
+                    or (type(module).__name__ if module is not None else "images"))
         + lora_label(module),  # "sd + style:0.8": a LoRA merged at sampling makes a row of its own
         "scheduler": choices.get("scheduler") or (type(scheduler).__name__ if scheduler is not None else None),
         "scheduler_repr": repr(scheduler) if scheduler is not None else None,

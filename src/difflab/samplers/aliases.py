@@ -106,3 +106,14 @@ def resolve_grid(grid: str) -> str:
     "Exponential") becomes its grid; any other value is kept (the scheduler checks it, `Scheduler.with_grid`)."""
     grid = str(grid).strip()
     return WEBUI_SCHEDULES.get(grid) or _SCHEDULES_BY_PLAIN.get(plain(grid)) or grid
+
+
+_GRID_LABELS = {grid: name for name, grid in reversed(WEBUI_SCHEDULES.items())}  # logsnr -> "Exponential"
+_SAMPLER_LABELS = {name: label for label, (name, grid) in reversed(WEBUI_NAMES.items()) if grid is None}
+
+
+def webui_labels(name: str, grid: str | None) -> tuple[str, str]:
+    """The web UI's "Sampler" and "Schedule type" of a registered sampler on a grid (the reverse of `resolve` and
+    `resolve_grid`): ("dpmpp_2m", "karras") -> ("DPM++ 2M", "Karras"); a sampler or grid the web UI does not have
+    keeps difflab's name, and no grid of its own is the web UI's "Automatic"."""
+    return _SAMPLER_LABELS.get(name, name), "Automatic" if grid is None else _GRID_LABELS.get(grid, grid)

@@ -1,7 +1,8 @@
-"""The studio's web page (Gradio Blocks): Sample, Runs and Measure tabs wired to a `Studio`.
+"""The studio's web page (Gradio Blocks): Sample (with its PNG reader and X/Y/Z plot, `panels.py`), Runs and
+Measure tabs wired to a `Studio`.
 
-Every event runs under `shown_errors`: a user's mistake becomes the paragraph the CLI prints (`Error: ...`) in
-the tab's status line, never a traceback; a bug is logged with its traceback and named as one.
+Every event runs under `shown_errors` (`events.py`): a user's mistake becomes the paragraph the CLI prints
+(`Error: ...`) in the tab's status line, never a traceback; a bug is logged with its traceback and named as one.
 """
 
 from __future__ import annotations
@@ -10,17 +11,16 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
-from difflab.conditions import Input
-from difflab.errors import user_message
 from difflab.samplers.aliases import WEBUI_NAMES
+from difflab.studio.events import Shown, error_text, shown_errors
 from difflab.studio.files import png
 from difflab.studio.forms import SampleForm, parse_seed
+from difflab.studio.panels import PngPanel, XYZPanel
 from difflab.studio.runs import (
     datatypes,
     fid_plot,
@@ -31,75 +31,25 @@ from difflab.studio.runs import (
     table_values,
 )
 from difflab.studio.service import Cancelled, ModelInfo, Studio
+from difflab.studio.slots import (
+    MAX_CHOICES,
+    MAX_COLUMNS,
+    MAX_TEXTS,
+    OWN_GRID,
+    POOLS,
+    slot_update,
+    slot_values,
+)
 from difflab.utils.config import conf_dir
 
 log = logging.getLogger(__name__)
 
-MAX_COLUMNS = 32  # number inputs (a vector-conditioned model's columns); more columns: sample.py cond_csv=...
-MAX_CHOICES = 2   # choice inputs (a class label)
-MAX_TEXTS = 2     # text inputs (prompt, negative prompt)
-POOLS = {"choice": MAX_CHOICES, "text": MAX_TEXTS, "number": MAX_COLUMNS}
-OWN_GRID = "the sampler's own"
 CSS = "#images img, #run-grid img, #side-by-side img {image-rendering: pixelated;}"
 
 
 def sampler_choices() -> list[str]:
     """The sampler names sample.py accepts: its `conf/sampler` options, then the web UI names (`aliases.py`)."""
     return sorted(p.stem for p in (conf_dir() / "sampler").glob("*.yaml")) + list(WEBUI_NAMES)
-
-
-class Shown(Exception):
-    """An error already worded for the status line."""
-
-
-def error_text(exc: BaseException) -> str:
-    """The status line of a failed event: a user error's CLI paragraph, or a bug's name (its traceback is logged)."""
-    message = user_message(exc)
-    if message is not None:
-        return f"Error: {message.strip()}"
-    log.error("studio bug", exc_info=exc)
-    return f"Internal error (a bug, its traceback is in the studio's log): {type(exc).__name__}: {exc}"
-
-
-@contextmanager
-def shown_errors() -> Iterator[None]:
-    """Turn any exception of an event into `Shown(status line)`."""
-    try:
-        yield
-    except Shown:
-        raise
-    except Exception as exc:  # noqa: BLE001  (every failure ends in the status line)
-        raise Shown(error_text(exc)) from exc
-
-
-def slot_update(inp: Input) -> Any:
-    """A slot shown as the declared input: a menu of its choices, a text box, or a slider over its range."""
-    if inp.kind == "choice":
-        return gr.update(visible=True, label=inp.label, choices=[inp.unset, *map(str, inp.choices)], value=inp.unset)
-    if inp.kind == "text":
-        return gr.update(visible=True, label=inp.label, value=inp.value or "")
-    return gr.update(visible=True, label=inp.label, minimum=inp.low, maximum=inp.high, value=inp.value, step=inp.step)
-
-
-def slot_values(inputs: list[Input], values: list[Any]) -> dict[str, Any]:
-    """The request's condition inputs from the slots' values (the slots in `Page.slots` order): a choice left at its
-    `unset` entry gives nothing, an empty text gives nothing unless the input declares "" (a prompt), the number
-    slots of a vector make one `{column: value}` mapping."""
-    out: dict[str, Any] = {}
-    start = {"choice": 0, "text": MAX_CHOICES, "number": MAX_CHOICES + MAX_TEXTS}
-    seen = dict.fromkeys(POOLS, 0)
-    for inp in inputs:
-        if seen[inp.kind] >= POOLS[inp.kind]:
-            continue
-        value = values[start[inp.kind] + seen[inp.kind]]
-        seen[inp.kind] += 1
-        if inp.kind == "choice" and value not in (None, inp.unset):
-            out[inp.key] = next(c for c in inp.choices if str(c) == str(value))
-        elif inp.kind == "text" and (value or inp.value == ""):
-            out[inp.key] = value or ""
-        elif inp.kind == "number":
-            out.setdefault(inp.key, {})[inp.column] = float(value)
-    return out
 
 
 class Page:
@@ -145,6 +95,8 @@ class Page:
                 with gr.Row():
                     self.go = gr.Button("Generate", variant="primary", elem_id="generate")
                     self.stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                self.png = PngPanel(self)
+                self.xyz = XYZPanel(self)
             with gr.Column(scale=3):
                 self.gallery = gr.Gallery(label="Images", format="png", columns=4, elem_id="images")
                 self.seed_used = gr.Textbox(label="Seed used (image i draws its noise from seed and i)",
@@ -170,24 +122,30 @@ class Page:
             out += [slot_update(inp) for inp in declared] + [gr.update(visible=False)] * (size - len(declared))
         return out
 
-    def open_model(self, path: str | None) -> list[Any]:
-        """The Sample tab after picking a model: its description, defaults and condition inputs."""
+    def open_model(self, path: str | None, pending: Any = None) -> list[Any]:
+        """The Sample tab after picking a model: its description, defaults and condition inputs, then the images,
+        seed and img2img fields and the cleared `pending` PNG; a dropped PNG's fields (`pending`) for this model are
+        filled in instead of the defaults."""
+        keep = [gr.update()] * 4 + [None]
         try:
             with shown_errors():
                 info = self.studio.open(path) if path else None
         except Shown as err:
             return [gr.update(value="No model loaded."), gr.update(), gr.update(), gr.update(),
-                    *self.condition_updates(None), False, str(err)]
+                    *self.condition_updates(None), False, str(err), *keep]
         if info is None:
-            return [gr.update(), gr.update(), gr.update(), gr.update(), *self.condition_updates(None), False, ""]
+            return [gr.update(), gr.update(), gr.update(), gr.update(), *self.condition_updates(None), False, "", *keep]
         text = (f"**{self.studio.folders.label(info.path)}**: {info.describe}, {info.image_size}px, sampler "
                 f"`{info.sampler}`" + (f", {info.steps} steps" if info.steps else ""))
         numbers = sum(inp.kind == "number" for inp in info.inputs)
         if numbers > MAX_COLUMNS:
             text += f". It has {numbers} columns, more than the {MAX_COLUMNS} sliders here: use sample.py."
+        if pending is not None and pending.model == info.path:
+            fill = self.png.fill(info, pending)
+            return [text, *fill[:-4], True, "Model loaded, with the PNG's settings.", *fill[-4:], None]
         return [text, gr.update(value=info.sampler), gr.update(value=info.steps or 1000),
                 gr.update(choices=[OWN_GRID, *info.grids], value=OWN_GRID), *self.condition_updates(info), False,
-                "Model loaded."]
+                "Model loaded.", *keep]
 
     def usual_steps(self, model: str | None, sampler: str | None, typed: bool) -> Any:
         """A picked sampler's usual step count (its preset's; the checkpoint's own for its own sampler), unless the
@@ -215,21 +173,29 @@ class Page:
                  seed: Any, guidance: Any, init: str | None, strength: Any, *values: Any,
                  progress: gr.Progress = gr.Progress()) -> list[Any]:
         """Gallery, seed, command, status and parameters of one generation."""
+        result = self.job(request, progress, "images", lambda report, stop: self.studio.generate(
+            self.form(model, sampler, grid, steps, n, seed, guidance, init, strength, list(values)), report, stop))
+        if isinstance(result, list):
+            return result
+        captions = [(img, f"seed {result.seed} · image {i}") for i, img in enumerate(result.images)]
+        done = f"{len(result.images)} images, NFE {result.record.get('nfe')} each, in {result.out_dir}"
+        return [captions, str(result.seed), result.command, done, json.dumps(result.record, indent=2)]
+
+    def job(self, request: gr.Request, progress: gr.Progress, unit: str,
+            run: Callable[[Callable[[float, float], None], threading.Event], Any]) -> Any:
+        """One generation, `run(report, stop)`, with the progress bar (counted in `unit`) and the session's Stop flag;
+        its result, or the outputs [gallery, seed, command, status, parameters] of one that failed or was stopped."""
         stop = self.stops.setdefault(request.session_hash or "", threading.Event())
         stop.clear()
         report: Callable[[float, float], None] = lambda done, total: progress(  # noqa: E731
-            done / total, desc=f"{done:.1f}/{total:.0f} images")
+            done / total, desc=f"{done:.1f}/{total:.0f} {unit}")
         try:
             with shown_errors():
-                form = self.form(model, sampler, grid, steps, n, seed, guidance, init, strength, list(values))
-                result = self.studio.generate(form, report, stop)
+                return run(report, stop)
         except Shown as err:
             if isinstance(err.__cause__, Cancelled):
                 return [gr.update(), gr.update(), gr.update(), "Cancelled.", gr.update()]
             return [None, "", "", str(err), ""]
-        captions = [(img, f"seed {result.seed} · image {i}") for i, img in enumerate(result.images)]
-        done = f"{len(result.images)} images, NFE {result.record.get('nfe')} each, in {result.out_dir}"
-        return [captions, str(result.seed), result.command, done, json.dumps(result.record, indent=2)]
 
     def cancel(self, request: gr.Request) -> str:
         """The Stop button: the running generation stops at its next sampler step."""
@@ -237,10 +203,12 @@ class Page:
         return "Cancelled."
 
     def wire_sample(self) -> None:
-        """Picking a model loads it; Generate samples it (one at a time, with progress); Stop cancels."""
+        """Picking a model loads it; Generate samples it (one at a time, with progress); Stop cancels; a dropped PNG
+        fills the fields; the X/Y/Z plot draws the request over its keys."""
         pick_outputs = [self.info, self.sampler, self.steps, self.grid, self.guidance, *self.slots, self.steps_typed,
-                        self.status]
-        self.model.change(self.open_model, self.model, pick_outputs, concurrency_id="model", concurrency_limit=1)
+                        self.status, self.n, self.seed, self.init, self.strength, self.png.pending]
+        self.model.change(self.open_model, [self.model, self.png.pending], pick_outputs, concurrency_id="model",
+                          concurrency_limit=1)
         self.demo.load(self.open_model, self.model, pick_outputs, concurrency_id="model", concurrency_limit=1)
         self.steps.input(lambda: True, None, self.steps_typed)
         self.sampler.change(self.usual_steps, [self.model, self.sampler, self.steps_typed], self.steps)
@@ -251,6 +219,8 @@ class Page:
         run = self.go.click(self.generate, inputs, outputs, concurrency_id="model", concurrency_limit=1,
                             show_progress_on=[self.gallery])
         self.stop.click(self.cancel, None, self.status, cancels=[run], queue=False)
+        self.png.wire()
+        self.xyz.wire(inputs, outputs)
 
     # -------------------------------------------------------------------------------------------- Runs tab
 

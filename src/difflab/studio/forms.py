@@ -9,7 +9,6 @@ result.
 
 from __future__ import annotations
 
-import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,39 +17,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from difflab.api.config import compose
+from difflab.api.config import compose, group_option
+from difflab.api.overrides import number, quoted, value
+from difflab.api.pnginfo import PngRequest
 from difflab.api.sampling import resolve_seed
-
-
-def quoted(text: str) -> str:
-    """`text` as a double-quoted Hydra override value (quotes escaped; backslashes before a quote or at the end
-    doubled), so prompts with `(word:1.4)`, commas, brackets or '=' pass through unchanged."""
-    body = re.sub(r'(\\*)"', lambda m: m.group(1) * 2 + '\\"', str(text))
-    body = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, body)
-    return f'"{body}"'
-
-
-def _number(value: float) -> str:
-    """A float as Hydra reads it back exactly (repr keeps every digit)."""
-    value = float(value)
-    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
-
-
-def _value(value: Any) -> str:
-    """A condition input as a Hydra override value: integers as they are, numbers exactly, a mapping of columns to
-    numbers as `{column: value, ...}`, text quoted."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, Mapping)):
-        return quoted(str(value))
-    if isinstance(value, int):
-        return str(int(value))
-    if isinstance(value, float):
-        return _number(value)
-    return "{" + ", ".join(f"{_key(k)}: {_number(v)}" for k, v in value.items()) + "}"
-
-
-def _key(name: str) -> str:
-    """A vector column as a Hydra dict key (plain names as they are, others quoted)."""
-    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name) else quoted(name)
 
 
 @dataclass
@@ -89,12 +59,12 @@ class SampleForm:
             out.append(f"sampler.grid={self.grid}")
         out += [f"n={int(self.n)}", f"seed={int(self.seed)}"]
         if self.guidance_scale is not None:
-            out.append(f"guidance_scale={_number(self.guidance_scale)}")
+            out.append(f"guidance_scale={number(self.guidance_scale)}")
         given = {"class_label": self.class_label, "cond": self.cond, "prompt": self.prompt,
                  "negative_prompt": self.negative_prompt or None, **self.inputs}
-        out += [f"{key}={_value(value)}" for key, value in given.items() if value is not None]
+        out += [f"{key}={value(item)}" for key, item in given.items() if item is not None]
         if self.init_image:
-            out += ["mode=img2img", f"init_image={quoted(self.init_image)}", f"strength={_number(self.strength)}"]
+            out += ["mode=img2img", f"init_image={quoted(self.init_image)}", f"strength={number(self.strength)}"]
         return out + list(self.extra)
 
     def command(self) -> str:
@@ -111,3 +81,47 @@ def compose_sample(overrides: list[str], out_dir: str | Path) -> DictConfig:
 def parse_seed(value: Any) -> int:
     """The seed of a request: -1 (or empty) draws a random one, as sample.py's `seed=-1` does."""
     return resolve_seed(-1 if value in (None, "") else value)
+
+
+SAMPLER_FIELDS = ("name", "steps", "grid")  # what the Sample tab has fields for; other sampler settings are named
+CONDITION_KEYS = ("class_label", "cond", "prompt", "negative_prompt")
+
+
+@dataclass
+class PngFields:
+    """What a dropped PNG fills into the Sample tab: the model (None: keep the one picked), sampler, grid, steps,
+    images, seed, guidance, the condition inputs by sample.py key, the img2img input; and what it says that the
+    tab has no field for (`left_out`: shown in the status line, never dropped silently)."""
+
+    model: str | None
+    sampler: str | None
+    grid: str | None
+    steps: int | None
+    n: int
+    seed: int | None
+    guidance_scale: float | None
+    inputs: dict[str, Any]
+    init_image: str | None = None
+    strength: float | None = None
+    left_out: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, found: PngRequest, model: str | None) -> PngFields:
+        """The fields of a PNG's request; `model` is its checkpoint when the studio serves it (else None)."""
+        request = dict(found.request)
+        sampler = dict(request.get("sampler") or {})
+        preset = dict(group_option("sampler", sampler["name"])) if sampler.get("name") else {}
+        left = [f"sampler.{k}={v}" for k, v in sampler.items()  # knobs off the sampler's preset (a field-less value)
+                if k not in SAMPLER_FIELDS and k != "clip_denoised" and preset.get(k) != v]
+        left += [f"{k}={request[k]}" for k in ("cond_csv", "sweep", "guidance_rescale", "mask", "paste_back")
+                 if request.get(k) is not None]
+        if int(request.get("batch_size") or 1 << 30) < int(request.get("n") or 1):  # several batches: another rounding
+            left.append(f"batch_size={request['batch_size']}")
+        if request.get("ckpt") and model is None:
+            left.append(f"ckpt={request['ckpt']} (not in the folders this studio serves)")
+        edit = request.get("mode") == "img2img"
+        return cls(model=model, sampler=sampler.get("name"), grid=sampler.get("grid"), steps=sampler.get("steps"),
+                   n=int(request.get("n") or 1), seed=request.get("seed"), guidance_scale=request.get("guidance_scale"),
+                   inputs={k: request[k] for k in CONDITION_KEYS if request.get(k) is not None},
+                   init_image=request.get("init_image") if edit else None,
+                   strength=request.get("strength") if edit else None, left_out=left + list(found.unused))

@@ -8,30 +8,13 @@ nothing. A new checkpoint file (other path, size or mtime), another
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
-from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from difflab.api import checks
-from difflab.api.models import DiffusionModel, load_configured
-
-
-def model_key(cfg: DictConfig) -> str:
-    """What of a sample.py config decides the loaded model (everything `load_configured` reads but the sampler)."""
-    ckpt = cfg.get("ckpt")
-    stat = Path(ckpt).expanduser().stat() if ckpt and Path(ckpt).expanduser().is_file() else None
-    fields = {
-        "ckpt": str(Path(ckpt).expanduser().resolve()) if ckpt else None,
-        "file": (stat.st_size, stat.st_mtime_ns) if stat else None,
-        "use_ema": bool(cfg.get("use_ema", True)),
-        "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
-        "model": OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") is not None else None,
-        "device": str(cfg.get("device")),
-    }
-    return json.dumps(fields, sort_keys=True, default=str)
+from difflab.api.models import DiffusionModel, load_configured, model_key
 
 
 class ModelCache:

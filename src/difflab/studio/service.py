@@ -8,6 +8,7 @@ Gradio. Every method takes plain values and raises `difflab.errors.UserError` fo
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import threading
 from collections.abc import Callable
@@ -20,13 +21,16 @@ from omegaconf import DictConfig
 
 from difflab.api import checks
 from difflab.api.config import sampler_spec
+from difflab.api.overrides import value
+from difflab.api.pnginfo import png_request
 from difflab.api.sampling import SampleOptions
+from difflab.api.xyz import parse_values, run_xyz
 from difflab.conditions import Input
 from difflab.diffusion.schedules import GRIDS
-from difflab.errors import ConfigError
+from difflab.errors import ConfigError, UserError
 from difflab.samplers.aliases import resolve as resolve_sampler
 from difflab.studio.files import Folders, png
-from difflab.studio.forms import SampleForm, compose_sample
+from difflab.studio.forms import PngFields, SampleForm, compose_sample
 from difflab.studio.measure import is_regressor, predict_values, regressor_values
 from difflab.studio.models import ModelCache
 
@@ -165,6 +169,42 @@ class Studio:
             samples.write_files(out, save_images=bool(cfg.save_images))
         images = [png(p) for p in sorted((out / "images").glob("*.png"))]
         return Result(images, samples.record, out, form.command(), options.seed)
+
+    def read_png(self, path: str) -> PngFields:
+        """The Sample tab's fields of a dropped PNG (its `parameters` chunk: difflab's request or the web UI's
+        settings); its checkpoint when this studio serves it."""
+        found = png_request(path, key="PNG")
+        ckpt = found.request.get("ckpt")
+        try:
+            model = str(self.folders.check(ckpt, "checkpoint")) if ckpt else None
+        except UserError:
+            model = None
+        return PngFields.of(found, model)
+
+    def xyz(self, form: SampleForm, axes: list[tuple[str | None, str]],
+            progress: Callable[[int, int], None] | None = None, cancelled: threading.Event | None = None) -> Result:
+        """An X/Y/Z grid of `form` over `axes` ((sample.py key, values as typed) each; X, Y, Z in order) as
+        `python sample.py <form's overrides> xyz=...` draws it (`difflab.api.xyz.run_xyz`); its images are the
+        labelled grids, one per Z value."""
+        form.model = str(self.folders.check(form.model, "checkpoint"))
+        spec = {str(key).strip(): parse_values(text) for key, text in axes if key and str(key).strip()}
+        if not spec:
+            raise ConfigError.bad_value("xyz", "no axis was given", "Pick a key (e.g. sampler.steps) and type its "
+                                        "values (e.g. 5, 10, 20) for X, and Y and Z if wanted.")
+        cells = math.prod(len(v) for v in spec.values()) * int(form.n)
+        if cells > self.max_images:
+            raise ConfigError.bad_value("xyz", f"{cells} images (cells x images per cell) is more than this studio "
+                                        f"draws at once ({self.max_images})", "Use fewer values or images per cell, or "
+                                        f"start the studio with max_images={cells}.")
+        with self._lock:
+            out_dir = self._next_folder()
+            form.extra = [*form.extra, f"xyz={value(spec)}"]
+            cfg = compose_sample(form.overrides(), out_dir)
+            out = checks.fresh_output(cfg.out_dir, "out_dir", False)
+            record = run_xyz(cfg, out, self.cache.load, callback=_step_callback(progress, cancelled))
+        images = [png(p) for p in record.pop("grid_files")]
+        return Result(images, {k: v for k, v in record.items() if k != "out_dir"}, out, form.command(),
+                      int(record["seed"]))
 
     def _keep_input(self, upload: str, name: str) -> Path:
         """An uploaded image copied (bytes unchanged) into <out_dir>/inputs, where its command can find it again."""

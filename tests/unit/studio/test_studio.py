@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from conftest import compose_config
+from difflab.errors import ConfigError
 from difflab.studio.files import Folders, OutsideFoldersError
 from difflab.studio.forms import SampleForm, compose_sample, quoted
 
@@ -255,3 +256,76 @@ def test_requests_compose_inside_a_running_hydra_app(tmp_path: Path) -> None:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose_sample(SampleForm(model=str(tmp_path / "m.ckpt"), seed=2).overrides(), tmp_path)
     assert cfg.seed == 2
+
+
+def test_a_dropped_png_fills_the_sample_tab(vector: dict[str, Any]) -> None:
+    studio = vector["studio"]
+    columns = studio.open(str(vector["ckpt"])).columns
+    wanted = {c: round(m + 0.25 * s, 4) for c, m, s in columns}
+    form = SampleForm(model=str(vector["ckpt"]), seed=21, n=2, sampler="DPM++ 2M Karras", steps=3, cond=wanted,
+                      guidance_scale=3.0)
+    result = studio.generate(form)
+    fields = studio.read_png(str(result.out_dir / "images" / "000001.png"))
+    assert fields.model == str(vector["ckpt"].resolve()) and (fields.sampler, fields.grid, fields.steps) == \
+        ("dpmpp_2m", "karras", 3)
+    assert (fields.n, fields.seed, fields.guidance_scale, fields.inputs) == (2, 21, 3.0, {"cond": wanted})
+    assert fields.left_out == []  # everything it says has a field
+    again = SampleForm(model=fields.model, seed=fields.seed, n=fields.n, sampler=fields.sampler, steps=fields.steps,
+                       grid=fields.grid, guidance_scale=fields.guidance_scale, inputs=fields.inputs)
+    assert [p.read_bytes() for p in sorted((studio.generate(again).out_dir / "images").glob("*.png"))] == \
+        [p.read_bytes() for p in sorted((result.out_dir / "images").glob("*.png"))]  # the same images back
+
+
+def test_slots_filled_from_a_request_read_back_as_it() -> None:
+    pytest.importorskip("gradio", reason="the studio's page needs the studio extra")
+    from difflab.conditions import Input
+    from difflab.studio.slots import MAX_CHOICES, MAX_TEXTS, slot_fill, slot_values
+
+    inputs = [Input("class_label", "choice", "class", choices=(0, 1, 2)), Input("prompt", "text", "prompt", value=""),
+              Input("cond", "number", "a", column="a", low=0, high=1), Input("cond", "number", "b", column="b",
+                                                                              low=0, high=1)]
+    given = {"class_label": 2, "prompt": "a (red:1.2) fox", "cond": {"a": 0.25, "b": 0.75}}
+    updates = slot_fill(inputs, given)
+    values = [u.get("value") for u in updates]
+    assert values[0] == "2" and values[MAX_CHOICES] == "a (red:1.2) fox"
+    assert values[MAX_CHOICES + MAX_TEXTS : MAX_CHOICES + MAX_TEXTS + 2] == [0.25, 0.75]
+    assert slot_values(inputs, values) == given
+
+
+def test_the_xyz_plot_draws_the_request_over_its_keys(vector: dict[str, Any]) -> None:
+    studio = vector["studio"]
+    columns = studio.open(str(vector["ckpt"])).columns
+    form = SampleForm(model=str(vector["ckpt"]), seed=4, n=1, sampler="euler", steps=2,
+                      cond={c: m for c, m, _ in columns})
+    result = studio.xyz(form, [("sampler.steps", "2, 3"), ("guidance_scale", "1, 2.5"), (None, "")])
+    assert len(result.images) == 1 and result.images[0].ndim == 3 and len(result.record["cells"]) == 4
+    assert "xyz=" in result.command and (result.out_dir / "xyz.json").is_file()
+    with pytest.raises(ConfigError, match="`xyz`"):
+        studio.xyz(form, [(None, ""), ("", "1")])
+    with pytest.raises(ConfigError, match="(?s)`xyz`.*max_images"):
+        studio.xyz(form, [("seed", ", ".join(map(str, range(studio.max_images + 1))))])
+
+
+def test_the_page_fills_its_fields_from_a_dropped_png(vector: dict[str, Any]) -> None:
+    gr = pytest.importorskip("gradio", reason="the studio's page needs the studio extra")
+    from difflab.studio.app import Page
+
+    studio = vector["studio"]
+    columns = studio.open(str(vector["ckpt"])).columns
+    result = studio.generate(SampleForm(model=str(vector["ckpt"]), seed=9, n=1, sampler="heun", steps=2,
+                                        cond={c: m for c, m, _ in columns}))
+    with gr.Blocks() as demo:
+        page = Page(studio, demo)
+        page.sample_tab()
+        page.wire_sample()
+    png = str(result.out_dir / "images" / "000000.png")
+    model = str(vector["ckpt"].resolve())
+    out = page.png.read(png, model)  # the model picked is the PNG's: its fields are filled at once
+    assert len(out) == len(page.png.targets) + 4 and out[-1].startswith("Settings read from 000000.png")
+    filled = dict(zip(["model", *range(len(page.png.targets))], out))
+    assert filled[0]["value"] == "heun" and filled[1]["value"] == 2 and out[-2] is None  # sampler, steps; no pending
+    assert page.png.targets[-4] is page.n and filled[len(page.png.targets) - 3]["value"] == 9  # the seed
+    other = page.png.read(png, None)  # no model picked yet: the PNG's is picked, its fields wait for it to load
+    assert other[0] == model and other[-2].seed == 9
+    with_error = page.png.read(str(vector["root"] / "nope.png"), model)
+    assert with_error[-1].startswith("Error:") and "nope.png" in with_error[-1]
