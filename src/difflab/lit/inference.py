@@ -76,7 +76,9 @@ class NetworkCall(nn.Module):
 
     def forward(self, x: Tensor, c_noise: Tensor, cond: Any = None) -> Tensor:
         """F(x, c_noise, cond) (B, C, H, W) in the network's dtype."""
-        x = x.to(self.dtype).contiguous(memory_format=self.memory_format)  # (B, C, H, W)
+        x = x.to(self.dtype)  # (B, C, H, W), or any shape a non-image network takes
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=self.memory_format)
         if isinstance(cond, Tensor) and cond.is_floating_point():
             cond = cond.to(self.dtype)
         low = self.dtype in (torch.bfloat16, torch.float16)  # the whole network in its dtype: no autocast inside

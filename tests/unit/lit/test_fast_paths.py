@@ -18,6 +18,7 @@ from difflab.errors import ConfigError
 from difflab.lit import DiffusionModule
 from difflab.lit.inference import channels_last_on, is_channels_last
 from difflab.nets import UNet
+from difflab.nets.unet import AttentionBlock
 from difflab.samplers import SamplerSpec
 from difflab.samplers.base import SAMPLERS
 from difflab.utils import config
@@ -84,6 +85,22 @@ def test_compiled_training_gives_the_same_losses() -> None:
     plain = train_losses(tiny_module(channels_last=False))
     compiled = train_losses(tiny_module(channels_last=False, compile=True))
     assert compiled == pytest.approx(plain, rel=1e-4, abs=1e-6), (compiled, plain)
+
+
+def test_attention_runs_through_sdpa_and_equals_the_explicit_formula(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = tiny_module().net.eval()
+    x, c_noise = torch.randn(2, 3, 8, 8), torch.rand(2) * 999
+    fast = net(x, c_noise)
+    calls = []
+
+    def explicit(q: Tensor, k: Tensor, v: Tensor) -> Tensor:  # softmax(Q K^T / sqrt(d)) V (Vaswani et al. eq. 1)
+        calls.append(q.shape)
+        return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1) @ v
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", explicit)
+    slow = net(x, c_noise)
+    assert len(calls) == sum(isinstance(m, AttentionBlock) for m in net.modules()) > 0
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
 
 
 class Recorder(nn.Module):
