@@ -231,10 +231,19 @@ def main(argv: list[str] | None = None) -> Path:
     pairs = {s: build(s, args.smoke, device) for s in sorted(set(args.sizes) | {"cifar10"})}
     for pair in pairs.values():
         report.params[pair.name] = (parameters(pair.ours), parameters(pair.theirs), pair.same)
+    out = Path(args.out) if args.out else RESULTS / f"speed_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> str:  # after every section: a run cut short keeps what it measured
+        report.seconds = time.perf_counter() - budget.start
+        out.write_text(text := report.markdown())
+        return text
+
     budget.say("checks")
     checks(pairs, device, report)
     if "train" not in args.skip:
         run_training(args, pairs, device, report, budget)
+        save()
     if "sample" not in args.skip:
         if budget.fits(COST["sampling"]):
             budget.say("sampling")
@@ -243,6 +252,7 @@ def main(argv: list[str] | None = None) -> Path:
                                           compiled=cuda or args.smoke)
         else:
             report.skip("sampling", "time budget")
+        save()
     if "evaluate" not in args.skip:
         if budget.fits(COST["evaluate"]) and (cuda or args.smoke):
             budget.say("evaluate.py")
@@ -251,12 +261,8 @@ def main(argv: list[str] | None = None) -> Path:
         else:
             report.skip("evaluate.py metrics=full n_samples=10000", "time budget" if cuda or args.smoke else
                         "CPU: 10,000 samples x 20 steps take hours here")
-    report.seconds = time.perf_counter() - budget.start
-    out = Path(args.out) if args.out else RESULTS / f"speed_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.md"
-    text = report.markdown()
+    text = save()
     print(text, flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
     return out
 
 

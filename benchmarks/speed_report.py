@@ -97,7 +97,7 @@ class Report:
                 a, b = g.contestants[ours], g.contestants[theirs]
                 peak = f"{a.peak_gib:.2f} / {b.peak_gib:.2f}" if a.peak_gib is not None else "n/a"
                 lines.append(f"| {g.preset} | {g.batch} | {g.precision} | {'yes' if g.compile else 'no'} | {label} | "
-                             f"{a.rate:.1f} | {b.rate:.1f} | {a.rate / b.rate:.2f} | {peak} | "
+                             f"{a.rate:.3g} | {b.rate:.3g} | {a.rate / b.rate:.2f} | {peak} | "
                              f"{self.mfu(g.preset, 'difflab', a.rate)} / {self.mfu(g.preset, 'diffusers', b.rate)} |")
         return lines + [""]
 
@@ -126,7 +126,7 @@ class Report:
         for row in self.sample:
             base = row["rates"]["diffusers"]
             for name, rate in row["rates"].items():
-                lines.append(f"| {row['batch']} | {row['precision']} | {name} | {rate:.2f} | {rate / base:.2f} |")
+                lines.append(f"| {row['batch']} | {row['precision']} | {name} | {rate:.3g} | {rate / base:.2f} |")
         return lines + [""]
 
     def _evaluate(self) -> list[str]:
