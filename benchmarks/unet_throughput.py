@@ -26,6 +26,7 @@ under scale-shift), so both networks have exactly the same parameter count.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -84,17 +85,28 @@ def build_models(args: argparse.Namespace) -> tuple[nn.Module, Forward, nn.Modul
     return ours, ours, theirs, lambda x, t: theirs(x, t).sample
 
 
-def make_step(model: nn.Module, forward: Forward, device: torch.device, bf16: bool) -> Callable[..., None]:
-    """A closure doing one training step (forward, MSE, backward, AdamW) on a given batch."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    def step(x: Tensor, c_noise: Tensor, target: Tensor) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = forward(x, c_noise)  # (B, C, H, W)
+
+def make_step(model: nn.Module, forward: Forward, device: torch.device, precision: str) -> Callable[..., None]:
+    """A closure doing one training step (forward, MSE, backward, AdamW) on a given batch, in `precision`:
+    fp32, bf16 (autocast) or fp16 (autocast with a gradient scaler, as Lightning's 16-mixed)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    dtype = AUTOCAST[precision]
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    def step(x: Tensor, c_noise: Tensor, target: Tensor, *cond: Tensor) -> None:
+        with torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+            out = forward(x, c_noise, *cond)  # (B, C, H, W)
         loss = F.mse_loss(out.float(), target)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
 
     return step
 
@@ -114,7 +126,7 @@ def timed(step: Callable[..., None], batch: tuple[Tensor, ...], steps: int, devi
 def run_precision(models: dict[str, tuple[nn.Module, Forward]], bf16: bool, batch: tuple[Tensor, ...],
                   args: argparse.Namespace, device: torch.device) -> dict[str, list[float]]:
     """Warm up both models, then interleave timed trials (alternating order); images/s per trial."""
-    steps = {name: make_step(m, fwd, device, bf16) for name, (m, fwd) in models.items()}
+    steps = {name: make_step(m, fwd, device, "bf16" if bf16 else "fp32") for name, (m, fwd) in models.items()}
     for step in steps.values():
         for _ in range(args.warmup):
             step(*batch)

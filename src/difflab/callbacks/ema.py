@@ -105,7 +105,8 @@ class EMA(L.Callback):
         checkpoint["ema"] = {
             "decay": self.decay,
             "num_updates": self.num_updates,
-            "params": {n: p.detach().cpu().clone() for n, p in zip(self.names, self.params)},
+            "params": {n: p.detach().cpu().clone(memory_format=torch.contiguous_format)  # the standard layout
+                       for n, p in zip(self.names, self.params)},
         }
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:

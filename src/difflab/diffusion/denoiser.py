@@ -62,9 +62,12 @@ def randn_like(x: Tensor, generator: Generator = None) -> Tensor:
 
 
 def sigma_batch(sigma: Tensor, x: Tensor) -> Tensor:
-    """A grid entry as a [B] noise-level tensor on x's device (float64 kept for exact c_noise)."""
+    """A grid entry as a [B] noise-level tensor on x's device (float64 kept for exact c_noise).
+
+    The grid lives on the host; the copy of its entry to a GPU is queued without waiting for the GPU (a blocking
+    host-to-device copy would synchronise once per sampler step)."""
     dtype = torch.float32 if x.device.type == "mps" else torch.float64
-    return sigma.to(x.device, dtype).expand(x.shape[0])
+    return sigma.to(x.device, dtype, non_blocking=True).expand(x.shape[0])
 
 
 def integrate_log_sigma(rhs: Callable[[float, np.ndarray], np.ndarray], y0: np.ndarray, sigma_from: float,

@@ -20,9 +20,11 @@ from difflab.conditions import Condition, NoCondition
 from difflab.errors import ConfigError, UserError
 from difflab.diffusion.guidance import guided
 from difflab.diffusion.losses import DiffusionLoss
+from difflab.diffusion.denoiser import DenoiseFn
 from difflab.diffusion.precond import Denoiser
 from difflab.diffusion.schedules import Scheduler
 from difflab.lit.checkpoint import check_state_dict_compatible
+from difflab.lit.inference import SamplingNetworks, channels_last_on, check_channels_last, check_switch
 from difflab.lit.optim import LRSchedulerFactory, OptimizerFactory, trainable_optimizers
 from difflab.lit.latent import estimate_scale_factor
 from difflab.metrics.inception import grid_embed
@@ -67,8 +69,9 @@ class DiffusionModule(L.LightningModule):
         condition: Condition | None = None,
         guidance_scale: float = 1.0,
         guidance_rescale: float = 0.0,
-        channels_last: bool = False,
+        channels_last: bool | str = "auto",
         compile: bool = False,
+        compile_sampling: bool = False,
         autoencoder: LatentAutoencoder | IdentityFirstStage | None = None,
         scale_factor_images: int = 1024,
     ) -> None:
@@ -84,8 +87,11 @@ class DiffusionModule(L.LightningModule):
         self.image_shape = tuple(int(v) for v in image_shape)
         self.condition = condition or NoCondition()  # what the model is conditioned on, its dropout and null value
         self.guidance_scale, self.guidance_rescale = float(guidance_scale), float(guidance_rescale)
-        self.channels_last = channels_last
-        self.compile_net = compile
+        self.channels_last = check_channels_last(channels_last)  # true | false | auto (channels_last on the CPU)
+        self.compile_net = check_switch(compile, "model.compile")
+        self.compile_sampling = check_switch(compile_sampling, "model.compile_sampling")  # the sampler's network call
+        self._sampling_calls = SamplingNetworks()  # the network as `generate` runs it (lit/inference.py)
+        self._train_channels_last: bool | None = None  # channels_last_on(channels_last, training device), set in configure_model
         self.run_config: dict[str, Any] | None = None  # the resolved config, set by the CLI, saved in checkpoints
         self.train_images_seen = 0  # over all ranks and micro-batches; saved in checkpoints
 
@@ -114,8 +120,8 @@ class DiffusionModule(L.LightningModule):
 
     def configure_model(self) -> None:
         """Memory format and compilation switches, applied once before training."""
-        if self.channels_last:
-            self.net.to(memory_format=torch.channels_last)
+        self._train_channels_last = channels_last_on(self.channels_last, self.trainer.strategy.root_device)
+        self.net.to(memory_format=torch.channels_last if self._train_channels_last else torch.contiguous_format)
         if self.compile_net and not getattr(self, "_compiled", False):
             self.net.compile()
             self._compiled = True
@@ -148,7 +154,7 @@ class DiffusionModule(L.LightningModule):
             x0 = self.autoencoder.scale(z)
         else:
             x0 = self.encode(batch["image"], sample=self.training)  # (B, C, H, W) in [-1, 1] or latents (B, c, H/f, W/f); val: the mean
-        if self.channels_last:
+        if self._train_channels_last if self._train_channels_last is not None else channels_last_on(self.channels_last, x0.device):
             x0 = x0.contiguous(memory_format=torch.channels_last)
         return x0, self.condition.from_batch(batch, self.training, drop)
 
@@ -189,7 +195,6 @@ class DiffusionModule(L.LightningModule):
         """The sampler that `generate` runs: `clip_denoised="auto"` thresholds pixel models and leaves latent ones."""
         return (sampler or self.sampler).resolve(pixel_space=isinstance(self.autoencoder, IdentityFirstStage))
 
-    @torch.no_grad()
     def generate(
         self,
         n: int,
@@ -212,44 +217,61 @@ class DiffusionModule(L.LightningModule):
         Conditional models apply classifier-free guidance with `guidance_scale` (default: the model's
         `guidance_scale`; 1 = plain conditional, see `difflab.diffusion.guidance`); `uncond` replaces the null
         condition of the unconditional branch (e.g. a negative prompt's embedding). `progress` counts the images;
-        `callback` is the samplers' step hook (the studio's progress bar and Stop button: raising cancels)."""
-        scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
-        rescale = self.guidance_rescale if guidance_rescale is None else float(guidance_rescale)
-        null = uncond if uncond is not None else self.condition.null
-        denoise_fn = guided(self.denoiser, scale, rescale, null=null) if cond is not None else self.denoiser
+        `callback` is the samplers' step hook (the studio's progress bar and Stop button: raising cancels).
+        Sampling runs under `torch.inference_mode`, the network as `difflab.lit.inference` runs it: wholly in bf16
+        / fp16 under such an autocast, channels_last where that pays, compiled with `compile_sampling`."""
         spec = self.sampling_spec(sampler)
         optimized = spec.scheduler_for(self.scheduler).grid == "optimized"
         was_training = self.training
         self.eval()
         try:
-            x, nfe = generate(
-                denoise_fn,
-                self.scheduler,
-                spec,
-                n=n,
-                shape=self.latent_shape,
-                seed=seed,
-                batch_size=batch_size,
-                device=self.device,
-                cond=cond,
-                first_index=first_index,
-                edit=self._latent_edit(edit, batch_size or n),
-                grid_cache=self.grid_cache,
-                callback=callback,
-                progress=progress,
-                embed=grid_embed(spec, self.latent_shape, self.device) if optimized else None,
-            )
+            denoise_fn = self._sampling_denoiser(cond, guidance_scale, guidance_rescale, uncond)  # may set the memory format
             b = batch_size or n
-            fix = (f"Try another sampler or more steps (now sampler={spec.name}"
-                   + (f" sampler.steps={spec.steps}" if spec.steps else "") + "), precision=32"
-                   + (f", a lower guidance_scale (it is {scale:g})" if cond is not None else "")
-                   + ", or an earlier checkpoint of the run.")
-            check_finite_images(x, b, first_index, seed, f"The sampler ({spec.name})", fix)
-            x = self._decode_batches(x, b)
-            check_finite_images(x, b, first_index, seed, "Decoding the latents", fix)
+            with torch.inference_mode():
+                x, nfe = generate(
+                    denoise_fn,
+                    self.scheduler,
+                    spec,
+                    n=n,
+                    shape=self.latent_shape,
+                    seed=seed,
+                    batch_size=batch_size,
+                    device=self.device,
+                    cond=cond,
+                    first_index=first_index,
+                    edit=self._latent_edit(edit, b),
+                    grid_cache=self.grid_cache,
+                    callback=callback,
+                    progress=progress,
+                    embed=grid_embed(spec, self.latent_shape, self.device) if optimized else None,
+                )
+                scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
+                fix = (f"Try another sampler or more steps (now sampler={spec.name}"
+                       + (f" sampler.steps={spec.steps}" if spec.steps else "") + "), precision=32"
+                       + (f", a lower guidance_scale (it is {scale:g})" if cond is not None else "")
+                       + ", or an earlier checkpoint of the run.")
+                check_finite_images(x, b, first_index, seed, f"The sampler ({spec.name})", fix)
+                x = self._decode_batches(x, b)
+                check_finite_images(x, b, first_index, seed, "Decoding the latents", fix)
+                x = x.clamp(-1, 1)
         finally:
             self.train(was_training)
-        return x.clamp(-1, 1), nfe
+            if not self.compile_sampling:
+                self._sampling_calls.clear()  # the weight copy of a bf16/fp16 run is not kept
+        return x.clone(), nfe  # outside inference mode: a normal tensor that callers may change in place
+
+    def _sampling_denoiser(self, cond: Tensor | None, guidance_scale: float | None, guidance_rescale: float | None,
+                           uncond: Tensor | None) -> DenoiseFn:
+        """D for sampling: the network as `lit/inference.py` runs it (sampling dtype, memory format, compiled
+        call), guided when conditioned (see `generate`)."""
+        call = self._sampling_calls.get(self.net, self.device, channels_last_on(self.channels_last, self.device),
+                                        self.compile_sampling)
+        denoiser = Denoiser(call, self.scheduler)
+        if cond is None:
+            return denoiser
+        scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
+        rescale = self.guidance_rescale if guidance_rescale is None else float(guidance_rescale)
+        return guided(denoiser, scale, rescale, null=uncond if uncond is not None else self.condition.null)
 
     def _decode_batches(self, z: Tensor, batch_size: int) -> Tensor:
         """Decode CPU latents [n, c, h, w] on this module's device, `batch_size` at a time -> CPU images."""
@@ -268,7 +290,9 @@ class DiffusionModule(L.LightningModule):
         return Edit(edit.noise, init, edit.strength, mask)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Every checkpoint carries the resolved run config and the RNG states."""
+        """Every checkpoint carries the resolved run config and the RNG states; its weights are in the standard
+        (contiguous) layout whatever memory format trained them (`model.channels_last`)."""
+        checkpoint["state_dict"] = {k: v.contiguous() for k, v in checkpoint["state_dict"].items()}
         checkpoint["config"] = self.run_config
         checkpoint["train_images_seen"] = self.train_images_seen
         checkpoint.update(self.condition.state_dict())  # e.g. the vector statistics ("cond_stats")

@@ -24,10 +24,19 @@ from difflab.utils.tables import value_columns
 
 
 def auto_precision() -> str:
-    """bf16-mixed on CUDA GPUs that support bf16, else 32-true."""
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
+    """The default `trainer.precision`: bf16-mixed (bfloat16 autocast) on CUDA GPUs that support bf16, 16-mixed
+    (float16 autocast with a gradient scaler) on older CUDA GPUs, 32-true elsewhere (CPU, MPS)."""
+    if not torch.cuda.is_available():
+        return "32-true"
+    return "bf16-mixed" if native_bf16() else "16-mixed"
+
+
+def native_bf16() -> bool:
+    """Whether the CUDA GPU computes in bfloat16 natively (Ampere and later), not only by emulation."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.4 has no `including_emulation` and counts native support only
+        return torch.cuda.is_bf16_supported()
 
 
 def fused_adamw(precision: str = "") -> bool:
