@@ -5,6 +5,10 @@ request per line on stdin: {"argv": ["sample.py", "n=0", ...] or ["-m", "difflab
 "cwd": ..., "env": {...}}. For each it forks a child that runs the script (runpy, as `python <script>` or
 `python -m <module>` would) with its stdout/stderr going to files, and answers one JSON line
 {"rc": exit status, "stdout": ..., "stderr": ...}. The parent never runs torch work, so forking is safe.
+A request may also carry "interrupt": {"glob": ..., "count": n, "signal": s}: the child gets signal s once n files
+match the glob (relative to its cwd), as a user's Ctrl-C or a scheduler's SIGTERM would stop it.
+
+`Client` drives one such process from a test (tests/cli/test_bad_inputs.py, tests/e2e/test_documented_commands.py).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import os
 import runpy
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,10 +86,14 @@ def run_one(request: dict, timeout: float) -> dict:
         if pid == 0:
             child(request["argv"], request["cwd"], request.get("env", {}), out.fileno(), err.fileno())
         deadline = time.monotonic() + timeout
+        interrupt = request.get("interrupt")
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
+            if interrupt and len(list(Path(request["cwd"]).glob(interrupt["glob"]))) >= interrupt["count"]:
+                os.kill(pid, interrupt["signal"])
+                interrupt = None
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
@@ -107,6 +116,28 @@ def serve() -> None:
         request = json.loads(line)
         result = run_one(request, float(request.get("timeout", 120)))
         print(json.dumps(result), flush=True)
+
+
+class Client:
+    """One warm runner process: `client.run(argv, cwd)` runs a command in a forked child and returns its answer."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve())], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, cwd=cwd, env=env)
+        ready = self.proc.stdout.readline()
+        if json.loads(ready or "{}") != {"ready": True}:
+            raise RuntimeError(f"tests/cli_runner.py did not start (said {ready!r})")
+
+    def run(self, argv: list[str], cwd: Path, timeout: float = 120, **extra: object) -> dict:
+        """{"rc", "stdout", "stderr"} of `argv` (["train.py", ...] or ["-m", "module", ...]) run in `cwd`."""
+        request = {"argv": list(argv), "cwd": str(cwd), "timeout": timeout, **extra}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 if __name__ == "__main__":

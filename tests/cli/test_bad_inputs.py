@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import Client
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["model.net.base_channels=8", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1", "model.net.num_heads=1"]
 QUICK = ["debug=fast", "logger=csv", "metrics=none", *TINY]  # a train.py that gets past its checks trains one step
 
 
-class Runner:
+class Runner(Client):
     """Sends cases to one `tests/cli_runner.py` process; each answer is (exit status, stderr)."""
 
     def __init__(self, root: Path) -> None:
@@ -31,20 +30,12 @@ class Runner:
         env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "DIFFLAB_ALLOW_DOWNLOAD")}
         env.update(WANDB_MODE="offline", WANDB_SILENT="true", PYTHONPATH=str(REPO / "src"),
                    TORCH_HOME=str(root / "torch_home"))  # an empty hub cache: no metric weights, and no download
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "cli_runner.py")], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, cwd=root, env=env)
-        assert json.loads(self.proc.stdout.readline()) == {"ready": True}
+        super().__init__(root, env)
 
     def __call__(self, *argv: str, timeout: float = 120) -> tuple[int, str]:
         args = list(argv) if argv[0] == "-m" else [*argv, f"paths.root_dir={self.root}"]
-        self.proc.stdin.write(json.dumps({"argv": args, "cwd": str(self.root), "timeout": timeout}) + "\n")
-        self.proc.stdin.flush()
-        answer = json.loads(self.proc.stdout.readline())
+        answer = self.run(args, self.root, timeout)
         return answer["rc"], answer["stderr"]
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
