@@ -5,8 +5,10 @@ request per line on stdin: {"argv": ["sample.py", "n=0", ...] or ["-m", "difflab
 "cwd": ..., "env": {...}}. For each it forks a child that runs the script (runpy, as `python <script>` or
 `python -m <module>` would) with its stdout/stderr going to files, and answers one JSON line
 {"rc": exit status, "stdout": ..., "stderr": ...}. The parent never runs torch work, so forking is safe.
-A request may also carry "interrupt": {"glob": ..., "count": n, "signal": s}: the child gets signal s once n files
-match the glob (relative to its cwd), as a user's Ctrl-C or a scheduler's SIGTERM would stop it.
+A request with "patch": "enospc" runs its child on a simulated full disk: every write of difflab's output writer
+(`difflab.utils.files`) fails half-way with ENOSPC. A request may also carry "interrupt": {"glob": ..., "count": n,
+"signal": s}: the child gets signal s once n files match the glob (relative to its cwd), as a user's Ctrl-C or a
+scheduler's SIGTERM would stop it.
 
 `Client` drives one such process from a test (tests/cli/test_bad_inputs.py, tests/e2e/test_documented_commands.py).
 """
@@ -34,20 +36,35 @@ def preload() -> None:
     import torch  # noqa: F401
     import torchvision  # noqa: F401
 
-    import difflab.cli.compare  # noqa: F401
-    import difflab.cli.evaluate  # noqa: F401
-    import difflab.cli.export  # noqa: F401
-    import difflab.cli.predict  # noqa: F401
-    import difflab.cli.sample  # noqa: F401
-    import difflab.cli.train  # noqa: F401
-    import difflab.lit  # noqa: F401
+    import difflab.cli.compare
+    import difflab.cli.evaluate
+    import difflab.cli.export
+    import difflab.cli.predict
+    import difflab.cli.sample
+    import difflab.cli.train
+    import difflab.lit
     import difflab.nets  # noqa: F401
 
 
-def child(argv: list[str], cwd: str, env: dict[str, str], out: int, err: int) -> None:
+def full_disk() -> None:
+    """Make every write of the output writer fail half-way with ENOSPC, as on a full disk."""
+    import errno
+
+    from difflab.utils import files
+
+    def half_then_full(file, fill) -> None:
+        file.write(b"the first bytes")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    files._fill = half_then_full
+
+
+def child(argv: list[str], cwd: str, env: dict[str, str], out: int, err: int, patch: str | None = None) -> None:
     """Become the script: redirect fds 1/2, set argv/cwd/env, run it, exit with its status (never returns)."""
     code = 1
     try:
+        if patch == "enospc":
+            full_disk()
         os.dup2(out, 1)
         os.dup2(err, 2)
         os.chdir(cwd)
@@ -84,7 +101,7 @@ def run_one(request: dict, timeout: float) -> dict:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         pid = os.fork()
         if pid == 0:
-            child(request["argv"], request["cwd"], request.get("env", {}), out.fileno(), err.fileno())
+            child(request["argv"], request["cwd"], request.get("env", {}), out.fileno(), err.fileno(), request.get("patch"))
         deadline = time.monotonic() + timeout
         interrupt = request.get("interrupt")
         while True:

@@ -195,6 +195,44 @@ def tiny_sd_pipeline(prediction: str = "epsilon"):  # noqa: ANN201
                                    requires_safety_checker=False)
 
 
+SDXL_SCHEDULER = {**{k: v for k, v in SD_SCHEDULER.items() if k not in ("clip_sample", "set_alpha_to_one")},
+                  "interpolation_type": "linear", "use_karras_sigmas": False}  # SDXL 1.0's EulerDiscreteScheduler
+
+
+def tiny_sdxl_pipeline(prediction: str = "epsilon"):  # noqa: ANN201
+    """A StableDiffusionXLPipeline of tiny random parts built from diffusers configs: two CLIP text encoders (32-d
+    states each; the second with a 16-d projection, its tokenizer padding with "!"), a UNet with SDXL's text-time
+    embedding (cross-attention 64 = 32 + 32, pooled 16 + 6 size ids x 8), an AutoencoderKL (f = 2, latents 4x8x8)."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    tokenizer, text_encoder = tiny_clip_text(seed=0)
+    tokenizer_2 = CLIPTokenizer(str(CLIP_TOKENIZER / "vocab.json"), str(CLIP_TOKENIZER / "merges.txt"),
+                                model_max_length=77, pad_token="!")
+    torch.manual_seed(3)
+    config = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=3,
+                            vocab_size=len(tokenizer_2), bos_token_id=tokenizer_2.bos_token_id,
+                            eos_token_id=tokenizer_2.eos_token_id, pad_token_id=tokenizer_2.pad_token_id,
+                            max_position_embeddings=77, projection_dim=16)
+    text_encoder_2 = CLIPTextModelWithProjection(config).eval()
+    assert isinstance(text_encoder, CLIPTextModel)
+    torch.manual_seed(4)
+    unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64,
+                                attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+                                addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+                                projection_class_embeddings_input_dim=6 * 8 + 16, norm_num_groups=4).eval()
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=4, sample_size=16, scaling_factor=0.13025, force_upcast=True).eval()
+    scheduler = EulerDiscreteScheduler(**{**SDXL_SCHEDULER, "prediction_type": prediction})
+    return StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler,
+                                     force_zeros_for_empty_prompt=True)
+
+
 def fake_captioned_images(root: Path, n: int = 8, size: int = 20) -> Path:
     """PNG images with same-named .txt captions (a colour word and a shape word)."""
     rng = np.random.default_rng(0)
@@ -232,3 +270,22 @@ def fake_csv(root: Path, n: int = 8, size: tuple[int, int] = (40, 30), columns: 
         lines.append(f"img{i}.png," + ",".join(f"{i + (j + 1) / 10:g}" for j in range(columns)))
     (root / "table.csv").write_text("\n".join(lines) + "\n")
     return root / "table.csv"
+
+
+def tiny_clip():  # noqa: ANN201
+    """(CLIPModel with 32-d towers and 16-d projections, random weights; its CLIPProcessor with the real or stand-in
+    tokenizer): the CLIP of CLIP-score tests."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
+                     "vocab_size": 49408, "max_position_embeddings": 77},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    tokenizer = CLIPTokenizer(str(CLIP_TOKENIZER / "vocab.json"), str(CLIP_TOKENIZER / "merges.txt"))
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return CLIPModel(config).eval(), CLIPProcessor(image_processor=images, tokenizer=tokenizer)

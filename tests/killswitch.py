@@ -56,3 +56,19 @@ class KillDuringCheckpointWrite(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
         checkpoint_files._serialize = half_then_die
+
+
+class SignalAt(L.Callback):
+    """Sends the process `signal` (a name: SIGTERM, SIGINT) `times` times at the start of step `step`, as a scheduler
+    or Ctrl-C would."""
+
+    def __init__(self, step: int, signal: str = "SIGTERM", times: int = 1) -> None:
+        self.step, self.signal, self.times = step, signal, times
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        import os
+        import signal
+
+        if trainer.global_step == self.step:
+            for _ in range(self.times):
+                os.kill(os.getpid(), getattr(signal, self.signal))

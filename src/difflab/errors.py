@@ -11,10 +11,11 @@ Each class also derives from the built-in exception it refines, so `except Value
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 
 class UserError(Exception):
@@ -89,4 +90,9 @@ def user_message(exc: BaseException) -> str | None:
     if isinstance(exc, MissingMandatoryValue):
         key = getattr(exc, "full_key", "") or "?"
         return f"Config key `{key}` is required and has no value: pass {key}=<value> on the command line."
+    if isinstance(exc, InterpolationToMissingValueError):  # `${base}` in a preset, `base: ???` left unset
+        found = re.search(r"Missing mandatory value: ([\w.]+)", str(exc))
+        if found is not None:
+            key = found.group(1)
+            return f"Config key `{key}` is required and has no value: pass {key}=<value> on the command line."
     return None

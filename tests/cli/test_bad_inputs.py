@@ -16,8 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 from cli_runner import Client
+from PIL import Image
+
+from difflab.data.shapes import ATTRIBUTES
+from difflab.utils.files import temp_name_pattern
 
 REPO = Path(__file__).resolve().parents[2]
+CONV_IN = "denoiser.net.conv_in.weight"
 TINY = ["model.net.base_channels=8", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1", "model.net.num_heads=1"]
 QUICK = ["debug=fast", "logger=csv", "metrics=none", *TINY]  # a train.py that gets past its checks trains one step
 
@@ -32,10 +37,14 @@ class Runner(Client):
                    TORCH_HOME=str(root / "torch_home"))  # an empty hub cache: no metric weights, and no download
         super().__init__(root, env)
 
-    def __call__(self, *argv: str, timeout: float = 120) -> tuple[int, str]:
-        args = list(argv) if argv[0] == "-m" else [*argv, f"paths.root_dir={self.root}"]
-        answer = self.run(args, self.root, timeout)
+    def __call__(self, *argv: str, timeout: float = 120, patch: str | None = None) -> tuple[int, str]:
+        answer = self.answer(*argv, timeout=timeout, patch=patch)
         return answer["rc"], answer["stderr"]
+
+    def answer(self, *argv: str, timeout: float = 120, patch: str | None = None) -> dict:
+        """{"rc", "stdout", "stderr"} of one case (`patch="enospc"`: on a simulated full disk, tests/cli_runner.py)."""
+        args = list(argv) if argv[0] == "-m" else [*argv, f"paths.root_dir={self.root}"]
+        return self.run(args, self.root, timeout, patch=patch)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +81,41 @@ def files(cli: Runner) -> dict[str, str]:
     (root / "preds.csv").write_text("an earlier result\n")
     ckpt, regressor = root / "tiny_run" / "checkpoints" / "last.ckpt", root / "tiny_regressor" / "checkpoints" / "last.ckpt"
     hostile_checkpoints(root, ckpt, regressor)
-    return {"ckpt": str(ckpt), "root": str(root), "regressor": str(regressor)}
+    rc, err = cli("train.py", *QUICK, "model=cond_vector", "data=shapes", "data.resolution=8", "data.num_samples=64",
+                  "model.net.emb_channels=32", "paths.run_dir=" + str(root / "tiny_vector"), timeout=300)
+    assert rc == 0, err[-3000:]
+    damaged_files(root, ckpt)
+    stable_diffusion_folders(root)
+    return {"ckpt": str(ckpt), "root": str(root), "regressor": str(regressor),
+            "vector": str(root / "tiny_vector" / "checkpoints" / "last.ckpt"),
+            "huge_cond": "{" + ", ".join(f"{c}: {1e39 if c == 'size' else 0.5}" for c in ATTRIBUTES) + "}"}
+
+
+def damaged_files(root: Path, ckpt: Path) -> None:
+    """Checkpoints with NaN, bit-flipped and huge weights, bad CSV tables, outputs that are no regular file, an earlier
+    comparison, and metrics.json files that are no records."""
+    for name, change in (("nan_weights", lambda b: b["state_dict"][CONV_IN].view(-1)[:3].fill_(float("nan"))),
+                         ("bitflip", lambda b: b["ema"]["params"][CONV_IN].view(torch.int32).view(-1)[:1].bitwise_or_(0x7F800000)),
+                         ("huge_weights", lambda b: b["ema"]["params"][CONV_IN].view(torch.int32).bitwise_xor_(1 << 30)),
+                         ("no_config", lambda b: b.pop("config"))):
+        blob = torch.load(ckpt, weights_only=True)
+        change(blob)
+        torch.save(blob, root / f"{name}.ckpt")
+    header = ",".join(ATTRIBUTES)
+    (root / "cond_ten_values.csv").write_text(f"{header}\n" + ",".join(["0.5"] * 10) + "\n")
+    (root / "cond_twice.csv").write_text("cx,cx\n0.5,0.5\n")
+    (root / "pics").mkdir()
+    Image.new("RGB", (8, 8), (200, 50, 50)).save(root / "pics" / "red.png")
+    (root / "same_column.csv").write_text("filepath,a,a\npics/red.png,1,2\npics/red.png,3,4\n")
+    (root / "real_preds.csv").write_text("an earlier result\n")
+    (root / "linked_preds.csv").symlink_to(root / "real_preds.csv")
+    good = {"kind": "evaluate", "variant": "ddpm", "values": {"fid": 9.5}, "sampler": {"name": "ddim", "steps": 10}}
+    for name, record in (("good", good), ("protocol_x", {**good, "protocol": "x"}),
+                         ("name_list", {**good, "sampler": {"name": ["ddim"], "steps": 10}})):
+        (root / "cmp_runs" / name).mkdir(parents=True)
+        (root / "cmp_runs" / name / "metrics.json").write_text(json.dumps(record))
+    (root / "cmp_used").mkdir()
+    (root / "cmp_used" / "comparison.md").write_text("an earlier comparison\n")
 
 
 class Payload:
@@ -106,6 +149,28 @@ def hostile_checkpoints(root: Path, ckpt: Path, regressor: Path) -> None:
     blob["config"]["data"] = {"_target_": "subprocess.run", "args": ["touch", str(marker)]}
     torch.save(blob, root / "hostile_data.ckpt")
 
+
+def stable_diffusion_folders(root: Path) -> None:
+    """A tiny random SD folder (sd/), an SDXL folder without its second text encoder (sdxl_broken/), 8 uncaptioned
+    16-pixel images (plain_images/) and 8 captioned ones (sd_pairs/)."""
+    import shutil
+
+    from fakes import tiny_sd_pipeline, tiny_sdxl_pipeline
+    from PIL import Image
+
+    tiny_sd_pipeline().save_pretrained(root / "sd")
+    tiny_sdxl_pipeline().save_pretrained(root / "sdxl_broken")
+    shutil.rmtree(root / "sdxl_broken" / "text_encoder_2")
+    (root / "plain_images").mkdir()
+    (root / "sd_pairs").mkdir()
+    for i in range(8):
+        Image.new("RGB", (16, 16), (30 * i, 0, 0)).save(root / "plain_images" / f"{i}.png")
+        Image.new("RGB", (16, 16), (0, 30 * i, 0)).save(root / "sd_pairs" / f"{i}.png")
+        (root / "sd_pairs" / f"{i}.txt").write_text(f"a green square {i}\n")
+
+
+SD = ["sample.py", "model=sd", "pipeline.path={root}/sd", "steps=1", "n=1"]
+LORA = ["train.py", "model=lora", "debug=fast", "logger=csv"]
 
 # (name, argv with {ckpt} / {root} placeholders, strings the message must contain)
 CASES = [
@@ -156,6 +221,10 @@ CASES = [
     ("sample_interpolate_one_index", ["sample.py", "ckpt={ckpt}", "mode=interpolate", "sampler=ddim",
                                       "interpolate_between=[3]"], ["`interpolate_between`"]),
     ("sample_guidance_not_a_number", ["sample.py", "ckpt={ckpt}", "guidance_scale=high"], ["`guidance_scale`"]),
+    ("sample_lora_missing_file", ["sample.py", "ckpt={ckpt}", "lora=[{root}/nope.safetensors:0.8]"],
+     ["nope.safetensors", "`lora`"]),
+    ("evaluate_lora_missing_file", ["evaluate.py", "ckpt={ckpt}", "lora=[{root}/nope.safetensors:0.8]"],
+     ["nope.safetensors", "`lora`"]),
     ("sample_guidance_negative", ["sample.py", "ckpt={ckpt}", "guidance_scale=-3"], ["`guidance_scale`", "-3"]),
     ("sample_guidance_rescale_above_one", ["sample.py", "ckpt={ckpt}", "guidance_rescale=2"], ["`guidance_rescale`"]),
     ("sample_n_beyond_memory", ["sample.py", "ckpt={ckpt}", "n=1e12"], ["`n`", "GiB"]),
@@ -298,6 +367,25 @@ CASES = [
      ["nope_pipeline", "`pipeline.path`"]),
     ("sample_sd_given_a_ddpm_folder", ["sample.py", "model=sd", "pipeline.path={root}/ddpm_folder"],
      ["ddpm_folder", "model=diffusers"]),
+    # SDXL, the prompt language, LoRA training (the `lora=` sampling key: tests/unit/lit/test_lora.py until the API
+    # passes it to difflab.lit.lora.apply_loras)
+    ("sample_sdxl_folder_missing_a_part", ["sample.py", "model=sd", "pipeline.path={root}/sdxl_broken"],
+     ["sdxl_broken", "SDXL", "lacks text_encoder_2/", "`pipeline.path`"]),
+    ("sample_malformed_prompt_editing", [*SD, "prompt=a [cat:dog:half] in a park"],
+     ["`prompt`", "[cat:dog:half]", "not a number", r"a \[cat:dog:half\] in a park"]),
+    ("sample_malformed_negative_prompt_editing", [*SD, "prompt=a cat", "negative_prompt=[a:b:c]"],
+     ["`negative_prompt`", "[a:b:c]"]),
+    ("sample_size_ids_on_sd1", [*SD, "prompt=a cat", "pipeline.original_size=512"],
+     ["`pipeline.original_size`", "no size conditioning"]),
+    ("train_lora_without_base", LORA, ["`base`"]),
+    ("train_lora_missing_base", [*LORA, "base={root}/nope_base"], ["nope_base", "`base`"]),
+    ("train_lora_zero_rank", [*LORA, "base={root}/sd", "model.rank=0"], ["`model.rank`"]),
+    ("train_lora_uncaptioned_images", [*LORA, "base={root}/sd", "data=image_folder", "data.root={root}/plain_images",
+                                       "data.resolution=16"], ["`caption`", "data=image_text"]),
+    ("train_lora_caption_beside_captions", [*LORA, "base={root}/sd", "data=image_text", "data.root={root}/sd_pairs",
+                                            "data.resolution=16", "caption=a cat"], ["`caption`", "data=image_text"]),
+    ("train_lora_caption_for_an_unconditional_base", [*LORA, "base={ckpt}", "caption=a cat"],
+     ["`caption`", "unconditional"]),
     ("train_wandb_log_model_not_a_bool", ["train.py", *QUICK, "logger=wandb", "logger.wandb.log_model=maybe"],
      ["`logger.wandb.log_model`", "maybe"]),
     ("train_regressor_without_vectors", ["train.py", "model=regressor", "debug=fast", "logger=csv"],
@@ -310,6 +398,55 @@ CASES = [
     ("notebooks_not_json", ["-m", "difflab.utils.notebooks", "check", "{root}/broken.ipynb"], ["broken.ipynb"]),
     ("prepare_captions_missing_source", ["-m", "difflab.cli.prepare_captions", "{root}/no_captions", "--out",
                                          "{root}/clean.jsonl"], ["no_captions"]),
+    # non-finite values: named by their source, never black images with exit 0
+    ("sample_nan_weights", ["sample.py", "ckpt={root}/nan_weights.ckpt", "use_ema=false", "n=1"],
+     ["nan_weights.ckpt", f"weight `{CONV_IN}` are NaN or infinite", "`ckpt`", "use_ema=true"]),
+    ("sample_bit_flipped_weights", ["sample.py", "ckpt={root}/bitflip.ckpt", "n=1"],
+     ["bitflip.ckpt", f"EMA weight `{CONV_IN}`", "use_ema=false"]),
+    ("sample_huge_weights_non_finite_batch", ["sample.py", "ckpt={root}/huge_weights.ckpt", "n=2", "batch_size=1",
+                                              "out_dir={root}/huge_out"], ["NaN or infinite values", "batch 0", "seed"]),
+    ("sample_cond_beyond_float32", ["sample.py", "ckpt={vector}", "n=1", "cond={huge_cond}"],
+     ["`cond.size`", "1e+39", "float32"]),
+    ("sample_cond_csv_ten_values", ["sample.py", "ckpt={vector}", "cond_csv={root}/cond_ten_values.csv"],
+     ["cond_ten_values.csv", "row 2 holds 10 values for the 8 columns"]),
+    ("sample_cond_csv_column_twice", ["sample.py", "ckpt={vector}", "cond_csv={root}/cond_twice.csv"],
+     ["cond_twice.csv", "['cx'] more than once", "`cond_csv`"]),
+    # checkpoints: the message names ckpt= and what to pass
+    ("sample_ckpt_is_a_folder", ["sample.py", "ckpt={root}/tiny_run"], ["`ckpt` names the folder", "ckpt={ckpt}"]),
+    ("sample_ckpt_without_config", ["sample.py", "ckpt={root}/no_config.ckpt"],
+     ["no_config.ckpt", "not a difflab checkpoint", "no config", "Pass ckpt="]),
+    ("sample_scheduler_grid_typo", ["sample.py", "ckpt={ckpt}", "scheduler.grid=karass"],
+     ["`scheduler.grid`", "karass", "karras"]),
+    # data=csv: the file first, rows and header strict, columns inferred
+    ("train_csv_missing_file_columns_null", ["train.py", *QUICK, "model=cond_vector", "data=csv",
+                                             "data.csv=/nonexistent/t.csv"], ["/nonexistent/t.csv", "`data.csv`"]),
+    ("train_csv_column_twice", ["train.py", *QUICK, "model=cond_vector", "data=csv", "data.csv={root}/same_column.csv",
+                                "data.resolution=8"], ["same_column.csv", "['a'] more than once"]),
+    # the command line: every Hydra error is one paragraph with the fix
+    ("train_override_grammar", ["train.py", "trainer.max_steps=[1"], ["`trainer.max_steps=[1`", "Quote"]),
+    ("train_key_not_in_struct", ["train.py", "model.net.base_channel=8"],
+     ["`model.net.base_channel` does not exist", "base_channels", "+model.net.base_channel=8"]),
+    ("train_added_key_the_class_lacks", ["train.py", *QUICK, "+model.net.base_channel=8"],
+     ["`model.net.base_channel` is not an option of difflab.nets.unet.UNet", "base_channels"]),
+    ("train_append_existing_key", ["train.py", "+seed=3"], ["`seed` exists already", "++seed="]),
+    ("train_delete_missing_key", ["train.py", "~callbacks.nope"], ["`callbacks.nope` does not exist"]),
+    ("train_interpolation_to_missing_key", ["train.py", *QUICK, "model.guidance_scale=${{nope}}"],
+     ["`model.guidance_scale` refers to a key that does not exist"]),
+    ("train_unknown_launcher", ["train.py", "hydra/launcher=nope"], ["hydra/launcher/nope", "submitit_slurm"]),
+    ("train_scheduler_grid_typo", ["train.py", *QUICK, "scheduler.grid=karass"], ["`scheduler", "karass"]),
+    # files: one writer, regular files only, overwrite respected, unusable folders named
+    ("predict_out_device", ["predict.py", "ckpt={regressor}", "images={root}/pics", "out=/dev/full", "overwrite=true"],
+     ["'/dev/full' (config key `out`) is a character device"]),
+    ("predict_out_symlink", ["predict.py", "ckpt={regressor}", "images={root}/pics", "out={root}/linked_preds.csv",
+                             "overwrite=true"], ["linked_preds.csv", "symbolic link", "follow_symlinks=true"]),
+    ("compare_out_dir_holds_a_comparison", ["compare.py", "runs_dir={root}/cmp_runs", "out_dir={root}/cmp_used"],
+     ["cmp_used", "`out_dir`", "comparison.md", "overwrite=true"]),
+    ("train_runs_dir_in_proc", ["train.py", *QUICK, "paths.runs_dir=/proc/x"], ["/proc/x", "`paths.runs_dir`"]),
+    ("sample_runs_dir_in_proc", ["sample.py", "ckpt={ckpt}", "paths.runs_dir=/proc/x"], ["/proc/x", "`paths.runs_dir`"]),
+    ("evaluate_runs_dir_in_proc", ["evaluate.py", "ckpt={ckpt}", "paths.runs_dir=/proc/x"], ["/proc/x", "`paths.runs_dir`"]),
+    ("predict_runs_dir_in_proc", ["predict.py", "ckpt={regressor}", "images={root}/pics", "paths.runs_dir=/proc/x"],
+     ["/proc/x", "`paths.runs_dir`"]),
+    ("compare_runs_dir_in_proc", ["compare.py", "paths.runs_dir=/proc/x"], ["/proc/x", "`paths.runs_dir`"]),
 ]
 if not torch.cuda.is_available():
     CASES += [
@@ -329,6 +466,68 @@ def test_bad_input_is_one_clear_message_and_status_2(cli: Runner, files: dict[st
         assert needle.format(**files) in err, f"{needle!r} not in:\n{err[-2000:]}"
 
 
+# a full disk (every write of the output writer fails half-way with ENOSPC): one message naming the file, no temp file
+FULL_DISK = [
+    ("train_full_disk", ["train.py", *QUICK, "paths.run_dir={root}/full_train"], ["full_train/checkpoints", "no space left"]),
+    ("resume_full_disk", ["train.py", *QUICK, "trainer.max_steps=2", "paths.run_dir={root}/tiny_run",
+                          "ckpt_path={ckpt}"], ["last.ckpt", "no space left", "is whole", "ckpt_path="]),
+    ("predict_full_disk", ["predict.py", "ckpt={regressor}", "images={root}/pics", "out={root}/full_preds.csv"],
+     ["full_preds.csv", "`out`", "no space left"]),
+    ("compare_full_disk", ["compare.py", "runs_dir={root}/cmp_runs", "out_dir={root}/full_compare"],
+     ["full_compare/comparison.md", "`out_dir`", "no space left"]),
+]
+
+
+@pytest.mark.parametrize("name,argv,needles", FULL_DISK, ids=[c[0] for c in FULL_DISK])
+def test_a_full_disk_is_one_message_and_leaves_no_temp_file(cli: Runner, files: dict[str, str], name: str,
+                                                             argv: list[str], needles: list[str]) -> None:
+    before = Path(files["ckpt"]).read_bytes() if name == "resume_full_disk" else None
+    rc, err = cli(*(a.format(**files) for a in argv), patch="enospc")
+    assert "Traceback" not in err, err[-3000:]
+    assert rc == 2, f"exit status {rc}:\n{err[-3000:]}"
+    for needle in needles:
+        assert needle.format(**files) in err, f"{needle!r} not in:\n{err[-2000:]}"
+    assert not list(Path(files["root"]).rglob(temp_name_pattern())), "a temp file survived"
+    assert before is None or Path(files["ckpt"]).read_bytes() == before  # the earlier checkpoint is whole
+
+
+def test_refused_outputs_are_left_as_they_were(cli: Runner, files: dict[str, str]) -> None:
+    import stat
+
+    root = Path(files["root"])
+    for case in ("predict_out_device", "predict_out_symlink"):
+        argv = next(c[1] for c in CASES if c[0] == case)
+        assert cli(*(a.format(**files) for a in argv))[0] == 2
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    link = root / "linked_preds.csv"
+    assert link.is_symlink() and (root / "real_preds.csv").read_text() == "an earlier result\n"
+    assert (root / "cmp_used" / "comparison.md").read_text() == "an earlier comparison\n"
+
+
+def test_compare_skips_unreadable_records_with_a_warning_and_shows_the_rest(cli: Runner, files: dict[str, str]) -> None:
+    root = Path(files["root"])
+    answer = cli.answer("compare.py", f"runs_dir={root}/cmp_runs", f"out_dir={root}/cmp_fresh")
+    text = answer["stdout"] + answer["stderr"]
+    assert answer["rc"] == 0 and "Traceback" not in text, text[-3000:]
+    assert f"skipping {root / 'cmp_runs' / 'protocol_x' / 'metrics.json'}: not a metrics.json record" in text
+    assert f"skipping {root / 'cmp_runs' / 'name_list' / 'metrics.json'}: not a metrics.json record" in text
+    assert "1 runs from" in (root / "cmp_fresh" / "comparison.md").read_text()
+
+
+def test_csv_columns_are_inferred_without_cond_dim(cli: Runner, files: dict[str, str]) -> None:
+    root = Path(files["root"])
+    (root / "inferred.csv").write_text("filepath,x1,note,x2\n" + "".join(f"pics/red.png,{i},n,{2 * i}\n"
+                                                                        for i in range(8)))
+    answer = cli.answer("train.py", *QUICK, "model=cond_vector", "data=csv", f"data.csv={root}/inferred.csv",
+                        "data.resolution=8", "model.net.emb_channels=32", f"paths.run_dir={root}/inferred_run",
+                        timeout=300)
+    text = answer["stdout"] + answer["stderr"]
+    assert answer["rc"] == 0, text[-3000:]
+    assert "the value columns are the numeric columns of its header: ['x1', 'x2'] (left out, not numbers in the first " \
+           "row: ['note'])" in text
+    assert json.loads((root / "inferred_run" / "cond_stats.json").read_text())["columns"] == ["x1", "x2"]
+
+
 def test_no_hostile_checkpoint_ran_its_payload(cli: Runner, files: dict[str, str]) -> None:
     for name in ("hostile_load", "hostile_hub", "hostile_data"):
         cli("sample.py", f"ckpt={files['root']}/{name}.ckpt", "n=1", f"out_dir={files['root']}/ran_{name}")
@@ -336,7 +535,7 @@ def test_no_hostile_checkpoint_ran_its_payload(cli: Runner, files: dict[str, str
 
 
 def test_the_corpus_is_large_enough() -> None:
-    assert len(CASES) >= 40
+    assert len(CASES) + len(FULL_DISK) >= 140
 
 
 def test_overwrite_true_writes_into_a_used_folder_and_a_fresh_folder_needs_nothing(cli: Runner, files: dict[str, str]) -> None:

@@ -57,9 +57,10 @@ def experiment_data(cfg) -> str:
 
 # Run elsewhere: model=sd samples a pretrained pipeline (tests/unit/lit/test_sd.py); model=ldm_text needs a text encoder
 # and a captioned data set (tests/unit/nets/test_text.py trains it); model=diffusers loads a pipeline folder
-# (tests/unit/lit/test_diffusers_import.py samples, evaluates and fine-tunes it).
-# sampler=own is sample.py's and evaluate.py's "the model's own sampler" (tests/cli/test_train.py: train.py refuses it).
-ELSEWHERE = {("model", "sd"), ("model", "ldm_text"), ("model", "diffusers"), ("sampler", "own")}
+# (tests/unit/lit/test_diffusers_import.py samples, evaluates and fine-tunes it); model=lora adapts a base model
+# (tests/unit/lit/test_lora.py trains it on a tiny SD folder and on a difflab checkpoint); sampler=own is sample.py's
+# and evaluate.py's "the model's own sampler" (train.py refuses it: tests/cli/test_bad_inputs.py).
+ELSEWHERE = {("model", "sd"), ("model", "ldm_text"), ("model", "diffusers"), ("model", "lora"), ("sampler", "own")}
 
 RUNNABLE = (
     [("model", o) for o in options("model") if ("model", o) not in ELSEWHERE]

@@ -1,11 +1,14 @@
-"""The kill -9 soak: a tiny `python train.py` run is SIGKILLed at random steps (once in the middle of a checkpoint
-write) and resumed each time; it must end exactly where an uninterrupted run ends, with whole logs and no temp files."""
+"""The kill soaks: a tiny `python train.py` run is SIGKILLed at random steps (once in the middle of a checkpoint
+write) and resumed each time, or stopped by SIGTERM / Ctrl-C at random steps and resumed with the command it prints;
+either way it must end exactly where an uninterrupted run ends, with whole logs and no temp files."""
 
 from __future__ import annotations
 
 import csv
 import os
 import random
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -27,6 +30,7 @@ ARGS = ["debug=fast", *TINY_NET, f"trainer.max_steps={MAX_STEPS}", "trainer.limi
         "~callbacks.checkpoint_best", "callbacks.checkpoint_last.every_n_train_steps=2", "metrics=none",
         "callbacks.sample_grid.n=2", "data.batch_size=8", "logger=[csv,wandb]", "model.lr_scheduler.warmup_steps=3"]
 KILLS = 5  # random SIGKILLs, after the one during a checkpoint write
+STOPS = 5  # random SIGTERMs and SIGINTs (Ctrl-C), alternating
 DETERMINISTIC = ("train/loss", "lr-AdamW", "epoch")
 
 
@@ -84,6 +88,17 @@ def _assert_same_state(a: dict, b: dict) -> None:
     assert a["lr_schedulers"] == b["lr_schedulers"]
 
 
+def _assert_same_run(straight: Path, resumed: Path) -> None:
+    """The resumed run ends exactly like the uninterrupted one: state, no temp file, every step logged once."""
+    _assert_same_state(_state(straight), _state(resumed))
+    assert not list(resumed.rglob(temp_name_pattern()))
+    csv_entries = _csv_entries(resumed)
+    assert csv_entries == _csv_entries(straight) and max(csv_entries.values()) == 1
+    assert {int(s) for s, k, _ in csv_entries if k == "train/loss"} == set(range(MAX_STEPS))
+    wandb = _wandb_losses(resumed)
+    assert wandb == _wandb_losses(straight) and max(wandb.values()) == 1 and len(wandb) == MAX_STEPS
+
+
 def _csv_entries(run: Path) -> Counter:
     """(step, key, value) of every deterministic value in metrics.csv, counted."""
     return Counter((r["step"], k, r[k]) for r in _rows(run) for k in DETERMINISTIC if r.get(k))
@@ -118,10 +133,37 @@ def test_sigkills_at_random_steps_end_exactly_like_an_uninterrupted_run(tmp_path
     assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
 
     assert kills >= 6 and resumed_from == sorted(resumed_from)
-    _assert_same_state(_state(straight), _state(soaked))
-    assert not list(soaked.rglob(temp_name_pattern()))
-    csv_entries = _csv_entries(soaked)
-    assert csv_entries == _csv_entries(straight) and max(csv_entries.values()) == 1
-    assert {int(s) for s, k, _ in csv_entries if k == "train/loss"} == set(range(MAX_STEPS))
-    wandb = _wandb_losses(soaked)
-    assert wandb == _wandb_losses(straight) and max(wandb.values()) == 1 and len(wandb) == MAX_STEPS
+    _assert_same_run(straight, soaked)
+
+
+def _wait_for_step(proc: subprocess.Popen, run: Path, step: int) -> None:
+    while proc.poll() is None and _logged_step(run) < step:
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+
+
+def test_sigterm_and_ctrl_c_save_the_step_print_the_resume_command_and_end_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    straight, stopped = tmp_path / "straight" / "run", tmp_path / "stopped" / "run"
+    proc = _start(straight)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+
+    rng, proc, done = random.Random(1), _start(stopped), 0
+    for i in range(STOPS):
+        sig = (signal.SIGTERM, signal.SIGINT)[i % 2]
+        target = rng.randint(done, min(done + 6, MAX_STEPS - 5))
+        _wait_for_step(proc, stopped, target)
+        os.kill(proc.pid, sig)
+        status, err = proc.wait(timeout=600), proc.stderr.read()
+        assert status == 128 + sig, err[-3000:]  # 143 for SIGTERM, 130 for Ctrl-C: never a success
+        found = re.search(r"Stopped by (\w+) at step (\d+); the checkpoint of this step is (\S+)\. Resume with:\n  (.+)\n", err)
+        assert found and found.group(1) == sig.name, err[-3000:]
+        done = int(found.group(2))
+        assert _state(stopped)["global_step"] == done > target  # the step in progress, not an older checkpoint
+        assert Path(found.group(3)) == stopped / "checkpoints" / "last.ckpt"
+        command = shlex.split(found.group(4))
+        assert command[:2] == ["python", "train.py"] and command[-1] == f"ckpt_path={found.group(3)}"
+        proc = subprocess.Popen([sys.executable, *command[1:]], cwd=REPO, env=_env(stopped.parent),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # the printed command
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+
+    _assert_same_run(straight, stopped)

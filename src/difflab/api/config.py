@@ -21,8 +21,8 @@ from difflab.errors import ConfigError
 from difflab.evaluation.suite import MetricsConfig
 from difflab.samplers import SamplerSpec
 from difflab.samplers.aliases import resolve as resolve_sampler
+from difflab.utils.config import as_text_override, conf_dir
 from difflab.utils.config import compose as compose_config
-from difflab.utils.config import conf_dir
 
 
 def group_aliases(argv: list[str], conf_dir: str | Path) -> list[str]:
@@ -31,13 +31,19 @@ def group_aliases(argv: list[str], conf_dir: str | Path) -> list[str]:
     - `model.autoencoder=pretrained` -> the nested group override `model/autoencoder=pretrained` (Hydra names
       nested groups with '/'; a dotted key naming an existing option of that group is rewritten);
     - `sampler="DPM++ 2M Karras"` (a web UI name or its plain spelling dpmpp_2m_karras, `samplers/aliases.py`)
-      -> `sampler=dpmpp_2m sampler.grid=karras`; an unknown name is a ConfigError listing the known ones.
+      -> `sampler=dpmpp_2m sampler.grid=karras`; an unknown name is a ConfigError listing the known ones;
+    - `negative_prompt=(worst quality:1.4), lowres` or `prompt=a [dog:cat:0.5]` (text Hydra's grammar refuses or
+      reads as a list) -> the value single-quoted for Hydra (`utils.config.as_text_override`); a value the user
+      quoted, null and interpolations stay; in a multirun (-m) a comma keeps sweeping.
     """
     out = []
+    multirun = "-m" in argv or "--multirun" in argv
     for arg in argv:
         key, sep, value = arg.partition("=")
         group = Path(conf_dir, *key.split("."))
-        if sep and "." in key and not key.startswith(("+", "~")) and (group / f"{value}.yaml").is_file():
+        if sep and key in ("prompt", "negative_prompt"):  # the web UI's prompt language: brackets, colons, commas
+            arg = as_text_override(key, value, multirun)
+        elif sep and "." in key and not key.startswith(("+", "~")) and (group / f"{value}.yaml").is_file():
             arg = f"{key.replace('.', '/')}={value}"
         elif sep and key == "sampler" and "," not in value and not (group / f"{value}.yaml").is_file():
             name, grid = resolve_sampler(value)

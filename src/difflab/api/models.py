@@ -32,6 +32,7 @@ from difflab.api.sampling import SampleOptions, Sink, draw, resolve_seed
 from difflab.errors import ConfigError
 from difflab.evaluation.suite import MetricsConfig, Networks
 from difflab.lit.checkpoint import load_module, read_checkpoint, stored_model_class
+from difflab.lit.lora import apply_loras
 from difflab.lit.pipelines import load_diffusers_pipeline
 from difflab.lit.regressor import RegressorModule, load_regressor
 from difflab.lit.stable_diffusion import load_stable_diffusion
@@ -86,19 +87,21 @@ class DiffusionModel:
                cond: Mapping[str, float] | str | None = None, cond_csv: str | Path | None = None,
                sweep: Mapping[str, Any] | str | None = None, sweep_seeds: int = 4, prompt: str | None = None,
                negative_prompt: str | None = None, regressor: str | Path | None = None, precision: str = "32",
-               callback: StepCallback | None = None) -> Samples:
+               lora: Sequence[Any] | None = None, callback: StepCallback | None = None) -> Samples:
         """Draw `n` images. `sampler`: a name ("dpmpp_2m", "DPM++ 2M Karras"), a `SamplerSpec` or its fields, with
         `steps` / `grid` overriding it (default: the model's own sampler). Image i depends only on (`seed`, i).
 
         Conditions as on the command line: `class_label`, `cond={column: raw value}` / `cond_csv` / `sweep` (with
         `sweep_seeds` noises) for vector models, `prompt` / `negative_prompt` for text models; `guidance_scale` /
-        `guidance_rescale` default to the model's. `regressor` reads vector conditions back from the images."""
+        `guidance_rescale` default to the model's. `regressor` reads vector conditions back from the images; `lora`
+        merges LoRA files for this call (["style.safetensors:0.8", ...] or (path, weight) pairs; kohya / web UI or
+        diffusers files)."""
         options = SampleOptions(
             n=n, sampler=sampler_spec(sampler, steps, grid), seed=seed, batch_size=batch_size,
             guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, class_label=class_label, cond=cond,
             cond_csv=None if cond_csv is None else str(cond_csv), sweep=sweep, sweep_seeds=sweep_seeds, prompt=prompt,
             negative_prompt=negative_prompt, regressor=None if regressor is None else str(regressor),
-            precision=precision)
+            precision=precision, lora=lora)
         return self.draw(options, callback=callback)
 
     def edit(self, image: str | Path | Tensor | None = None, *, mode: str = "img2img", strength: float = 0.6,
@@ -106,7 +109,8 @@ class DiffusionModel:
              sampler: SamplerArg = None, steps: int | None = None, grid: str | None = None, seed: int = 0,
              batch_size: int = 64, guidance_scale: float | None = None, class_label: int | None = None,
              cond: Mapping[str, float] | str | None = None, prompt: str | None = None,
-             negative_prompt: str | None = None, precision: str = "32", callback: StepCallback | None = None) -> Samples:
+             negative_prompt: str | None = None, precision: str = "32", lora: Sequence[Any] | None = None,
+             callback: StepCallback | None = None) -> Samples:
         """Edit with the model: `mode="img2img"` (SDEdit from `image` at `strength`; 1 = from pure noise),
         `"inpaint"` (regenerate where `mask` is white, keep `image` elsewhere) or `"interpolate"` (n frames between
         the noises of images `between` under `seed`; a deterministic sampler). An image is a file (preprocessed as
@@ -115,7 +119,7 @@ class DiffusionModel:
             n=n, sampler=sampler_spec(sampler, steps, grid), seed=seed, batch_size=batch_size,
             guidance_scale=guidance_scale, class_label=class_label, cond=cond, prompt=prompt,
             negative_prompt=negative_prompt, mode=mode, init_image=image, mask=mask, strength=strength,
-            interpolate_between=tuple(between), precision=precision)
+            interpolate_between=tuple(between), precision=precision, lora=lora)
         return self.draw(options, callback=callback)
 
     def draw(self, options: SampleOptions, *, callback: StepCallback | None = None, sink: Sink | None = None,
@@ -135,7 +139,8 @@ class DiffusionModel:
                  sampler: SamplerArg = None, steps: int | None = None, grid: str | None = None,
                  guidance_scale: float | None = None, prompts: Sequence[str] | None = None,
                  negative_prompt: str | None = None, precision: str = "32", out_dir: str | Path | None = None,
-                 overwrite: bool = False, save_images: bool = True, networks: Networks | None = None) -> dict[str, Any]:
+                 overwrite: bool = False, save_images: bool = True, lora: Sequence[Any] | None = None,
+                 networks: Networks | None = None) -> dict[str, Any]:
         """Score the model with the pinned protocol of evaluate.py; returns the metrics.json record.
 
         `metrics`: a preset of conf/metrics (none, fast, default, full, nll), a `MetricsConfig` or its fields;
@@ -153,6 +158,7 @@ class DiffusionModel:
         precision = checks.inference_precision(precision, self.device)
         out = checks.fresh_output(out_dir, "out_dir", overwrite) if out_dir is not None else None
         datamodule = reference_data(self.module, group_object("data", data) if isinstance(data, str) else data, prompts)
+        apply_loras(self.module, lora)  # the record's variant names them (none restores the model's own weights)
 
         def sink(images: Tensor, index: Tensor) -> None:
             (out / "images").mkdir(exist_ok=True)

@@ -4,6 +4,7 @@ folder (`Samples.save`: images/<index>.png, grid.png, conditions.csv, samples.js
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from torch import Tensor
 
 from difflab.api import checks
 from difflab.utils.images import save_grid, to_uint8_grid, write_png
-from difflab.utils.jsonio import write_json
+from difflab.utils.files import write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +82,18 @@ class Samples:
         if "sweep.png" in paths and isinstance((record.get("measured") or {}).get("sweep"), dict):
             record["measured"] = {**record["measured"],
                                   "sweep": {**record["measured"]["sweep"], "plot": str(paths["sweep.png"])}}
-        paths["record"] = write_json(out / "samples.json", record)
+        paths["record"] = write_json(out / "samples.json", record, key="out_dir")
         self.record = record
         log.info("wrote %d images and %s (NFE %d per image)", len(self), paths["grid"], self.nfe)
         return paths
 
 
 def write_conditions(rows: list[dict[str, Any]], path: Path, with_files: bool) -> Path:
-    """`conditions.csv`: each image's file (images/<index>.png) and its requested condition."""
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["index", "file", *rows[0]])
-        writer.writeheader()
-        for i, row in enumerate(rows):
-            writer.writerow({"index": i, "file": f"images/{i:06d}.png" if with_files else "", **row})
-    return path
+    """`conditions.csv` (through the one output writer): each image's file (images/<index>.png) and its requested
+    condition."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=["index", "file", *rows[0]])
+    writer.writeheader()
+    for i, row in enumerate(rows):
+        writer.writerow({"index": i, "file": f"images/{i:06d}.png" if with_files else "", **row})
+    return write_text(path, text.getvalue(), key="out_dir", overwrite=True)

@@ -26,6 +26,8 @@ from difflab.api.images import load_image, run_data
 from difflab.api.samples import Samples
 from difflab.conditions import INPUT_KEYS, Requests
 from difflab.errors import ConfigError
+from difflab.lit.lora import apply_loras
+from difflab.nets.lora import parse_lora_list
 from difflab.samplers import (
     Edit,
     SamplerSpec,
@@ -78,6 +80,7 @@ class SampleOptions:
     strength: float = 0.6
     interpolate_between: Any = (0, 1)
     precision: str = "32"
+    lora: Any = None                      # LoRA files merged for this request: [path:weight, ...] or (path, weight)
     extra: dict[str, Any] = field(default_factory=dict)  # what else samples.json records (ckpt paths, cond_csv, ...)
 
     def __post_init__(self) -> None:
@@ -98,6 +101,7 @@ class SampleOptions:
                                             "indices", "Pass interpolate_between=[0,1].")
             self.interpolate_between = tuple(checks.integer(i, "interpolate_between", 0) for i in pair)
         self.precision = checks.precision(self.precision)
+        self.lora = parse_lora_list(self.lora)  # checked before any loading: a malformed entry names `lora`
         self.seed = resolve_seed(self.seed)
 
     @classmethod
@@ -113,6 +117,7 @@ class SampleOptions:
             negative_prompt=cfg.get("negative_prompt"), regressor=cfg.get("regressor"),
             mode=str(cfg.get("mode", "generate")), init_image=cfg.get("init_image"), mask=cfg.get("mask"),
             strength=cfg.get("strength", 0.6), precision=str(cfg.precision),
+            lora=OmegaConf.to_container(cfg.lora) if OmegaConf.is_list(cfg.get("lora")) else cfg.get("lora"),
             interpolate_between=OmegaConf.to_container(between) if OmegaConf.is_list(between) else between)
 
     def condition_inputs(self) -> dict[str, Any]:
@@ -193,6 +198,7 @@ def draw(module: Any, options: SampleOptions, *, callback: StepCallback | None =
     """Sample the request with `module` (on its device): images batch by batch, each handed to `sink` as it is made;
     indices in `done` (images already made, e.g. on disk) are taken as they are. `record` adds to samples.json."""
     checks.inference_precision(options.precision, torch.device(module.device))
+    loras = apply_loras(module, options.lora).applied  # this request's set (none restores the model's own weights)
     condition = module.condition
     requests = condition.parse(options.condition_inputs(), options.n)  # before sampling: inputs that mean nothing stop
     sweep = requests.sweep  # sweep=: noise-major images, `sweep.count` per row
@@ -224,7 +230,7 @@ def draw(module: Any, options: SampleOptions, *, callback: StepCallback | None =
         **({"cond_csv": str(Path(str(options.cond_csv)).expanduser().resolve())} if options.cond_csv else {}),
         **({"measured": measured} if measured else {}),
         **({"negative_prompt": options.negative_prompt} if options.negative_prompt else {}),
-        "mode": options.mode, **edit_record,
+        "mode": options.mode, **edit_record, **({"lora": loras} if loras else {}),
     }
     return Samples(images, full, rows, sweep.count if sweep is not None else None, plots)
 

@@ -4,7 +4,6 @@ complete run folder (what `python train.py` and `difflab.train` run)."""
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from difflab.utils.checkpoint_files import (
 )
 from difflab.utils.cluster import is_rank_zero, resume_path
 from difflab.utils.config import config_choices, instantiate_group
+from difflab.utils.files import write_json, write_text
 from difflab.utils.loggers import task_loggers
 from difflab.utils.run_folders import check_run_folder
 from difflab.utils.wandb_artifacts import log_checkpoints, wandb_loggers
@@ -138,7 +138,7 @@ def _fit(cfg: DictConfig, resolved: dict[str, Any], run_dir: Path, ckpt_path: st
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
                                      plugins=[AtomicCheckpointIO()])
     if is_rank_zero():  # under DDP every process runs this function; one writes
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved), key="paths.run_dir", overwrite=True)
     resumed_step = int(load_checkpoint_file(ckpt_path, key="ckpt_path", mmap=True)["global_step"]) if ckpt_path else 0
     for logger in loggers:
         if ckpt_path and hasattr(logger, "resume_at_step"):
@@ -149,7 +149,7 @@ def _fit(cfg: DictConfig, resolved: dict[str, Any], run_dir: Path, ckpt_path: st
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     if getattr(datamodule, "cond_stats", None) is not None:  # vector conditions: the z-scoring travels with the run
-        (run_dir / "cond_stats.json").write_text(json.dumps(datamodule.cond_stats.to_dict(), indent=2))
+        write_json(run_dir / "cond_stats.json", datamodule.cond_stats.to_dict(), key="paths.run_dir")
     last = run_dir / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(last)  # the final state, whatever the save interval (atomically, AtomicCheckpointIO)
     best = next((cb.best_model_path for cb in callbacks if getattr(cb, "monitor", None) and getattr(cb, "best_model_path", "")), "")

@@ -12,16 +12,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
 from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig
 
 from difflab.api import checks
 from difflab.compare import collect_local, collect_wandb, log_wandb_table, write_comparison
-from difflab.utils.config import instantiate_group
+from difflab.utils.loggers import task_loggers
 from difflab.utils.entry import hydra_main
 
 log = logging.getLogger(__name__)
+
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Collect the records, write the table, CSV and plots to out_dir, log them; returns the paths and rows."""
@@ -33,11 +33,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         records = collect_local(cfg.runs_dir)
         source, root = f"{Path(cfg.runs_dir).resolve()}", Path(cfg.runs_dir)
-    rows, paths, plots = write_comparison(records, out_dir, source, root)
-    for logger in instantiate_group(cfg.get("logger")):
-        if isinstance(logger, WandbLogger):
-            log_wandb_table(rows, logger.experiment, plots=plots)
-            logger.experiment.finish()
+    rows, paths, plots = write_comparison(records, out_dir, source, root, overwrite=bool(cfg.get("overwrite", False)))
+    with task_loggers(cfg.get("logger")) as loggers:
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                log_wandb_table(rows, logger.experiment, plots=plots)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return {"rows": rows, "paths": paths, "out_dir": out_dir}
 

@@ -24,6 +24,8 @@ from difflab.api.models import load_configured
 from difflab.api.sampling import resolve_seed
 from difflab.cli.resume import ImageWriter, output_folder, request_of, resume_command
 from difflab.conditions import INPUT_KEYS
+from difflab.lit.lora import apply_loras
+from difflab.nets.lora import parse_lora_list
 from difflab.errors import ConfigError
 from difflab.evaluation.suite import MetricsConfig, Networks
 from difflab.utils.entry import hydra_main, on_interrupt
@@ -54,6 +56,7 @@ def check_config(cfg: DictConfig, mcfg: MetricsConfig,
     if cfg.get("guidance_scale") is not None:
         checks.real(cfg.guidance_scale, "guidance_scale", 0.0)
     checks.sampler_spec(cfg.get("sampler"))
+    parse_lora_list(cfg.get("lora"))
     device = checks.inference_device(cfg.device)
     checks.inference_precision(cfg.precision, device)
     request = {**request_of(cfg), "seed": seed}
@@ -75,6 +78,7 @@ def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     if cfg.get("ckpt") or cfg.get("model") is not None:
         module = load_configured(cfg).module
         module.condition.refuse_foreign({key: cfg.get(key) for key in INPUT_KEYS})  # e.g. prompts= for a class model
+        apply_loras(module, cfg.get("lora"))  # lora=[path:0.8, ...]: its rows name them
     datamodule = reference_data(module, cfg.get("data"), prompts)
     if module is not None and cfg.save_images:
         checks.disk_room(out_dir, n - len(done), module.image_shape, "n_samples")

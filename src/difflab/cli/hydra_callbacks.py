@@ -31,7 +31,9 @@ class CompareOnMultirunEnd(Callback):
         if not sweep_dir.is_dir():
             return
         records = collect_local(sweep_dir)
-        rows, paths, images = write_comparison(records, sweep_dir, str(sweep_dir.resolve()), sweep_dir)
+        # the sweep's own folder: its comparison is replaced when the callback runs again
+        rows, paths, images = write_comparison(records, sweep_dir, str(sweep_dir.resolve()), sweep_dir, overwrite=True,
+                                               key="hydra.sweep.dir")
         log.info("comparison of %d runs: %s", len(records), paths["markdown"])
         if OmegaConf.select(config, "logger.wandb", default=None, throw_on_resolution_failure=False) is not None:
             log_comparison_to_wandb(config, rows, images, sweep_dir)

@@ -13,8 +13,8 @@ per value, in raw units. When the CSV also holds those value columns (a data set
 from __future__ import annotations
 
 import csv
+import io
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,32 +29,28 @@ from difflab.errors import ConfigError, CorruptFileError, UnwritableOutputError
 from difflab.lit.regressor import RegressorModule
 from difflab.metrics.regression import VectorErrors
 from difflab.utils.entry import hydra_main
+from difflab.utils.files import output_path, write_text
+from difflab.utils.tables import read_rows
 
 log = logging.getLogger(__name__)
 
 PATH_COLUMNS = ("file", "filepath")  # after the regressor's data.path_column: sample.py's and data=csv's names
 
 
-def output_file(path: Any, key: str, overwrite: bool) -> Path:
-    """A CSV file that can be written (its folder is created) and holds no earlier results unless `overwrite`."""
-    out = Path(str(path)).expanduser()
+def output_file(path: Any, key: str, overwrite: bool, follow_symlinks: bool = False) -> Path:
+    """The CSV file to write, checked before the regressor runs by the one output writer's rules (a regular file or
+    nothing there, no device, no symbolic link unless `follow_symlinks`, no earlier file unless `overwrite`); its
+    folder is created."""
+    out = output_path(Path(str(path)), key, overwrite, follow_symlinks)
     checks.writable_folder(out.parent, key)
-    if out.is_dir():
-        raise UnwritableOutputError(f"`{key}` names the folder '{out}': pass {key}=<a file, e.g. preds.csv>.")
-    if out.exists() and not overwrite:
-        raise UnwritableOutputError(f"The output file '{out}' (config key `{key}`) already exists; nothing is "
-                                    f"overwritten. Pass another {key}=<file>, or overwrite=true to replace it.")
     return out
 
 
 def csv_images(table: Path, path_column: str | None, image_root: str | None,
                run_column: str | None) -> tuple[list[str], list[Path], dict[str, list[str]]]:
     """(names as written, files, every column) of a CSV of image paths; errors name the file, row and key."""
-    with table.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in reader.fieldnames or []]
-        reader.fieldnames = header
-        rows = list(reader)
+    header, lines = read_rows(table, key="images")  # strict: a column named twice or a short row is an error
+    rows = [dict(zip(header, values)) for _, values in lines]
     candidates = [path_column] if path_column else [c for c in (run_column, *PATH_COLUMNS) if c]
     column = next((c for c in candidates if c in header), None)
     if column is None:
@@ -103,15 +99,16 @@ def given_errors(module: RegressorModule, predicted: torch.Tensor, columns: dict
     return errors.flat()
 
 
-def write_predictions(out: Path, names: list[str], columns: list[str], values: torch.Tensor) -> None:
-    """`file, <column>...` one row per image, written to a temp file beside `out`, then renamed."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", *columns])
-        for name, row in zip(names, values.tolist()):
-            writer.writerow([name, *(f"{v:.6g}" for v in row)])
-    os.replace(tmp, out)
+def write_predictions(out: Path, names: list[str], columns: list[str], values: torch.Tensor,
+                      follow_symlinks: bool = False) -> Path:
+    """`file, <column>...` one row per image, through the one output writer (`difflab.utils.files`: atomic, no
+    device or symbolic link as `out`, a full disk named); `output_file` has refused an earlier file already."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["file", *columns])
+    for name, row in zip(names, values.tolist()):
+        writer.writerow([name, *(f"{v:.6g}" for v in row)])
+    return write_text(out, text.getvalue(), key="out", overwrite=True, follow_symlinks=follow_symlinks)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -127,14 +124,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError.bad_value("preprocess", f"{cfg.preprocess!r} is not one of {', '.join(PREPROCESS)}",
                                     "Use auto (files of the model's size as they are), true or false.")
     device = checks.inference_device(cfg.device)
-    out = output_file(cfg.out, "out", bool(cfg.get("overwrite", False)))
+    follow = bool(cfg.get("follow_symlinks", False))
+    out = output_file(cfg.out, "out", bool(cfg.get("overwrite", False)), follow)
     model = load(cfg.ckpt, key="ckpt", device=str(device), use_ema=bool(cfg.use_ema), expect=Regressor)
     module = model.module
     names, files, columns = image_inputs(cfg, module)
     if out.resolve() in {Path(str(cfg.images)).expanduser().resolve()}:
         raise UnwritableOutputError(f"`out` names the input CSV '{out}': pass out=<another file>.")
     values = model.predict(files, batch_size=batch_size, preprocess=preprocess)
-    write_predictions(out, names, module.columns, values)
+    write_predictions(out, names, module.columns, values, follow)
     errors = given_errors(module, values, columns)
     log.info("wrote %d rows (%s) to %s", len(names), ", ".join(module.columns), out)
     if errors:

@@ -23,7 +23,7 @@ from difflab.api import checks
 from difflab.errors import ConfigError, UnwritableOutputError
 from difflab.utils.checkpoint_files import clean_temp_files
 from difflab.utils.images import write_png
-from difflab.utils.jsonio import write_json
+from difflab.utils.files import write_json
 
 log = logging.getLogger(__name__)
 

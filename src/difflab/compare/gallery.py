@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from difflab.compare.table import MISSING, Row
+from difflab.utils.files import write_output
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def gallery_rows(rows: Sequence[Row]) -> list[tuple[str, Path]]:
     return found
 
 
-def write_gallery(rows: Sequence[Row], path: str | Path, min_height: int = 64) -> Path | None:
+def write_gallery(rows: Sequence[Row], path: str | Path, min_height: int = 64, key: str | None = None) -> Path | None:
     """Stack the rows' sample strips, each labelled on its left, into one PNG; None when no row has a strip."""
     found = gallery_rows(rows)
     if not found:
@@ -60,7 +61,4 @@ def write_gallery(rows: Sequence[Row], path: str | Path, min_height: int = 64) -
         canvas.text((6, y + strip.height // 2), label, fill="black", font=font, anchor="lm")
         gallery.paste(strip, (label_width, y))
         y += strip.height
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    gallery.save(path)
-    return path
+    return write_output(path, lambda file: gallery.save(file, format="PNG"), key=key, overwrite=True)

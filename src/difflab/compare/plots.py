@@ -12,6 +12,7 @@ from typing import Any
 
 from difflab.compare.gallery import row_label
 from difflab.compare.table import MISSING, Row, columns
+from difflab.utils.files import write_output
 
 PLOTS = {"fid_vs_nfe": "fid_vs_nfe.png", "fid_vs_samples_per_sec": "fid_vs_samples_per_sec.png"}
 
@@ -33,10 +34,9 @@ def fid_series(rows: Sequence[Row], x: str) -> dict[str, list[tuple[float, float
     return {k: sorted(v, key=lambda p: p[:2]) for k, v in sorted(series.items())}
 
 
-def _plot_fid(rows: Sequence[Row], path: str | Path, x: str, xlabel: str, annotate_nfe: bool) -> Path:
-    from matplotlib.figure import (
-        Figure,  # the Agg backend is chosen before pyplot is imported, and only plots need it
-    )
+def _plot_fid(rows: Sequence[Row], path: str | Path, x: str, xlabel: str, annotate_nfe: bool,
+              key: str | None = None) -> Path:
+    from matplotlib.figure import Figure  # the Agg backend is chosen before pyplot is imported; only plots need it
 
     fig = Figure(figsize=(8, 4.8))
     ax = fig.add_subplot()
@@ -61,27 +61,25 @@ def _plot_fid(rows: Sequence[Row], path: str | Path, x: str, xlabel: str, annota
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     ax.set_title(f"FID vs {xlabel}" + (" (labels: NFE)" if annotate_nfe and series else ""))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    return write_output(path, lambda file: fig.savefig(file, format="png", dpi=120, bbox_inches="tight"), key=key,
+                        overwrite=True)
 
 
-def plot_fid_vs_nfe(rows: Sequence[Row], path: str | Path) -> Path:
+def plot_fid_vs_nfe(rows: Sequence[Row], path: str | Path, key: str | None = None) -> Path:
     """FID against network evaluations per sample (log x); a PNG saying so when no row has FID."""
-    return _plot_fid(rows, path, "nfe", "NFE", annotate_nfe=False)
+    return _plot_fid(rows, path, "nfe", "NFE", annotate_nfe=False, key=key)
 
 
-def plot_fid_vs_throughput(rows: Sequence[Row], path: str | Path) -> Path:
+def plot_fid_vs_throughput(rows: Sequence[Row], path: str | Path, key: str | None = None) -> Path:
     """FID against sampling throughput in samples/sec (log x), points labelled with their NFE."""
-    return _plot_fid(rows, path, "samples_per_sec", "samples/sec", annotate_nfe=True)
+    return _plot_fid(rows, path, "samples_per_sec", "samples/sec", annotate_nfe=True, key=key)
 
 
-def write_plots(rows: Sequence[Row], out_dir: str | Path) -> dict[str, Path]:
-    """Both plots into out_dir as fid_vs_nfe.png and fid_vs_samples_per_sec.png."""
+def write_plots(rows: Sequence[Row], out_dir: str | Path, key: str | None = None) -> dict[str, Path]:
+    """Both plots into out_dir as fid_vs_nfe.png and fid_vs_samples_per_sec.png (`key`: the folder's config key)."""
     out_dir = Path(out_dir)
-    return {"fid_vs_nfe": plot_fid_vs_nfe(rows, out_dir / PLOTS["fid_vs_nfe"]),
-            "fid_vs_samples_per_sec": plot_fid_vs_throughput(rows, out_dir / PLOTS["fid_vs_samples_per_sec"])}
+    return {"fid_vs_nfe": plot_fid_vs_nfe(rows, out_dir / PLOTS["fid_vs_nfe"], key),
+            "fid_vs_samples_per_sec": plot_fid_vs_throughput(rows, out_dir / PLOTS["fid_vs_samples_per_sec"], key)}
 
 
 def log_wandb_table(rows: Sequence[Row], logger_or_run: Any, plots: Mapping[str, str | Path] | None = None) -> None:

@@ -10,6 +10,7 @@ the stage 1 of an LDM or `model=vae`) fill rFID and PSNR instead of the sample m
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -20,6 +21,7 @@ from typing import Any
 
 from difflab.errors import MissingFileError
 from difflab.metrics.registry import load_all
+from difflab.utils.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +75,34 @@ def _text(value: Any) -> str | None:
 # ----------------------------------------------------------------------------------------- records
 
 
+# fields that table_row reads, and the JSON types it can read them as (each may also be absent or null)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {"protocol": (dict,), "sampler": (dict, str), "data": (dict, str)}
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def check_record(obj: Any) -> str | None:
-    """Why `obj` is not a metrics.json record, or None when it is one."""
+    """Why `obj` is not a metrics.json record that the table can read, or None when it is one."""
     if not isinstance(obj, dict):
         return f"expected a JSON object, got {type(obj).__name__}"
     if not isinstance(obj.get("values"), dict):
         return "no `values` object"
     if not isinstance(obj.get("kind"), str):
         return "no `kind` string"
+    for field, types in FIELD_TYPES.items():
+        value = obj.get(field)
+        if value is not None and not isinstance(value, types):
+            wanted = " or ".join("an object" if t is dict else "a string" for t in types)
+            return f"`{field}` is {_shown(value)}, not {wanted}"
+    name = obj["sampler"].get("name") if isinstance(obj.get("sampler"), dict) else None
+    if name is not None and not isinstance(name, str):
+        return f"`sampler.name` is {_shown(name)}, not a string"
+    unavailable = (obj.get("protocol") or {}).get("unavailable")
+    if unavailable is not None and not isinstance(unavailable, dict):
+        return f"`protocol.unavailable` is {_shown(unavailable)}, not an object"
     return None
 
 
@@ -183,7 +205,10 @@ def collect_wandb(project: str, entity: str | None = None, timeout: int = 30) ->
         for run in wandb.Api(timeout=timeout).runs(where):
             run_path = "/".join(run.path)
             record = record_from_wandb(dict(run.config), dict(run.summary_metrics), path=run_path, url=run.url)
-            if record is not None:
+            problem = check_record(record) if record is not None else None
+            if problem is not None:
+                log.warning("skipping W&B run %s: its config is not a metrics record (%s)", run_path, problem)
+            elif record is not None:
                 records.append(record)
     except Exception as err:  # the API raises many types (CommError, HTTPError, ValueError, ...)
         raise RuntimeError(f"cannot read W&B project {where!r}: {err}") from err
@@ -312,13 +337,12 @@ def to_markdown(rows: Sequence[Row], root: str | Path | None = None) -> str:
     return "\n".join(lines) + "\n" + "".join(f"{n}\n" for n in notes)
 
 
-def to_csv(rows: Sequence[Row], path: str | Path) -> Path:
-    """The rows as CSV with raw numbers (full precision) and empty cells for missing values."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns()), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns()})
-    return path
+def to_csv(rows: Sequence[Row], path: str | Path, key: str | None = None) -> Path:
+    """The rows as CSV with raw numbers (full precision) and empty cells for missing values (through the one output
+    writer, `difflab.utils.files`; an existing file is replaced)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(columns()), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns()})
+    return write_text(path, text.getvalue(), key=key, overwrite=True)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from difflab.conditions.base import Input, Requests, TensorCondition, _mapping
 from difflab.data.csv_table import read_table
-from difflab.data.vectors import CondStats, condition_rows, parse_sweep
+from difflab.data.vectors import CondStats, check_representable, condition_rows, parse_sweep
 from difflab.errors import ConfigError, IncompatibleCheckpointError
 
 
@@ -78,7 +78,7 @@ class Vector(TensorCondition):
                                         f"value per column, got {inputs.get('cond')!r}",
                                         f"Pass cond='{{{example}}}' (raw units).")
         raw = stats.raw_vector(values, key="cond")
-        return self.requests_of(raw.expand(n, -1))
+        return self.requests_of(raw.expand(n, -1), "cond")
 
     def _parse_table(self, inputs: Mapping[str, Any]) -> Requests:
         """`cond_csv=<file>`: one image per row, the columns named as in training (raw units)."""
@@ -88,7 +88,7 @@ class Vector(TensorCondition):
         columns = self.stats.columns
         _, _, raw = read_table(Path(str(inputs["cond_csv"])).expanduser(), None, columns, key="cond_csv", min_rows=1,
                                exact=True)
-        return self.requests_of(raw.float())
+        return self.requests_of(raw, "cond_csv", rows=list(range(2, raw.shape[0] + 2)))
 
     def _parse_sweep(self, inputs: Mapping[str, Any]) -> Requests:
         """`sweep='{x3: [lo, hi, count]}'`: x3 at `count` values, the other columns at `cond=` (any of them) or the
@@ -99,13 +99,16 @@ class Vector(TensorCondition):
                                         "With sweep=..., cond='{<column>: <value>, ...}' holds any of the other "
                                         "columns (the rest stay at the training mean).")
         sweep = parse_sweep(_mapping(inputs["sweep"]), self.stats, held, inputs.get("sweep_seeds", 1))
-        requests = self.requests_of(sweep.raw(self.stats.columns))
+        requests = self.requests_of(sweep.raw(self.stats.columns), "sweep")
         requests.sweep = sweep
         return requests
 
-    def requests_of(self, raw: Tensor) -> Requests:
-        """Requests of raw vectors [n, D] (encoded as the network saw its training data)."""
-        vectors = self._require_stats().encode(raw)
+    def requests_of(self, raw: Tensor, key: str = "cond", rows: list[int] | None = None) -> Requests:
+        """Requests of raw vectors [n, D] (encoded as the network saw its training data, float32); a value that
+        float32 cannot hold, raw or encoded, is a ConfigError naming `key`, the column and the CSV row (`rows`)."""
+        stats = self._require_stats()
+        vectors = stats.encode(raw)
+        check_representable(raw, vectors, stats, key, rows)
         return Requests(vectors, None, vectors, None)
 
     def record(self, requests: Requests) -> dict[str, Any]:

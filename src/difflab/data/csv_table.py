@@ -9,7 +9,7 @@ statistics (`difflab.data.vectors.CondStats`). Paths are relative to the CSV's f
 
 from __future__ import annotations
 
-import csv
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,54 +23,53 @@ from torch.utils.data import Dataset
 
 from difflab.data.base import ImageDataModule, check_config, split_indices
 from difflab.data.files import Batch, CorruptDataError, CorruptImageError, DataNotFoundError, to_model_range
-from difflab.data.files import ImageFileDataset, describe_error, to_mode
-from difflab.data.vectors import CondStats
+from difflab.data.files import ImageFileDataset, describe_error, to_mode, upright
+from difflab.data.vectors import F32_MAX, CondStats
 from difflab.errors import ConfigError
+from difflab.utils.tables import HOW_TO_GET, numeric_columns, read_rows
 
-HOW_TO_GET = ("Point data.csv at a CSV file whose header holds the image path column (data.path_column) and the "
-              "value columns (data.columns), e.g. `filepath,x1,...,x8`.")
-
+log = logging.getLogger(__name__)
 
 def read_table(path: Path, path_column: str | None, columns: Sequence[str] | None, key: str = "data.csv",
                min_rows: int = 2, exact: bool = False) -> tuple[list[str], list[str], Tensor]:
     """(value column names, image paths, raw values float64 [N, D]); errors name the file, row and column.
 
     Without `path_column` the table holds values only (paths empty); with `exact`, a column other than the
-    path and value columns is an error (not ignored)."""
+    path and value columns is an error (not ignored). Without `columns` (`data.columns=null`), the value columns
+    are the numeric ones of the header (`utils.tables.numeric_columns`), said in the log. Every value must be a
+    number that float32 (the models' dtype) holds."""
     if not path.is_file():
         how = HOW_TO_GET if key == "data.csv" else f"`{key}` must name a CSV file."
         raise DataNotFoundError.for_path(path, key, how, "CSV file")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in reader.fieldnames or []]
-        reader.fieldnames = header
-        columns = list(columns) if columns else [h for h in header if h != path_column]
-        named = [c for c in [path_column, *columns] if c is not None]
-        missing, unknown = [c for c in named if c not in header], [h for h in header if h not in named]
-        if missing or (exact and unknown):
-            keys = "config keys `data.path_column`, `data.columns`" if key == "data.csv" else f"config key `{key}`"
-            extra = f"; column(s) {unknown} are not {named}" if exact and unknown else ""
-            raise ConfigError(f"{path}: column(s) {missing} not in the header {header}{extra} ({keys}).")
-        check_config(len(columns) > 0, "data.columns", f"{path} has no value column besides '{path_column}'")
-        files, rows = [], []
-        for line, row in enumerate(reader, start=2):  # line 1 is the header
-            files.append(_cell(row, path_column, path, line) if path_column else "")
-            rows.append([_number(row, c, path, line) for c in columns])
-    if len(rows) < min_rows:
-        raise CorruptDataError.for_file(path, f"{len(rows)} data row(s); need at least {min_rows}", "Add rows to the CSV.")
-    return columns, files, torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(columns))
+    header, rows = read_rows(path, key)
+    if not columns:
+        columns, left_out = numeric_columns(header, rows, path_column)
+        log.info("%s: data.columns=null, so the value columns are the numeric columns of its header: %s%s", path,
+                 columns, f" (left out, not numbers in the first row: {left_out})" if left_out else "")
+    columns = list(columns)
+    named = [c for c in [path_column, *columns] if c is not None]
+    missing, unknown = [c for c in named if c not in header], [h for h in header if h not in named]
+    if missing or (exact and unknown):
+        keys = "config keys `data.path_column`, `data.columns`" if key == "data.csv" else f"config key `{key}`"
+        extra = f"; column(s) {unknown} are not {named}" if exact and unknown else ""
+        raise ConfigError(f"{path}: column(s) {missing} not in the header {header}{extra} ({keys}).")
+    check_config(len(columns) > 0, "data.columns", f"{path} has no numeric value column besides '{path_column}'")
+    at = {h: i for i, h in enumerate(header)}
+    files = [_cell(values[at[path_column]], path_column, path, line) if path_column else "" for line, values in rows]
+    values = [[_number(cells[at[c]], c, path, line) for c in columns] for line, cells in rows]
+    if len(values) < min_rows:
+        raise CorruptDataError.for_file(path, f"{len(values)} data row(s); need at least {min_rows}", "Add rows to the CSV.")
+    return columns, files, torch.tensor(values, dtype=torch.float64).reshape(len(values), len(columns))
 
 
-def _cell(row: dict[str, Any], column: str, path: Path, line: int) -> str:
-    value = row.get(column)
-    if value is None or not str(value).strip():
-        raise CorruptDataError.for_file(path, f"row {line}: empty or missing value in column '{column}'",
-                                        "Fix or remove that row.")
-    return str(value).strip()
+def _cell(value: str, column: str, path: Path, line: int) -> str:
+    if not value:
+        raise CorruptDataError.for_file(path, f"row {line}: empty value in column '{column}'", "Fix or remove that row.")
+    return value
 
 
-def _number(row: dict[str, Any], column: str, path: Path, line: int) -> float:
-    text = _cell(row, column, path, line)
+def _number(text: str, column: str, path: Path, line: int) -> float:
+    text = _cell(text, column, path, line)
     try:
         value = float(text)
     except ValueError:
@@ -78,6 +77,9 @@ def _number(row: dict[str, Any], column: str, path: Path, line: int) -> float:
     if not math.isfinite(value):
         raise CorruptDataError.for_file(path, f"row {line}: column '{column}' holds {text!r}, not a finite number",
                                         "Fix or remove that row.")
+    if abs(value) > F32_MAX:
+        raise CorruptDataError.for_file(path, f"row {line}: column '{column}' holds {text}, beyond the largest float32 "
+                                        f"value ({F32_MAX:.4g}), the models' number type", "Fix or rescale that column.")
     return value
 
 
@@ -106,6 +108,7 @@ class ROIImageDataset(ImageFileDataset):
     def _decode(self, index: int) -> np.ndarray:
         """Decode, crop to the ROI and resize file `index` to uint8 [R, R, C]."""
         with Image.open(self.root / self.files[index]) as img:
+            img = upright(img)  # the ROI is given on the image as it is seen
             box = self.crop_box(img.size)
             img = to_mode(img.crop(box) if box else img, self.channels)
             img = img.resize((self.resolution, self.resolution), Image.Resampling.BICUBIC)
@@ -171,6 +174,8 @@ class CSVDataModule(ImageDataModule):
     def build_splits(self) -> tuple[Dataset, Dataset]:
         """Read and check the table, split it, and z-score the values with the train split's statistics."""
         columns, files, values = read_table(self.csv, self.path_column, self.columns)
+        check_config(self.cond_dim in (None, len(columns)), "data.cond_dim", f"{self.cond_dim}, but {self.csv} has "
+                     f"{len(columns)} value columns {columns}; leave data.cond_dim at its default")
         self.columns, self.cond_dim = columns, len(columns)
         self._check_files(files)
         rows = list(range(2, len(files) + 2))

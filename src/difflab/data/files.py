@@ -1,7 +1,8 @@
 """Image files: the errors of data on disk, listing and decoding image files into the model range.
 
 The lowest module of `difflab.data`: every data module and every command that reads an image file
-(img2img inputs, predict.py, evaluate.py images=) decodes it here.
+(img2img inputs, predict.py, evaluate.py images=) decodes it here: upright (EXIF orientation), 16-bit and float
+images scaled to 8 bits, transparency on white, CMYK and palettes converted (`upright`, `to_mode`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -92,9 +93,40 @@ def describe_error(e: Exception) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # integer grey of 16 bits (PNG, TIFF; "I" for older Pillow)
+FLOAT_SLACK = 0.01  # float images may overshoot [0, 1] by this much (then clipped); beyond it they are refused
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: its EXIF orientation (a camera's rotation or mirror) applied."""
+    return ImageOps.exif_transpose(img) or img
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """Grey images of more than 8 bits as 8-bit "L": 16-bit integers scaled by 255 / 65535 (x / 257, rounded: 32896
+    -> 128, 65535 -> 255), float images ("F", e.g. a float TIFF, values in [0, 1]) by 255; other modes as they are
+    (Pillow reads 16-bit RGB, RGBA and grey + alpha PNGs as 8-bit already). A float image with NaN, infinity or
+    values well outside [0, 1] is a ValueError, never a guess."""
+    if img.mode in HIGH_DEPTH:
+        values = np.asarray(img).astype(np.float64)
+        return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), "L")
+    if img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError("the float image holds NaN or infinite values")
+        lo, hi = float(values.min()), float(values.max())
+        if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+            raise ValueError(f"a float image must hold values in [0, 1], and this one spans [{lo:g}, {hi:g}]")
+        return Image.fromarray(np.rint(np.clip(values, 0, 1) * 255).astype(np.uint8), "L")
+    return img
+
+
 def to_mode(img: Image.Image, channels: int) -> Image.Image:
-    """Convert to RGB or L, putting any transparency on a white background."""
-    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+    """Convert to 8-bit RGB or L (`eight_bit` first: 16-bit and float images scaled, not clipped), putting any
+    transparency (alpha, a palette's or a grey image's transparent colour) on a white background; CMYK through
+    Pillow's conversion."""
+    img = eight_bit(img)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         img = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img.alpha_composite(rgba)
@@ -143,7 +175,7 @@ class ImageFileDataset(Dataset):
         """Decode file `index` to uint8 [R, R, C]; PIL's own exceptions pass through."""
         with Image.open(io.BytesIO(self._read_bytes(self.files[index]))) as img:
             img.draft("RGB" if self.channels == 3 else "L", (self.resolution,) * 2)  # fast JPEG
-            img = fit_square(to_mode(img, self.channels), self.resolution, self.center_crop)
+            img = fit_square(to_mode(upright(img), self.channels), self.resolution, self.center_crop)
             return np.array(img, dtype=np.uint8).reshape(self.resolution, self.resolution, -1)
 
     def load(self, index: int) -> torch.Tensor:

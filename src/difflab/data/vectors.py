@@ -23,6 +23,8 @@ from difflab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+F32_MAX = float(torch.finfo(torch.float32).max)  # vectors reach the network as float32
+
 
 @dataclass
 class CondStats:
@@ -85,7 +87,7 @@ class CondStats:
         return self.unzscore(fed) if self.normalize else fed.float()
 
     def raw_vector(self, values: Mapping[str, Any], key: str = "cond", default: Sequence[float] | None = None) -> Tensor:
-        """A {column: raw value} mapping as a raw vector [D] in column order (columns it leaves out take `default`'s
+        """A {column: raw value} mapping as a raw float64 vector [D] in column order (columns it leaves out take `default`'s
         values when given); clear errors name the config key."""
         names = {str(k) for k in values}
         missing, unknown = [c for c in self.columns if c not in names], sorted(names - set(self.columns))
@@ -104,7 +106,7 @@ class CondStats:
             if isinstance(values[c], bool) or not math.isfinite(value):
                 raise ConfigError.bad_value(f"{key}.{c}", f"must be a finite number (raw units), got {values[c]!r}")
             out.append(value)
-        return torch.tensor(out, dtype=torch.float32)
+        return torch.tensor(out, dtype=torch.float64)  # float32 is checked with the encoding (`check_representable`)
 
 
 @dataclass
@@ -121,12 +123,12 @@ class Sweep:
 
     @property
     def values(self) -> Tensor:
-        """The swept raw values [count]."""
-        return torch.linspace(self.lo, self.hi, self.count, dtype=torch.float64).float()
+        """The swept raw values [count] (float64)."""
+        return torch.linspace(self.lo, self.hi, self.count, dtype=torch.float64)
 
     def raw(self, columns: Sequence[str]) -> Tensor:
-        """The raw vectors [seeds * count, D] of the images, noise-major."""
-        rows = self.held.float().repeat(self.count, 1)  # (count, D)
+        """The raw vectors [seeds * count, D] of the images (float64), noise-major."""
+        rows = self.held.double().repeat(self.count, 1)  # (count, D)
         rows[:, list(columns).index(self.column)] = self.values
         return rows.repeat(self.seeds, 1)
 
@@ -135,6 +137,25 @@ class Sweep:
         return {"column": self.column, "values": self.values.tolist(), "seeds": self.seeds,
                 "held": {c: float(v) for c, v in zip(columns, self.held.tolist()) if c != self.column},
                 "layout": "image r * count + j: starting noise r (seed index r), value j"}
+
+
+def check_representable(raw: Tensor, fed: Tensor, stats: CondStats, key: str, rows: Sequence[int] | None = None) -> None:
+    """Raw values [n, D] (float64) and what the network is fed [n, D] (float32) hold no NaN or infinity: a value
+    beyond float32's range (1e39 is finite in float64, inf in float32) or one whose z-score overflows is a
+    ConfigError naming `key`, the column and (`rows`: the CSV line of each vector) the row."""
+    bad = ~(torch.isfinite(raw.float()) & torch.isfinite(fed))
+    if not bool(bad.any()):
+        return
+    i, j = (int(v) for v in bad.nonzero()[0])
+    column, value = stats.columns[j], float(raw[i, j])
+    if not torch.isfinite(raw[i, j].float()):
+        reason = f"{value:g} is beyond the largest float32 value ({F32_MAX:.4g}), the number type of the model"
+    else:
+        reason = f"its z-score ({value:g} - {stats.mean[j]:g}) / {stats.std[j]:g} overflows float32"
+    where = f"row {rows[i]}, column '{column}'" if rows is not None else f"column '{column}'"
+    example = ", ".join(f"{c}: {m:.3g}" for c, m in zip(stats.columns, stats.mean))
+    raise ConfigError.bad_value(key if rows is not None else f"{key}.{column}", f"{where}: {reason}",
+                                f"Pass values in the range of the training data (its means: {example}).")
 
 
 def _number(value: Any, key: str) -> float:

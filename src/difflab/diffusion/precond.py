@@ -28,11 +28,12 @@ Training and sampling both call `Denoiser`, so the formula exists once.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from difflab.diffusion.conditioning import resolve, run_by_length
 from difflab.utils.tensors import append_dims, as_batch
 
 PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v")
@@ -102,15 +103,17 @@ class Denoiser(nn.Module):
         self.net = net
         self.scheduler = scheduler
 
-    def raw(self, x: Tensor, sigma: Tensor | float, cond: Tensor | None = None) -> RawOutput:
-        """Run the network once: F(c_in x, c_noise, cond) as float32, with the scalings used."""
+    def raw(self, x: Tensor, sigma: Tensor | float, cond: Any = None) -> RawOutput:
+        """Run the network once: F(c_in x, c_noise, cond) as float32, with the scalings used. `cond` is resolved at
+        sigma when it changes with the step, and rows with contexts of different lengths run as separate groups
+        (`difflab.diffusion.conditioning`)."""
         sigma = as_batch(sigma, x)  # (B,)
         s = self.scheduler.scalings(sigma)
         c_in = append_dims(s.c_in, x.ndim).to(x.dtype)
-        F = self.net(c_in * x, s.c_noise.float(), cond)  # (B, C, H, W), bf16 under autocast
+        F = run_by_length(self.net, c_in * x, s.c_noise.float(), resolve(cond, sigma))  # (B, C, H, W), bf16 under autocast
         return RawOutput(F.float(), s)
 
-    def forward(self, x: Tensor, sigma: Tensor | float, cond: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, sigma: Tensor | float, cond: Any = None) -> Tensor:
         """x0_hat = c_skip * x + c_out * F, in float32 ([B, C, H, W])."""
         F, s = self.raw(x, sigma, cond)
         c_skip = append_dims(s.c_skip, x.ndim).float()

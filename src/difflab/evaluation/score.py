@@ -14,8 +14,9 @@ from torch import Tensor
 
 from difflab.conditions import Requests
 from difflab.evaluation.suite import MetricSuite
+from difflab.lit.lora import lora_label
 from difflab.utils.cluster import reduce_scalar, shard, world
-from difflab.utils.jsonio import write_json
+from difflab.utils.files import write_json
 from difflab.utils.progress import Progress
 from difflab.utils.tensors import cuda_sync
 
@@ -118,7 +119,8 @@ def metrics_record(
         "kind": kind,
         "run_dir": str(Path(run_dir).resolve()),
         "ckpt": ckpt,
-        "variant": choices.get("model") or (type(module).__name__ if module is not None else "images"),
+        "variant": (choices.get("model") or (type(module).__name__ if module is not None else "images"))
+        + lora_label(module),  # "sd + style:0.8": a LoRA merged at sampling makes a row of its own
         "scheduler": choices.get("scheduler") or (type(scheduler).__name__ if scheduler is not None else None),
         "scheduler_repr": repr(scheduler) if scheduler is not None else None,
         "sampler": _sampler_record(module, spec),
@@ -133,6 +135,7 @@ def metrics_record(
         "values": {**{k: float(v) for k, v in values.items()},
                    **{k: None for k in protocol.get("unavailable") or {}}},  # not computed: the reason is in the protocol
         "protocol": protocol,
+        **({"lora": patch.applied} if (patch := getattr(module, "lora_patch", None)) is not None else {}),
         **(extra or {}),
     }
 
@@ -147,8 +150,7 @@ def _sampler_record(module: Any, spec: Any) -> dict[str, Any] | None:
     return record
 
 
-def write_record(record: dict[str, Any], path: str | Path) -> Path:
-    """Write a metrics.json (atomically; strict JSON: a non-finite value is null)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_json(path, record)
+def write_record(record: dict[str, Any], path: str | Path, key: str | None = None) -> Path:
+    """Write a metrics.json through the one output writer (`difflab.utils.files.write_json`: atomic, a full disk
+    named, NaN and Infinity written as null with a warning naming them)."""
+    return write_json(path, record, key=key)

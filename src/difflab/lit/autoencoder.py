@@ -33,6 +33,7 @@ from difflab.metrics.perceptual import LPIPS_MIN_SIZE, lpips_network
 from difflab.utils.weights import MetricWeightsError
 from difflab.nets.autoencoder import KLAutoencoder
 from difflab.samplers.generate import sample_seeds
+from difflab.utils.config import config_choice
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,16 @@ def lpips_loss(weights: str | None = None, download: bool = True, required: bool
     except MetricWeightsError as err:
         if required:
             raise
-        log.warning("perceptual (LPIPS) loss OFF: %s Set model.perceptual.weights to the file to train with it, "
-                    "or model.perceptual_weight=0 to silence this warning.", err)
+        prefix = stage1_prefix()
+        log.warning("perceptual (LPIPS) loss OFF: %s Set %sperceptual.weights=<the file> to train with it, or "
+                    "%sperceptual_weight=0 to silence this warning.", err, prefix, prefix)
         return None
+
+
+def stage1_prefix() -> str:
+    """Where the running command keeps the autoencoder's training settings: `model.` for `model=vae`, and
+    `model.autoencoder.stage1.` for the stage 1 that a latent model (`model=ldm`) trains first."""
+    return "model." if config_choice("model", "vae") == "vae" else "model.autoencoder.stage1."
 
 
 class AutoencoderModule(L.LightningModule):

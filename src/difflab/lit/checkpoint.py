@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from torch import Tensor
 
 from difflab.conditions import with_condition
-from difflab.errors import ConfigError, IncompatibleCheckpointError, MissingFileError
+from difflab.errors import ConfigError, CorruptFileError, IncompatibleCheckpointError, MissingFileError
 from difflab.samplers.grids import checkpoint_grid_cache
 from difflab.utils.checkpoint_files import load_checkpoint_file
 from difflab.utils.config import register_resolvers
@@ -65,9 +66,21 @@ def check_state_dict_compatible(
     raise CheckpointMismatchError("\n".join(lines))
 
 
+def _folder_hint(folder: Path, key: str) -> str:
+    """What to pass instead of a folder: the checkpoints inside it (a run folder's checkpoints/ first)."""
+    found = sorted([*folder.glob("checkpoints/*.ckpt"), *folder.glob("*.ckpt")],
+                   key=lambda p: (p.parent != folder / "checkpoints", p.name != "last.ckpt", p.name))
+    if found:
+        return f"Pass a file inside it, e.g. {key}={found[0]}" + (f" (it holds {len(found)} checkpoints)." if len(found) > 1 else ".")
+    return f"It holds no .ckpt file; pass {key}=<run folder>/checkpoints/last.ckpt."
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", key: str = "ckpt") -> dict[str, Any]:
-    """Load a checkpoint as data, with a clear error when it is missing, broken or not a difflab checkpoint."""
+    """Load a checkpoint as data, with a clear error when it is missing, a folder, broken or not a difflab checkpoint."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointNotFoundError(f"Config key `{key}` names the folder '{path}', not a checkpoint file. "
+                                      f"{_folder_hint(path, key)}")
     if not path.is_file():
         raise CheckpointNotFoundError(
             f"checkpoint not found: {path} (config key `{key}`). Runs write them to "
@@ -75,7 +88,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         )
     ckpt = load_checkpoint_file(path, key=key, map_location=map_location)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not isinstance(ckpt.get("config"), dict):
-        raise CheckpointNotFoundError(f"{path} is not a difflab checkpoint (no state_dict and run config in it)")
+        lacks = [k for k in ("state_dict", "config") if not isinstance(ckpt, dict) or k not in ckpt]
+        raise IncompatibleCheckpointError(
+            f"'{path}' (config key `{key}`) is not a difflab checkpoint: it has no {' and no '.join(lacks) or 'run config'} "
+            "(difflab checkpoints carry the weights and the run's resolved config). Pass "
+            f"{key}=<a checkpoint written by python train.py, e.g. <run folder>/checkpoints/last.ckpt>; a diffusers "
+            "pipeline folder is read with model=diffusers pipeline.path=<folder>.")
     return ckpt
 
 
@@ -110,11 +128,43 @@ def require_model(ckpt: dict[str, Any], path: str | Path, key: str, wanted: Any,
     return cls
 
 
-def load_weights(module: torch.nn.Module, ckpt: dict[str, Any], use_ema: bool = True) -> None:
-    """Load a checkpoint's weights into `module` (checked against its network first), then its EMA weights when
-    `use_ema` and the checkpoint has them."""
+def _non_finite(t: Any) -> int:
+    """How many values of a tensor are NaN or infinite (0 for integer tensors and non-tensors)."""
+    return int((~torch.isfinite(t)).sum()) if torch.is_tensor(t) and t.is_floating_point() else 0
+
+
+def check_finite_weights(module: torch.nn.Module, ckpt: dict[str, Any], use_ema: bool, path: str | Path,
+                         key: str = "ckpt") -> None:
+    """Every tensor that `load_weights` would load (the EMA weights in place of the weights they replace) holds
+    finite values, unless the freshly built module's own tensor is non-finite there too (a buffer may be inf by
+    design); a CorruptFileError naming the file, `key`, the tensor and the fix otherwise (never black samples)."""
+    ema = ((ckpt.get("ema") or {}).get("params") or {}) if use_ema else {}
+    loaded = {name: ("EMA weight", t) for name, t in ema.items()}
+    loaded.update({name: ("weight", t) for name, t in ckpt["state_dict"].items() if name not in loaded})
+    current = module.state_dict()
+    bad = [(name, what, _non_finite(t), t.numel()) for name, (what, t) in loaded.items()
+           if _non_finite(t) and not (name in current and _non_finite(current[name]))]
+    if not bad:
+        return
+    name, what, count, total = bad[0]
+    more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+    if what == "EMA weight":
+        other = " or use_ema=false to load its raw weights"
+    else:
+        other = " or use_ema=true to load its EMA weights" if not use_ema and ckpt.get("ema") else ""
+    raise CorruptFileError.for_file(path, f"{count} of the {total} values of the {what} `{name}`{more} are NaN or "
+                                    f"infinite (config key `{key}`); the run diverged before this checkpoint was "
+                                    "written, or the file is damaged",
+                                    f"Pass {key}=<an earlier checkpoint of the run>{other}. Nothing was sampled.")
+
+
+def load_weights(module: torch.nn.Module, ckpt: dict[str, Any], use_ema: bool = True, path: str | Path = "<checkpoint>",
+                 key: str = "ckpt") -> None:
+    """Load a checkpoint's weights into `module` (checked against its network, and for non-finite values, first),
+    then its EMA weights when `use_ema` and the checkpoint has them."""
     state = ckpt["state_dict"]
     check_state_dict_compatible(state, module.state_dict(), ckpt["config"], ckpt["config"])
+    check_finite_weights(module, ckpt, use_ema, path, key)
     module.load_state_dict(state)
     ema = ckpt.get("ema")
     if use_ema and ema is not None:
@@ -122,6 +172,21 @@ def load_weights(module: torch.nn.Module, ckpt: dict[str, Any], use_ema: bool = 
         with torch.no_grad():
             for name, value in ema["params"].items():
                 params[name].copy_(value)
+
+
+def _check_scheduler(node: Any, overrides: dict[str, Any], path: str | Path) -> None:
+    """Build the checkpoint's scheduler with the command line's `scheduler.*` values alone first, so that a value it
+    refuses (`scheduler.grid=karass`) is a ConfigError naming the key, not a failure inside the model's build."""
+    try:
+        instantiate_stored(node, path, "model.scheduler")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if not isinstance(cause, (ValueError, TypeError)):
+            raise
+        keys = ", ".join(f"scheduler.{k}={v}" for k, v in overrides.items())
+        raise ConfigError.bad_value(f"scheduler.{next(iter(overrides))}" if len(overrides) == 1 else "scheduler",
+                                    f"the checkpoint's scheduler refuses {keys}: {cause}",
+                                    "See conf/scheduler/ for the options of each scheduler.") from None
 
 
 def load_module(
@@ -152,6 +217,7 @@ def load_module(
             raise ConfigError.bad_value(f"scheduler.{unknown[0]}", f"the checkpoint's scheduler {target} has no "
                                         f"option {unknown[0]!r}", f"Its options: {options}.")
         cfg.model.scheduler = OmegaConf.merge(cfg.model.scheduler, scheduler_overrides)
+        _check_scheduler(cfg.model.scheduler, scheduler_overrides, path)
     elif scheduler_overrides:  # a loader (model=diffusers) that builds its scheduler from a pipeline folder
         cfg.model.scheduler_overrides = scheduler_overrides
     if sampler is not None and not hasattr(sampler, "fn"):
@@ -168,6 +234,6 @@ def load_module(
     module.train_images_seen = int(ckpt.get("train_images_seen", 0))
     module.checkpoint_global_step = int(ckpt.get("global_step", 0))
     module.condition.load_state_dict(ckpt)
-    load_weights(module, ckpt, use_ema)
+    load_weights(module, ckpt, use_ema, path)
     module.eval()
     return module

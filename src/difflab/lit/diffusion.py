@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from difflab.conditions import Condition, NoCondition
-from difflab.errors import ConfigError
+from difflab.errors import ConfigError, UserError
 from difflab.diffusion.guidance import guided
 from difflab.diffusion.losses import DiffusionLoss
 from difflab.diffusion.precond import Denoiser
@@ -32,6 +32,23 @@ from difflab.samplers.generate import Edit, SamplerSpec, generate
 from difflab.utils.cluster import run_seed
 from difflab.utils.progress import Progress
 
+
+
+class NonFiniteSamplesError(UserError, FloatingPointError):
+    """Sampling produced NaN or infinite values: no image is made from them (never a black image with exit 0)."""
+
+
+def check_finite_images(x: Tensor, batch_size: int, first_index: int, seed: int, stage: str, fix: str) -> None:
+    """A NonFiniteSamplesError naming `stage`, the first batch (of `batch_size` images from `first_index`) and
+    how many images hold NaN or infinite values, when any does; `fix` says what to try."""
+    bad = ~torch.isfinite(x.flatten(1)).all(1)  # (n,)
+    if not bool(bad.any()):
+        return
+    k = int(bad.nonzero()[0]) // batch_size
+    lo, hi = first_index + k * batch_size, first_index + min((k + 1) * batch_size, x.shape[0]) - 1
+    raise NonFiniteSamplesError(f"{stage} produced NaN or infinite values in {int(bad.sum())} of {x.shape[0]} images, "
+                                f"first in batch {k} (images {lo}-{hi} of seed {seed}); no image was made from them. "
+                                f"{fix}")
 
 
 class DiffusionModule(L.LightningModule):
@@ -179,12 +196,12 @@ class DiffusionModule(L.LightningModule):
         seed: int = 0,
         batch_size: int | None = None,
         sampler: SamplerSpec | None = None,
-        cond: Tensor | None = None,
+        cond: Any = None,
         first_index: int = 0,
         guidance_scale: float | None = None,
         guidance_rescale: float | None = None,
         edit: Edit | None = None,
-        uncond: Tensor | None = None,
+        uncond: Any = None,
         callback: StepCallback | None = None,
         progress: Progress | None = None,
     ) -> tuple[Tensor, int]:
@@ -222,7 +239,14 @@ class DiffusionModule(L.LightningModule):
                 progress=progress,
                 embed=grid_embed(spec, self.latent_shape, self.device) if optimized else None,
             )
-            x = self._decode_batches(x, batch_size or n)
+            b = batch_size or n
+            fix = (f"Try another sampler or more steps (now sampler={spec.name}"
+                   + (f" sampler.steps={spec.steps}" if spec.steps else "") + "), precision=32"
+                   + (f", a lower guidance_scale (it is {scale:g})" if cond is not None else "")
+                   + ", or an earlier checkpoint of the run.")
+            check_finite_images(x, b, first_index, seed, f"The sampler ({spec.name})", fix)
+            x = self._decode_batches(x, b)
+            check_finite_images(x, b, first_index, seed, "Decoding the latents", fix)
         finally:
             self.train(was_training)
         return x.clamp(-1, 1), nfe

@@ -36,6 +36,7 @@ from difflab.nets.diffusers_map import convert_state, unet2d_config, weight_tabl
 from difflab.nets.sd import DiffusersUNet
 from difflab.nets.text import PretrainedNotFoundError
 from difflab.samplers.generate import SamplerSpec
+from difflab.utils.files import write_json
 
 EXAMPLE = "google/ddpm-cifar10-32"
 METADATA = "difflab.json"
@@ -116,7 +117,7 @@ def export_pipeline(module: DiffusionModule, out: Path, extra: dict[str, Any] | 
     else:
         pipe = LDMPipeline(vqvae=vae, unet=unet, scheduler=_scheduler(module, DDIMScheduler))
     pipe.save_pretrained(out, safe_serialization=True)
-    (out / METADATA).write_text(json.dumps({**metadata(module), **(extra or {})}, indent=2))
+    write_json(out / METADATA, {**metadata(module), **(extra or {})})
     return out
 
 

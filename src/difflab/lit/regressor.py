@@ -201,5 +201,5 @@ def load_regressor(path: str | Path, key: str = "ckpt", device: torch.device | s
     module.run_config = ckpt["config"]
     module.checkpoint_path = str(path)
     module.restore(ckpt)
-    load_weights(module, ckpt, use_ema)
+    load_weights(module, ckpt, use_ema, path, key)
     return module.to(device).eval()

@@ -16,9 +16,10 @@ import torch
 from torch import Tensor
 
 from difflab.conditions import TextPrompt
+from difflab.diffusion.conditioning import repeat_rows
 from difflab.errors import ConfigError
 from difflab.lit.diffusion import DiffusionModule
-from difflab.nets.text import CLIPTextEncoder
+from difflab.nets.text import PromptEncoder
 from difflab.samplers.base import StepCallback
 from difflab.samplers.generate import Edit, SamplerSpec
 
@@ -26,7 +27,7 @@ from difflab.samplers.generate import Edit, SamplerSpec
 class TextDiffusionModule(DiffusionModule):
     """`DiffusionModule` + frozen `text_encoder`; batches hold captions (`condition`: a `TextPrompt`)."""
 
-    def __init__(self, *args: Any, text_encoder: CLIPTextEncoder, condition: TextPrompt | None = None,
+    def __init__(self, *args: Any, text_encoder: PromptEncoder, condition: TextPrompt | None = None,
                  **kwargs: Any) -> None:
         condition = condition or TextPrompt()
         if not isinstance(condition, TextPrompt):
@@ -42,21 +43,22 @@ class TextDiffusionModule(DiffusionModule):
                                         f"is {text_encoder.dim}", f"Set model.net.context_dim={text_encoder.dim}.")
 
     @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
-        """Context [B, L, D] (float32, on this module's device) of prompts with `(word:1.4)` weighting."""
+    def encode_prompts(self, prompts: Sequence[str]) -> Any:
+        """The condition (on this module's device) of prompts in the web UI's prompt language: context [B, L, D],
+        a `TextCond` or a `PromptSchedule` (`difflab.nets.text`)."""
         return self.condition.encode(prompts).to(self.device)
 
     @torch.no_grad()
     def generate(self, n: int, seed: int = 0, batch_size: int | None = None, sampler: SamplerSpec | None = None,
-                 cond: Tensor | None = None, first_index: int = 0, guidance_scale: float | None = None,
+                 cond: Any = None, first_index: int = 0, guidance_scale: float | None = None,
                  guidance_rescale: float | None = None, edit: Edit | None = None,
-                 uncond: Tensor | None = None, progress: Any = None,
+                 uncond: Any = None, progress: Any = None,
                  callback: StepCallback | None = None) -> tuple[Tensor, int]:
         """`DiffusionModule.generate` with `cond` = `encode_prompts(...)` [n, L, D]; `uncond` ([1, L, D], e.g. a
         negative prompt) is guidance's unconditional branch, the empty prompt when None. Without `cond`: the
         unconditional model (the empty prompt, no guidance), e.g. for in-training sample grids."""
         if cond is None:
-            cond, guidance_scale = self.encode_prompts([""]).expand(n, -1, -1), 1.0
+            cond, guidance_scale = repeat_rows(self.encode_prompts([""]), n), 1.0
         return super().generate(n, seed=seed, batch_size=batch_size, sampler=sampler, cond=cond,
                                 first_index=first_index, guidance_scale=guidance_scale,
                                 guidance_rescale=guidance_rescale, edit=edit, uncond=uncond, progress=progress,

@@ -3,6 +3,10 @@ DDPM/DDIM pipelines.
 
     F(x_in [B, 4, h, w], c_noise [B], context [B, L, D]) = unet(x_in, t = c_noise, encoder_hidden_states=context)
 
+SDXL's UNet (`addition_embed_type="text_time"`) also takes the pooled text embedding [B, P] and the size ids
+[B, 6] (original size, crop top-left, target size; Podell et al. 2023, Sec. 2.2): cond is then a `TextCond`
+(`difflab.diffusion.conditioning`) and they reach the UNet as `added_cond_kwargs`.
+
 With `DiscreteVPScheduler` (c_in = 1/sqrt(1 + sigma^2), c_noise = the fractional training timestep t(sigma)),
 `Denoiser(SDUNet(unet), scheduler)` is SD's model in the sigma view: x_in is the VP latent, F is its eps
 (or v) prediction, exactly what diffusers' schedulers feed it after `scale_model_input`.
@@ -16,8 +20,12 @@ difflab's `ClassEmbedding`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
+
+from difflab.diffusion.conditioning import TextCond
 
 __all__ = ["DiffusersUNet", "SDUNet"]
 
@@ -29,14 +37,23 @@ class SDUNet(nn.Module):
         super().__init__()
         self.unet = unet
         self.context_dim = int(unet.config.cross_attention_dim)
+        self.text_time = getattr(unet.config, "addition_embed_type", None) == "text_time"  # SDXL
 
-    def forward(self, x: Tensor, c_noise: Tensor, cond: Tensor | None = None) -> Tensor:
-        """(B, C, h, w), (B,), (B, L, D) -> (B, C, h, w) in the UNet's dtype."""
+    def forward(self, x: Tensor, c_noise: Tensor, cond: Tensor | TextCond | None = None) -> Tensor:
+        """(B, C, h, w), (B,), context (B, L, D) or a `TextCond` -> (B, C, h, w) in the UNet's dtype."""
         if cond is None:
             raise ValueError("the Stable Diffusion UNet needs a text context (cond [B, L, D]); the empty prompt "
                              "is the unconditional one")
         dtype = self.unet.dtype
-        return self.unet(x.to(dtype), c_noise, encoder_hidden_states=cond.to(dtype), return_dict=False)[0]
+        context = cond.context if isinstance(cond, TextCond) else cond
+        added: dict[str, Any] | None = None
+        if self.text_time:
+            if not isinstance(cond, TextCond) or cond.pooled is None or cond.time_ids is None:
+                raise ValueError("an SDXL UNet needs the pooled text embedding and the size ids (a TextCond from "
+                                 "difflab.nets.text.SDXLTextEncoder)")
+            added = {"text_embeds": cond.pooled.to(dtype), "time_ids": cond.time_ids.to(dtype)}
+        return self.unet(x.to(dtype), c_noise, encoder_hidden_states=context.to(dtype), added_cond_kwargs=added,
+                         return_dict=False)[0]
 
 
 class DiffusersUNet(nn.Module):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from difflab.diffusion.conditioning import StepConditions, on_grid
 from difflab.diffusion.schedules import Scheduler
 from difflab.diffusion.thresholding import threshold
 from difflab.errors import ConfigError
@@ -233,7 +234,7 @@ def generate(
     seed: int = 0,
     batch_size: int | None = None,
     device: torch.device | str = "cpu",
-    cond: Tensor | None = None,
+    cond: Any = None,
     callback: StepCallback | None = None,
     first_index: int = 0,
     edit: Edit | None = None,
@@ -250,9 +251,15 @@ def generate(
     sampler first (`grids.py`), cached in `grid_cache`; with `grid_distance=inception` its error is measured in the
     features `embed` gives (`difflab.metrics.inception.grid_embed`).
     `progress` counts the images (a share of the batch after every sampler step) and shows the NFE.
+    A `cond` (or a guided denoiser's negative condition) that changes with the step (prompt editing, `[a|b]`) is bound
+    here to the grid the sampler runs: fractions of the run count its steps, img2img's included.
     """
     device = torch.device(device)
     sched = spec.scheduler_for(scheduler)
+    if sched.grid == "optimized" and any(isinstance(c, StepConditions) for c in (cond, getattr(denoise_fn, "null", None))):
+        raise ConfigError.bad_value("sampler.grid", "optimized fits the grid to a path of fixed conditions, and the "
+                                    "prompt changes with the step ([from:to:when] or [a|b])",
+                                    "Use another grid (karras, logsnr, ...) or a prompt without editing.")
     if sched.grid == "optimized":  # fitted to the denoiser as it samples: with this spec's x0 clipping
         if spec.grid_distance != "pixel" and embed is None:
             raise ValueError(f"grid_distance={spec.grid_distance} needs the features it measures in: pass `embed` "
@@ -269,6 +276,7 @@ def generate(
         full = spec.sigmas(scheduler)
     sigmas = full if edit is None else edit.grid(full)
     batch_size = batch_size or n
+    denoise_fn = on_grid(denoise_fn, sigmas)  # e.g. a negative prompt with [from:to:when]
     counter = CountingDenoiser(denoise_fn, spec.clip_denoised, spec.dynamic_percentile)
     out = []
     for start in range(0, n, batch_size):
@@ -277,7 +285,7 @@ def generate(
         part = edit.rows(start, b, device) if edit is not None else None
         x_T = _start(part, gen, (b, *shape), float(sigmas[0]), scheduler.prior_std(float(sigmas[0])))
         fn = counter if part is None or part.mask is None else _masked(counter, part.init.float(), part.mask.float())
-        c = None if cond is None else cond[start : start + b].to(device)
+        c = None if cond is None else on_grid(cond[start : start + b].to(device), sigmas)
         step = callback if progress is None else _progress_callback(progress, callback, counter, b, len(sigmas) - 1)
         x0 = spec.fn(fn, x_T, sigmas, cond=c, generator=gen, callback=step, **spec.knobs)
         if progress is not None:

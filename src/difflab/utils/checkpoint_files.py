@@ -1,10 +1,12 @@
 """Checkpoint files as data: atomic writes, loading with `weights_only=True`, clear errors for broken files.
 
-Every checkpoint and every `torch.save` of run state goes through `atomic_save`: the bytes go to a temp
-file beside the target (`.<name>.<random>.tmp`), are fsynced, then `os.replace`d onto the target, so a
-kill at any moment leaves either the previous complete file or the new complete one, never a partial
-file under the real name. `AtomicCheckpointIO` does the same for every checkpoint the Trainer writes
-(ModelCheckpoint, SLURM's `hpc_ckpt_<n>.ckpt`, `trainer.save_checkpoint`) and loads `ckpt_path` as data.
+Every checkpoint and every `torch.save` of run state goes through `atomic_save`, which is the one output
+writer (`difflab.utils.files.write_output`) around `torch.save`: the bytes go to a temp file beside the target
+(`.<name>.<random>.tmp`), are fsynced, then `os.replace`d onto the target, so a kill at any moment leaves
+either the previous complete file or the new complete one, never a partial file under the real name; a full
+disk is one message naming the file, and no temp file stays. `AtomicCheckpointIO` does the same for every
+checkpoint the Trainer writes (ModelCheckpoint, SLURM's `hpc_ckpt_<n>.ckpt`, `trainer.save_checkpoint`) and
+loads `ckpt_path` as data.
 
 `load_checkpoint_file` refuses pickled code (a crafted file's payload never runs: `weights_only=True`
 unpickles only tensors and plain containers) and names the file when it is empty, truncated or not a
@@ -13,9 +15,7 @@ checkpoint at all.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,11 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from difflab.errors import CorruptFileError, IncompatibleCheckpointError
+from difflab.errors import CorruptFileError, IncompatibleCheckpointError, UnwritableOutputError
+from difflab.utils.files import TEMP_SUFFIX, temp_name_pattern, write_output
 
-TEMP_SUFFIX = ".tmp"
-
-
-def temp_name_pattern(name: str = "*") -> str:
-    """The glob of `atomic_save`'s temp files for a target file name (all targets with '*')."""
-    return f".{name}.*{TEMP_SUFFIX}"
+__all__ = ["TEMP_SUFFIX", "AtomicCheckpointIO", "atomic_save", "clean_temp_files", "load_checkpoint_file",
+           "temp_name_pattern"]
 
 
 def _serialize(obj: Any, file: Any) -> None:
@@ -38,35 +35,10 @@ def _serialize(obj: Any, file: Any) -> None:
     torch.save(obj, file)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # e.g. platforms without directory file descriptors
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """torch.save `obj` to `path` atomically: temp file in the same folder, fsync, os.replace, fsync the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            _serialize(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+def atomic_save(obj: Any, path: str | Path, key: str | None = None) -> Path:
+    """torch.save `obj` to `path` atomically through the one output writer (a device or a symbolic link at `path`
+    is refused; a full disk is an UnwritableOutputError naming the file and `key`)."""
+    return write_output(path, lambda file: _serialize(obj, file), key=key, overwrite=True)
 
 
 def clean_temp_files(folder: str | Path) -> list[Path]:
@@ -124,7 +96,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """Write `checkpoint` to `path` atomically."""
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        atomic_save(checkpoint, path)
+        try:
+            atomic_save(checkpoint, path)
+        except UnwritableOutputError as err:  # e.g. a full disk: the earlier checkpoint is whole (atomic writes)
+            kept = (f" The earlier {Path(path).name} is whole: once it can be written, resume with ckpt_path={path}."
+                    if Path(path).is_file() else "")
+            raise UnwritableOutputError(f"{err}{kept}") from None
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         """Load `path` (the `ckpt_path` of a resume) as data."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,14 @@ from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from difflab.errors import MissingFileError
+from difflab.errors import ConfigError, MissingFileError
 from difflab.utils.run_folders import run_stamp
+from difflab.utils.tables import value_columns
 
 
 def auto_precision() -> str:
@@ -51,6 +56,20 @@ def length(value: Any) -> int | None:
     return None if value is None else len(value)
 
 
+def csv_width(csv: Any, columns: Any, path_column: Any) -> int:
+    """`${csv_width:${data.csv},${data.columns},${data.path_column}}`: the number of value columns of a CSV data
+    set: those of `data.columns`, or with null the numeric columns of the file's header (`utils.tables`), so
+    that `model=cond_vector data=csv` needs no `data.cond_dim`; a missing file is named here, first."""
+    if columns:
+        return len(columns)
+    found = value_columns(str(csv), None if path_column is None else str(path_column))
+    if not found:
+        raise ConfigError.bad_value("data.columns", f"null, and {csv} has no column of numbers besides "
+                                    f"'{path_column}'", "Add value columns to the file, or name them: "
+                                    "data.columns=[x1,x2].")
+    return len(found)
+
+
 def config_choices() -> dict[str, str]:
     """The config-group choices of the running Hydra app (model=ddpm, sampler=ddim, ...); {} outside Hydra."""
     if not HydraConfig.initialized():
@@ -76,6 +95,25 @@ def sweeper_direction() -> str | None:
     if sweep_name() is None:
         return None
     return str(HydraConfig.get().sweeper.get("direction", "minimize"))
+
+
+def as_text_override(key: str, value: str, multirun: bool = False) -> str:
+    """`key=value` such that Hydra reads `value` as exactly that text: unchanged when it already does (or reads
+    null, a number, an interpolation, a value the user quoted; in a multirun also a sweep), else single-quoted for Hydra's grammar
+    (quotes escaped, backslashes before a quote or at the end doubled). Prompts such as `(worst quality:1.4), bad`
+    or `[dog:cat:0.5]` need no quotes on the command line."""
+    arg = f"{key}={value}"
+    try:
+        parsed = OverridesParser.create().parse_override(arg).value()
+    except HydraException:  # Hydra's grammar refuses it: text with brackets, colons, ...
+        parsed = ...
+    quoted = value[:1] in ("'", '"') and parsed is not ...
+    if quoted or parsed is None or parsed == value or isinstance(parsed, (int, float, bool)) or (
+            multirun and isinstance(parsed, ChoiceSweep)):
+        return arg
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)  # \' -> \\\' (a backslash, a quote)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)  # a trailing backslash must not escape the quote
+    return f"{key}='{escaped}'"
 
 
 def instantiate_group(group: Any) -> list[Any]:
@@ -131,6 +169,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("choice", config_choice, replace=True)
     OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
     OmegaConf.register_new_resolver("len", length, replace=True)
+    OmegaConf.register_new_resolver("csv_width", csv_width, replace=True)
     OmegaConf.register_new_resolver("feature_size", feature_size, replace=True)
     # cached: resolved once per config (and Hydra copies the cache into each job of a sweep)
     OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True, use_cache=True)

@@ -8,9 +8,12 @@ module,
 
 which composes `<conf_dir()>/sample.yaml` and runs `run(cfg)` under `user_errors()` and `run_script`; a
 `python -m difflab...` tool calls `run_script(main)` around its argparse `main`. A `UserError` (or an exception
-raised from one) prints its message without a traceback and exits with 2; a config that Hydra cannot compose
-(unknown override, unknown option of a group) keeps Hydra's message and also exits with 2; any other exception is
-a bug and keeps its traceback. `HYDRA_FULL_ERROR=1` shows the traceback of user errors too.
+raised from one) prints its message without a traceback and exits with 2. So does every error of the command line
+or the config that Hydra meets (an override that does not parse, a key that does not exist, an unknown option of a
+group, a run folder that cannot be created, a key the built class does not take): one paragraph with the fix
+(`+key=`, quoting, the options; `difflab.utils.hydra_errors`) instead of Hydra's report. Ctrl-C outside training
+exits with 130 and one line. Any other exception is a bug and keeps its traceback. `HYDRA_FULL_ERROR=1` shows the
+traceback of user errors too.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import hydra
+import hydra._internal.utils as hydra_internal
 
 from difflab.errors import user_message
 from difflab.utils.config import conf_dir
+from difflab.utils.hydra_errors import command_line_message, config_message
 
 USER_ERROR_STATUS = 2
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 _task_started = False  # set when a Hydra task starts: a Hydra exit before it is a composition error
 _resume_hint: str | None = None  # what a task that keeps its work says when it is interrupted (`on_interrupt`)
 
@@ -80,10 +86,36 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        message = user_message(exc)
+        message = user_message(exc) or config_message(exc)
         if message is None or full_error():
             raise
         exit_with(message)
+
+
+@contextmanager
+def _command_line_errors() -> Iterator[None]:
+    """While Hydra runs the app: an error it meets before the task starts (see `command_line_message`) ends the
+    process with one paragraph and status 2 instead of Hydra's report; anything else goes to Hydra's own handler."""
+    hydra_report = hydra_internal.run_and_report
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        try:
+            return func()
+        except Exception as exc:
+            message = None if _task_started or full_error() else command_line_message(exc)
+            if message is None:
+                return hydra_report(lambda exc=exc: _reraise(exc))
+            exit_with(message)
+
+    hydra_internal.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_internal.run_and_report = hydra_report
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    raise exc
 
 
 def run_script(main: Callable[[], Any], rewrite_argv: Callable[[list[str]], list[str]] | None = None) -> None:
@@ -94,9 +126,10 @@ def run_script(main: Callable[[], Any], rewrite_argv: Callable[[list[str]], list
     try:
         if rewrite_argv is not None:
             sys.argv = rewrite_argv(sys.argv)
-        main()
+        with _command_line_errors():
+            main()
     except KeyboardInterrupt:
-        exit_interrupted("Ctrl-C", 128 + signal.SIGINT)
+        exit_interrupted("Ctrl-C", INTERRUPTED_STATUS)
     except Interrupted as exc:
         exit_interrupted(str(exc), 128 + exc.signum)
     except SystemExit as exc:

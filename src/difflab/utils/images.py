@@ -1,10 +1,8 @@
-"""Images to files and back: [-1, 1] tensors as uint8 grids and PNG files (written atomically)."""
+"""Images to files and back: [-1, 1] tensors as uint8 grids and PNG files (through the one output writer)."""
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
+
+from difflab.utils.files import write_output
 
 
 def to_uint8_grid(images: Tensor, nrow: int | None = None) -> Tensor:
@@ -21,28 +21,20 @@ def to_uint8_grid(images: Tensor, nrow: int | None = None) -> Tensor:
     return (grid * 255).round().to(torch.uint8)
 
 
-def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Write [-1, 1] images as one PNG grid; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_grid(images: Tensor, path: str | Path, nrow: int | None = None, key: str | None = None) -> Path:
+    """Write [-1, 1] images as one PNG grid through the one output writer (`utils.files`: atomic, a full disk
+    named with `key`; an earlier grid of the same name is replaced); returns the path."""
     nrow = nrow or max(1, int(math.ceil(math.sqrt(images.shape[0]))))
-    save_image((images.float().clamp(-1, 1) + 1) / 2, path, nrow=nrow, padding=2, pad_value=1.0)
-    return path
+    pixels = (images.float().clamp(-1, 1) + 1) / 2
+    return write_output(path, lambda file: save_image(pixels, file, format="png", nrow=nrow, padding=2, pad_value=1.0),
+                        key=key, overwrite=True)
 
 
-def write_png(image: Tensor, path: str | Path) -> Path:
-    """One [-1, 1] image [C, H, W] as an 8-bit PNG, written to a temp file beside `path` and renamed onto it, so a
-    kill never leaves a partial image under the real name."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_image((image.float().clamp(-1, 1) + 1) / 2, tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def write_png(image: Tensor, path: str | Path, key: str | None = None) -> Path:
+    """One [-1, 1] image [C, H, W] as an 8-bit PNG through the one output writer (atomic: a kill never leaves a
+    partial image under the real name; a full disk named with `key`)."""
+    pixels = (image.float().clamp(-1, 1) + 1) / 2
+    return write_output(path, lambda file: save_image(pixels, file, format="png"), key=key, overwrite=True)
 
 
 def png_levels(images: Tensor) -> Tensor:

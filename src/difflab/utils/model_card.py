@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from difflab.utils.files import write_text
+
 CONFIG_SECTIONS = ("model", "scheduler", "data", "trainer", "seed", "choices")
 
 
@@ -68,5 +70,5 @@ def write_card(out: Path, *, run_config: dict[str, Any], meta: dict[str, Any], p
                   f"{meta['card']['seed']}, sampler `{json.dumps(meta['card']['sampler'])}`.", ""]
     lines += ["## Training config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).strip(), "```", ""]
     path = out / "README.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines), overwrite=True)
     return path

@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from difflab.errors import UnwritableOutputError
+from difflab.utils.files import create_folder, unwritable
 
 # What Hydra itself writes into a run folder before the task starts (not a sign of an earlier run).
 HYDRA_OWN = (".hydra",)
@@ -65,14 +66,15 @@ def check_run_folder(run_dir: str | Path, ckpt_path: str | None = None) -> None:
         "hydra.run.dir and paths.run_dir unset (every run gets its own folder) or name an empty folder.")
 
 
-def make_unique_folder(cfg: DictConfig, key: str) -> Path:
+def make_unique_folder(cfg: DictConfig, key: str, user_key: str = "paths.runs_dir") -> Path:
     """Create the folder that `cfg.<key>` resolves to with an exclusive mkdir; when the name exists already (and
-    it comes from `${run_stamp:}`), draw a new stamp and try again. Returns the folder."""
+    it comes from `${run_stamp:}`), draw a new stamp and try again. Returns the folder. A folder that cannot be
+    created is an UnwritableOutputError naming it and `user_key` (the key a user sets: `paths.runs_dir`)."""
     parent, leaf = key.rsplit(".", 1)
     stamped = "${run_stamp:" in str(OmegaConf.to_container(OmegaConf.select(cfg, parent), resolve=False)[leaf])
     for _ in range(STAMP_ATTEMPTS):
         folder = Path(str(OmegaConf.select(cfg, key)))
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        create_folder(folder.parent, user_key)
         try:
             folder.mkdir()
             return folder
@@ -80,5 +82,7 @@ def make_unique_folder(cfg: DictConfig, key: str) -> Path:
             if not stamped:
                 return folder
             OmegaConf.clear_cache(cfg)  # the cached stamp (Hydra copies the cache into every job's config)
+        except OSError as err:
+            raise unwritable(err, folder, user_key, "create the folder") from None
     raise UnwritableOutputError(f"Could not create a new run folder next to '{folder}' (config key `{key}`) after "
                                 f"{STAMP_ATTEMPTS} attempts; check that its parent folder is writable.")

@@ -41,6 +41,8 @@ STORED_FUNCTIONS = frozenset({
     "difflab.nets.text.CLIPTextEncoder.from_pretrained",  # transformers CLIP, local_files_only
     "difflab.lit.stable_diffusion.load_stable_diffusion",  # model=sd: a diffusers folder, local files only
     "difflab.lit.pipelines.load_diffusers_pipeline",     # model=diffusers: a diffusers folder, local files only
+    "difflab.lit.lora.lora_model",                       # model=lora: its base through load_stable_diffusion or
+                                                         # load_module (checked here again), then peft adapters
 })
 # outside difflab: pure constructors only (they read no file and import nothing by name)
 EXTERNAL_CONSTRUCTORS = frozenset({

@@ -13,6 +13,7 @@ from PIL import Image
 from difflab.data import CondStats, CorruptDataError, CorruptImageError, CSVDataModule, DataNotFoundError, ShapesDataModule
 from difflab.data.shapes import ATTRIBUTES, RANGES, draw_shapes, measure_shapes, random_shapes
 from difflab.data.vectors import condition_rows
+from difflab.errors import CorruptFileError
 from fakes import fake_csv
 
 ROI = [10, 5, 10, 20]  # top, left, height, width: exactly the filled block of fake_csv's images
@@ -81,6 +82,35 @@ def test_csv_bad_inputs_name_the_row_or_file(tmp_path: Path) -> None:
     flat = make([f"img{i}.png,{i},7" for i in range(6)], normalize=False)
     flat.setup()  # without z-scoring a constant column is only reported
     assert flat.cond_stats.std[1] == 1.0
+
+
+def test_csv_columns_null_are_the_numeric_columns_of_the_header_said_in_the_log(tmp_path: Path, caplog) -> None:
+    table = fake_csv(tmp_path / "d", n=6, columns=2)
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join([lines[0] + ",note"] + [f"{line},n{i}" for i, line in enumerate(lines[1:])]) + "\n")
+    dm = CSVDataModule(str(table), resolution=8, val_fraction=0.34)
+    with caplog.at_level("INFO", logger="difflab.data.csv_table"):
+        dm.setup()
+    assert dm.columns == ["x1", "x2"] and dm.cond_dim == 2 and dm.cond_stats.columns == ["x1", "x2"]
+    assert "data.columns=null, so the value columns are the numeric columns of its header: ['x1', 'x2'] (left out, " \
+           "not numbers in the first row: ['note'])" in caplog.text
+    with pytest.raises(ValueError, match=r"`data.cond_dim`: 5, but .* has 2 value columns"):
+        CSVDataModule(str(table), resolution=8, val_fraction=0.34, cond_dim=5).setup()
+
+
+@pytest.mark.parametrize("row,words", [
+    ("img2.png,2,4,9", r"row 4 holds 4 values for the 3 columns"),
+    ("img2.png,1e39,4", r"row 4: column 'x1' holds 1e39, beyond the largest float32 value \(3\.403e\+38\)"),
+])
+def test_csv_rows_of_the_wrong_length_or_beyond_float32_are_errors(tmp_path: Path, row: str, words: str) -> None:
+    table = fake_csv(tmp_path / "d", n=6, columns=2)
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join(lines[:3] + [row] + lines[4:]) + "\n")
+    with pytest.raises(CorruptFileError, match=words):
+        CSVDataModule(str(table), resolution=8, val_fraction=0.34).setup()
+    table.write_text("filepath,x1,x1\n" + "\n".join(lines[1:]) + "\n")
+    with pytest.raises(CorruptFileError, match=r"names the column\(s\) \['x1'\] more than once \(config key `data.csv`\)"):
+        CSVDataModule(str(table), resolution=8, val_fraction=0.34).setup()
 
 
 def test_shapes_are_seeded_and_measured_exactly_up_to_the_pixel_grid() -> None:

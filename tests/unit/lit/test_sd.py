@@ -163,7 +163,7 @@ def test_evaluate_model_sd_prompts_reports_clip_score_and_fid_against_a_referenc
     from difflab.cli import evaluate
     from difflab.evaluation import Networks
     from fakes import fake_images, tiny_extractor, tiny_lpips
-    from test_metrics import _tiny_clip
+    from fakes import tiny_clip as _tiny_clip
 
     folder, _, _ = sd
     (tmp_path / "prompts.txt").write_text(f"{PROMPT}\n\n(a red fish:1.3)\n")

@@ -14,7 +14,7 @@ from difflab.evaluation import MetricSuite, MetricsConfig
 from difflab.metrics import FeatureStore, MetricWeightsError, ReferenceStats, fidelity_scores, reference_cache_path, resolve_weights, to_uint8_rgb
 from difflab.utils.cluster import shard
 from difflab.utils.weights import INCEPTION
-from fakes import CLIP_TOKENIZER, TinyExtractor, tiny_networks
+from fakes import TinyExtractor, tiny_clip, tiny_networks
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 10, 129])
@@ -178,20 +178,7 @@ def test_lpips_pairs_follow_sample_indices_whatever_the_batching() -> None:
 
 
 
-def _tiny_clip():  # noqa: ANN202
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
-                     "vocab_size": 49408, "max_position_embeddings": 77},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
-                       "image_size": 32, "patch_size": 8},
-        projection_dim=16,
-    )
-    tokenizer = CLIPTokenizer(str(CLIP_TOKENIZER / "vocab.json"), str(CLIP_TOKENIZER / "merges.txt"))
-    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    return CLIPModel(config).eval(), CLIPProcessor(image_processor=images, tokenizer=tokenizer)
+_tiny_clip = tiny_clip  # the shared tiny CLIP (tests/fakes.py)
 
 
 def test_clip_score_of_a_tiny_random_clip_equals_the_cosine_formula(tmp_path: Path) -> None:

@@ -36,13 +36,13 @@ def test_weighting_scales_token_states_and_restores_the_mean() -> None:
     tokenizer, model = tiny_clip_text()
     encoder = CLIPTextEncoder(tokenizer, model)
     plain = "a photo of a cat, high quality"
-    ids, weights = encoder.tokenize(plain)
+    (ids, weights), = encoder.chunks(plain)
     assert ids == tokenizer(plain, padding="max_length", max_length=77, truncation=True).input_ids  # SD's tokenization
     assert weights == [1.0] * 77
     z_plain = encoder([plain])
     torch.testing.assert_close(z_plain, model(torch.tensor([ids])).last_hidden_state)  # unweighted: the CLIP states
     weighted = "a photo of a (cat:1.5), [high quality]"
-    ids_w, weights_w = encoder.tokenize(weighted)
+    (ids_w, weights_w), = encoder.chunks(weighted)
     assert ids_w == ids  # brackets and weights are not tokens
     n_cat = len(tokenizer("cat", add_special_tokens=False).input_ids)
     n_hq = len(tokenizer("high quality", add_special_tokens=False).input_ids)
@@ -55,13 +55,59 @@ def test_weighting_scales_token_states_and_restores_the_mean() -> None:
     assert z[0].mean().item() == pytest.approx(z_plain.mean().item(), rel=1e-5)
 
 
-def test_long_prompts_are_truncated_like_the_tokenizer() -> None:
+def test_long_prompts_are_cut_into_75_token_chunks_encoded_apart_and_concatenated() -> None:
     from difflab.nets.text import CLIPTextEncoder
 
     tokenizer, model = tiny_clip_text()
-    prompt = " ".join(["mackerel"] * 120)
-    ids, _ = CLIPTextEncoder(tokenizer, model).tokenize(prompt)
-    assert ids == tokenizer(prompt, padding="max_length", max_length=77, truncation=True).input_ids
+    encoder = CLIPTextEncoder(tokenizer, model)
+    words = ["mackerel"] * 120
+    ids = tokenizer(" ".join(words), add_special_tokens=False).input_ids
+    chunks = encoder.chunks(" ".join(words))
+    assert len(chunks) == -(-len(ids) // 75) >= 2
+    for k, (chunk, weights) in enumerate(chunks):  # each chunk is framed as a prompt of its own
+        body = ids[75 * k : 75 * (k + 1)]
+        want = [tokenizer.bos_token_id, *body, tokenizer.eos_token_id] + [tokenizer.pad_token_id] * (75 - len(body))
+        assert chunk == want and weights == [1.0] * 77
+    z = encoder([" ".join(words)])
+    assert z.shape == (1, 77 * len(chunks), 32)
+    first = model(torch.tensor([chunks[0][0]])).last_hidden_state
+    last = model(torch.tensor([chunks[-1][0]])).last_hidden_state
+    torch.testing.assert_close(z[:, :77], first)
+    torch.testing.assert_close(z[:, -77:], last)
+    exactly = tokenizer.decode(ids[:75])  # 75 tokens are one chunk, 76 two
+    assert len(encoder.chunks(exactly)) == 1
+
+
+def test_break_ends_a_chunk_and_a_full_chunk_ends_after_its_last_comma() -> None:
+    from difflab.nets.text import CLIPTextEncoder
+
+    tokenizer, model = tiny_clip_text()
+    encoder = CLIPTextEncoder(tokenizer, model)
+    tokens = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+    first, second = encoder.chunks("a red fish BREAK a blue bird")
+    assert first[0][1 : 1 + len(tokens("a red fish"))] == tokens("a red fish")
+    assert second[0][1 : 1 + len(tokens("a blue bird"))] == tokens("a blue bird")
+    assert encoder(["a red fish BREAK a blue bird"]).shape == (1, 154, 32)
+    filler = " ".join(["fish"] * (70 // len(tokens("fish"))))  # under 75 tokens, a comma, then words that overflow
+    birds = " ".join(["bird"] * (20 // len(tokens("bird"))))
+    head, tail = encoder.chunks(f"{filler}, {birds}")
+    cut = head[0].index(tokenizer.eos_token_id)
+    assert cut < 76 and head[0][cut - 1] == tokens(",")[0]  # the chunk ends at the comma, padded
+    assert tail[0][1 : 1 + len(tokens(birds))] == tokens(birds)
+
+
+def test_prompts_of_different_lengths_keep_their_own_contexts() -> None:
+    from difflab.diffusion.conditioning import TextCond
+    from difflab.nets.text import CLIPTextEncoder
+
+    tokenizer, model = tiny_clip_text()
+    encoder = CLIPTextEncoder(tokenizer, model)
+    long = " ".join(["mackerel"] * 90)
+    both = encoder(["a cat", long])
+    assert isinstance(both, TextCond) and both.lengths.tolist() == [77, both.context.shape[1]]
+    torch.testing.assert_close(both.context[0, :77], encoder(["a cat"])[0])
+    assert both.context[0, 77:].abs().max() == 0  # padding no network sees (conditioning.run_by_length)
+    torch.testing.assert_close(both.context[1], encoder([long])[0])
 
 
 def test_unet_cross_attention_is_off_by_default_and_uses_the_context() -> None:
@@ -165,7 +211,7 @@ def test_prepare_captions_filters_by_clip_similarity_and_reports_every_drop(tmp_
     from difflab.data.image_text import ImageTextDataModule
     from difflab.cli.prepare_captions import clip_similarity, main
     from fakes import fake_captioned_images
-    from test_metrics import _tiny_clip
+    from fakes import tiny_clip as _tiny_clip
 
     model, processor = _tiny_clip()
     processor.tokenizer.model_max_length = 77
@@ -196,3 +242,20 @@ def test_prepare_captions_filters_by_clip_similarity_and_reports_every_drop(tmp_
     dm = ImageTextDataModule(str(tmp_path / "clean" / "index.jsonl"), resolution=8, batch_size=1, val_fraction=0.25)
     dm.setup()  # the clean index is a data=image_text source
     assert len(dm.split_dataset("train")) + len(dm.split_dataset("val")) == len(want)
+
+
+def test_prompt_editing_defers_encoding_to_the_grid_and_plain_text_turns_the_language_off() -> None:
+    from difflab.nets.text import CLIPTextEncoder, PromptSchedule
+
+    tokenizer, model = tiny_clip_text()
+    encoder = CLIPTextEncoder(tokenizer, model)
+    scheduled = encoder(["a [red|blue] fish", "a cat"])
+    assert isinstance(scheduled, PromptSchedule) and len(scheduled) == 2
+    bound = scheduled.on_grid(torch.tensor([3.0, 2.0, 1.0, 0.0], dtype=torch.float64))  # 3 steps
+    assert bound.index.tolist() == [[0, 1, 0], [2, 2, 2]]
+    torch.testing.assert_close(bound.table, encoder(["a red fish", "a blue fish", "a cat"]))
+    plain = CLIPTextEncoder(tokenizer, model, weighting=False)
+    (ids, _), = plain.chunks("a [red|blue] (fish:1.2)")
+    assert ids[1 : 1 + len(tokenizer("a [red|blue] (fish:1.2)", add_special_tokens=False).input_ids)] == \
+        tokenizer("a [red|blue] (fish:1.2)", add_special_tokens=False).input_ids
+    assert isinstance(plain(["a [red|blue] fish"]), torch.Tensor)
