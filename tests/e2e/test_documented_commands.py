@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import zipfile
 from pathlib import Path
@@ -34,10 +35,17 @@ from doc_commands import (
     Session,
     Skip,
     documented_commands,
+    fields,
     python_blocks,
     split_command,
 )
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from PIL import Image
+
+import difflab
+from difflab.api import checks
+from difflab.api.config import rewrite_argv
 
 ASSETS = REPO.parent / "shared" / "assets"
 INCEPTION = ASSETS / "inception" / "inception_fid_trunk.pth"
@@ -51,25 +59,32 @@ STAGE1 = ("model.autoencoder.stage1_steps=1", "model.autoencoder.stage1.net.base
           "model.autoencoder.stage1.net.channel_mult=[1,2]", "model.autoencoder.stage1.net.num_res_blocks=1",
           "model.autoencoder.stage1.net.attention_resolutions=[]",
           "model.autoencoder.stage1.discriminator.base_channels=8", "model.autoencoder.stage1.discriminator.num_layers=1",
-          "model.scale_factor_images=8")
+          "model.scale_factor_images=8", "model.autoencoder.downsample_factor=2")
 VAE = ("model.net.base_channels=8", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1",
        "model.net.attention_resolutions=[]", "model.discriminator.base_channels=8", "model.discriminator.num_layers=1")
 COMPARE = (*STEP, *NO_WEIGHTS, "logger=csv", "metrics.n_samples=8", "metrics.batch_size=8", "model.net.base_channels=8",
            "model.net.channel_mult=[1,2]", "model.net.num_heads=1", "compare.latent_scale_images=16",
            "compare.stage1_channels=8")
+DDPM = (*TRAIN, "+model.net.norm_groups=8", "logger=csv")  # exportable: groups of 8 divide every channel count
 CKPT = "runs/train/*/checkpoints/last.ckpt"
-MULTIRUN = "runs/train/multirun/*/{}/checkpoints/last.ckpt"
 SAMPLES, METRICS = "runs/sample/*/samples.json", "runs/evaluate/*/metrics.json"
 RUN_DIR = {"files": {"runs/train/ddpm": "ddpm"}, "subs": {"<run>": "ddpm"}}  # runs/train/<run>: the tiny DDPM's folder
 
 SLURM = "needs a SLURM cluster (submitit); tests/e2e/test_slurm.py runs this route on a local one-node cluster"
 SBATCH = "needs a SLURM cluster; tests/e2e/test_slurm.py submits slurm/train.sbatch to a local one-node cluster"
+TINY_SAME = "at this test's size it is `{}` (run)"
+MULTIRUN_SAME = ("{} training runs (half a minute at this test's size); the multirun route runs in "
+                 "`python train.py -m experiment=compare_variants variant=ddpm,flow` and README's evaluate.py sweep")
 STUDIO = "starts a web server; tests/e2e/test_studio_browser.py starts it and drives the page in a browser"
 WORKFLOW = "docs/conditioned_workflow.md"
 
 
 def train(*extra: str, expect: str = CKPT, **kw) -> Run:
     return Run((expect,), (*TRAIN, *extra), **kw)
+
+
+def lora(*extra: str, **kw) -> Run:
+    return Run(("runs/train/*/lora.safetensors",), (*LORA, *extra), **kw)
 
 
 def sample(ckpt: str | None, *extra: str, n: bool = True, **kw) -> Run:
@@ -80,10 +95,6 @@ def sample(ckpt: str | None, *extra: str, n: bool = True, **kw) -> Run:
 def evaluate(ckpt: str | None, *extra: str, expect: tuple[str, ...] = (METRICS,), **kw) -> Run:
     subs = {"ckpt=...": f"ckpt={{{ckpt}}}/checkpoints/last.ckpt"} if ckpt else {}
     return Run(expect, ("n_samples=4", *NO_WEIGHTS, *extra), {**subs, **kw.pop("subs", {})}, **kw)
-
-
-def sweep(jobs: int, *extra: str) -> Run:
-    return Run((MULTIRUN.format(jobs - 1),), (*TRAIN, *extra))
 
 
 def evaluate_sweep(ckpt: str, jobs: int) -> Run:
@@ -133,13 +144,16 @@ W = {  # docs/conditioned_workflow.md, in its order
 EXPORT = "python export.py ckpt=runs/train/<run>/checkpoints/last.ckpt format=diffusers out=exported/digits-ddpm"
 VAE_TRAIN = "python train.py model=vae data=ffhq"
 LDM_TRAIN = "python train.py model=ldm data=ffhq model.autoencoder.ckpt=runs/train/<vae run>/checkpoints/last.ckpt"
+LORA_SD = ("python train.py model=lora base=<SD / SDXL folder> data=image_text data.root=<image-caption pairs> "
+           "data.resolution=512")
+LORA = (*STEP, "data.batch_size=2", "model.rank=2", "sampler.steps=2", "callbacks.sample_grid.n=2")
 LDM_TEXT_TRAIN = "python train.py model=ldm_text data=image_text data.root=clean.jsonl"
 
 COMMANDS: dict[str, Run | Skip] = {
     # README.md
     "python train.py": train(),
     "WANDB_MODE=offline python -m pytest -q": Skip("the whole test suite, this test among them (CI runs it)"),
-    "python train.py debug=fast": train(),
+    "python train.py debug=fast": Skip(TINY_SAME.format("python train.py")),
     "python train.py hparams_search=optuna experiment=digits_ddim_quick metrics=none": optuna(),
     "python train.py model=ddim logger=csv": train(),
     "python train.py model=cond": train(),
@@ -158,9 +172,13 @@ COMMANDS: dict[str, Run | Skip] = {
         "tests/e2e/test_compare_variants.py runs this sweep at this size and checks its seven rows; the variants "
         "below run here"),
     "python train.py hydra.run.dir=runs/train/<run> ckpt_path=runs/train/<run>/checkpoints/last.ckpt":
-        Run(("runs/train/ddpm/checkpoints/last.ckpt",), ("trainer.max_steps=2",), {"<run>": "ddpm"},
+        Run(("runs/train/ddpm/checkpoints/last.ckpt",), (*DDPM, "trainer.max_steps=2"), {"<run>": "ddpm"},
             {"runs/train/ddpm": "copy:ddpm"}, check=resumed_to_step_2),
     "python train.py trainer=ddp trainer.devices=4": train(needs="4 GPUs"),
+    'python sample.py model=sd pipeline.path=<SD or SDXL folder> "prompt=(masterpiece:1.2), a [dog:cat:0.5]"':
+        sample(None, "steps=2", subs={"<SD or SDXL folder>": "{sd}"}),
+    "python train.py model=lora base=<SD folder> data=image_text data.root=<pairs>":
+        lora("data.resolution=16", subs={"<SD folder>": "{sd}", "<pairs>": "{captions}/images"}),
     "python export.py ckpt=... out=<folder>": Run(("exported/ddpm/model_index.json",), ("card.n=4",),
                                                   {"ckpt=...": "ckpt={ddpm}/checkpoints/last.ckpt",
                                                    "<folder>": "exported/ddpm"}),
@@ -194,7 +212,7 @@ COMMANDS: dict[str, Run | Skip] = {
     "data.columns=[x1,x2,x3,x4,x5,x6,x7,x8]": train(files={"table.csv": "thinfilm/table.csv",
                                                            "images": "thinfilm/images"}),
     "python sample.py ckpt=... cond='{x1: 0.3, x2: 1.2, ...}' n=16":
-        sample("film_vector", subs={", ...}": ", x3: 0.9, x4: 0.25}"}),
+        sample("film_vector", subs={", ...}": ", x3: 0.9, x4: 0.25}}"}),
     "python sample.py ckpt=... cond_csv=conds.csv": sample("film_vector", n=False, files={"conds.csv": "film_conds"}),
     "python evaluate.py ckpt=... metrics=fast": evaluate("film_vector", "metrics.cond_mae=true",
                                                          "metrics.regressor={film_regressor}/checkpoints/last.ckpt"),
@@ -207,10 +225,11 @@ COMMANDS: dict[str, Run | Skip] = {
     "python train.py model=diffusers pipeline.path=<folder> data=<its data> trainer.max_steps=2000":
         Run((CKPT,), (*STEP, *NO_WEIGHTS), {"<folder>": "{pipeline}", "<its data>": "digits"}),
     # docs/hparams-search.md
-    "python train.py hparams_search=optuna": optuna(),
+    "python train.py hparams_search=optuna": Skip(
+        "20 trials of the default recipe; at this test's size it is README's digits_ddim_quick search (run)"),
     "python train.py hparams_search=optuna experiment=digits_ddim_quick metrics=none logger=csv "
     "hydra.sweeper.n_trials=8": optuna(),
-    "python train.py hparams_search=optuna 'hydra.sweeper.params.model.optimizer.lr=tag(log, interval(3e-4, 3e-3))'":
+    "python train.py hparams_search=optuna 'model.optimizer.lr=tag(log, interval(3e-4, 3e-3))'":
         optuna(),
     "python train.py hparams_search=optuna metrics=default optimized_metric=val/fid":
         optuna("metrics.fid=true", "metrics.n_samples=4", "metrics.batch_size=4", "metrics.reference.n=8",
@@ -218,14 +237,14 @@ COMMANDS: dict[str, Run | Skip] = {
     "python train.py logger=tensorboard": train(expect="runs/train/*/tensorboard/events.out.tfevents.*"),
     # docs/ldm.md (data/ffhq and data/celeba: a few fake images where the presets look)
     VAE_TRAIN: Run((CKPT,), (*STEP, *VAE, *NO_WEIGHTS), files={"data/ffhq": "ffhq"}),
-    LDM_TRAIN: train("model.scale_factor_images=8", files={"data/ffhq": "ffhq", "runs/train/vae": "vae"},
+    LDM_TRAIN: train("model.scale_factor_images=8", "model.autoencoder.downsample_factor=2", files={"data/ffhq": "ffhq", "runs/train/vae": "vae"},
                      subs={"<vae run>": "vae"}),
     "python train.py model=ldm data=ffhq": train(*STAGE1, files={"data/ffhq": "ffhq"}),
     "python train.py model=ldm data=ffhq model.autoencoder=pretrained model.autoencoder.path=/models/sd-vae-ft-mse":
         train("model.autoencoder.downsample_factor=2", "model.scale_factor_images=8", files={"data/ffhq": "ffhq"},
               subs={"/models/sd-vae-ft-mse": "{diffusers_vae}"}),
     "python train.py model=ldm data=ffhq model.autoencoder.ckpt=... data.cache_latents=true":
-        train("model.scale_factor_images=8", files={"data/ffhq": "ffhq"},
+        train("model.scale_factor_images=8", "model.autoencoder.downsample_factor=2", files={"data/ffhq": "ffhq"},
               subs={"model.autoencoder.ckpt=...": "model.autoencoder.ckpt={vae}/checkpoints/last.ckpt"}),
     "python train.py model=ldm data=celeba data.resolution=128 sampler=dpmpp_2m sampler.steps=20":
         train(*STAGE1, files={"data/celeba/img_align_celeba.zip": "celeba"}),
@@ -237,8 +256,9 @@ COMMANDS: dict[str, Run | Skip] = {
     # docs/scaling-out.md, docs/slurm.md
     "python train.py trainer=ddp trainer.accelerator=cpu trainer.devices=2": train(),
     "python train.py trainer.precision=16-mixed": train(needs="a GPU"),
-    "python train.py model.compile=true model.channels_last=true model.net.gradient_checkpointing=true": train(),
-    "python train.py -m model=ddpm,ddim,score_sde seed=0,1": sweep(6),
+    "python train.py model.compile=true model.channels_last=true model.net.gradient_checkpointing=true": Skip(
+        "torch.compile of the UNet takes about 3 minutes on this CPU (174 s measured at this test's size)"),
+    "python train.py -m model=ddpm,ddim,score_sde seed=0,1": Skip(MULTIRUN_SAME.format(6)),
     "python train.py -m hydra/launcher=slurm hydra.launcher.partition=gpu model=ddpm,ddim": Skip(SLURM),
     "sbatch --nodes=2 --ntasks-per-node=8 --gpus-per-node=8 slurm/train.sbatch model=ddim data=cifar10": Skip(SBATCH),
     "python train.py -m hydra/launcher=slurm hydra.launcher.partition=gpu model=ddpm,ddim,score_sde seed=0,1":
@@ -252,10 +272,30 @@ COMMANDS: dict[str, Run | Skip] = {
     "python studio.py port=0 runs_dir=/data/runs ckpt_dirs=[/data/runs,/data/sd]": Skip(STUDIO),
     "python sample.py ckpt=/abs/runs/train/<run>/checkpoints/last.ckpt sampler=dpmpp_2m sampler.steps=20 n=4 "
     "seed=5643043519438802793": sample(None, subs={"/abs/runs/train/<run>": "{ddpm}"}),
+    # docs/lora.md (a tiny random SD folder; the LoRA run's file stands in for the page's style and detail files)
+    LORA_SD: lora("data.resolution=16", subs={"<SD / SDXL folder>": "{sd}", "<image-caption pairs>": "{captions}/images"}),
+    "python train.py model=lora base=<SD folder> data=image_folder data.root=<images> caption=\"a photo of sks dog\"":
+        lora("data.resolution=16", subs={"<SD folder>": "{sd}", "<images>": "{pngs}"}),
+    "python train.py model=lora base=<run>/checkpoints/last.ckpt data=digits":
+        lora(subs={"<run>": "{ddpm}"}),
+    'python sample.py model=sd pipeline.path=<SD folder> prompt="a photo of sks dog" lora=[<run>/lora.safetensors:0.8]':
+        sample(None, "steps=2", subs={"<SD folder>": "{sd}", "<run>": "{lora_sd}"}),
+    "python evaluate.py model=sd pipeline.path=<SD folder> prompts=prompts.txt "
+    "lora=[style.safetensors:0.8,detail.safetensors:0.5]":
+        evaluate(None, subs={"<SD folder>": "{sd}"}, files={"prompts.txt": "prompts",
+                 "style.safetensors": "lora_sd/lora.safetensors", "detail.safetensors": "lora_sd/lora.safetensors"}),
+    # docs/prompts.md
+    'python sample.py model=sd pipeline.path=<SD or SDXL folder> "prompt=(masterpiece:1.2), a [dog:cat:0.5] in a '
+    '[park|garden] BREAK golden hour" "negative_prompt=(worst quality:1.4), lowres" steps=30':
+        sample(None, "steps=2", subs={"<SD or SDXL folder>": "{sdxl}"}),
     # docs/text-to-image.md (a tiny random Stable Diffusion folder, as tests/unit/lit/test_sd.py builds)
     'python sample.py model=sd pipeline.path=<sd folder or Hub name in the cache> prompt="a photo of a mackerel '
-    "running on a playground\" 'negative_prompt=\"blurry, low quality\"' guidance_scale=7.5 steps=30 seed=42 "
-    "sampler=dpmpp_2m scheduler.grid=karras": sample(None, subs={"<sd folder or Hub name in the cache>": "{sd}"}),
+    'running on a playground" "negative_prompt=blurry, low quality" guidance_scale=7.5 steps=30 seed=42 '
+    "sampler=dpmpp_2m scheduler.grid=karras": sample(None, "steps=2",
+                                                      subs={"<sd folder or Hub name in the cache>": "{sd}"}),
+    'python sample.py model=sd pipeline.path=<SDXL folder> "prompt=(masterpiece:1.2), a [dog:cat:0.5]" '
+    '"negative_prompt=(worst quality:1.4)" pipeline.original_size=[1024,1024] mode=img2img init_image=photo.png':
+        sample(None, "steps=4", subs={"<SDXL folder>": "{sdxl}"}, files={"photo.png": "photo_png"}),
     "python evaluate.py model=sd pipeline.path=... prompts=prompts.txt":
         evaluate(None, subs={"pipeline.path=...": "pipeline.path={sd}"}, files={"prompts.txt": "prompts"}),
     "python evaluate.py model=sd pipeline.path=... prompts=prompts.txt n_samples=1000 data=image_folder "
@@ -273,13 +313,14 @@ COMMANDS: dict[str, Run | Skip] = {
         sample(None, subs={"<ldm_text run>": "{ldm_text}"}),
     # docs/usage.md
     "python train.py logger=csv": train(),
-    "python train.py model=ddim": train(),
-    "python train.py model=ddpm sampler=ddim sampler.steps=50 sampler.eta=0.0": train(),
+    "python train.py model=ddim": Skip(TINY_SAME.format("python train.py model=ddim logger=csv")),
+    "python train.py model=ddpm sampler=ddim sampler.steps=50 sampler.eta=0.0": train("sampler.steps=2"),
     "python train.py scheduler=ddpm_cosine scheduler.prediction=v model.loss.weighting=min_snr": train(),
     "python train.py model=score_sde": train(),
     "python sample.py ckpt=... sampler=dpmpp_2m sampler.steps=20 scheduler.grid=karras": sample("ddpm"),
-    "python sample.py ckpt=... sampler=unipc sampler.steps=10 sampler.grid=optimized":
-        sample("ddpm", "sampler.grid_effort=0.05"),
+    "python sample.py ckpt=... sampler=unipc sampler.steps=10 sampler.grid=optimized": Skip(
+        "sampler.grid=optimized searches a step grid for the checkpoint (40 s at sampler.grid_effort=0.05 here); "
+        "tests/unit/samplers/test_grids.py runs the search"),
     "python sample.py ckpt=... sweep='{x3: [0.1, 0.9, 9]}' sweep_seeds=4 regressor=<regressor ckpt>":
         sample("film_vector", "sweep_seeds=1", n=False, subs={"<regressor ckpt>": "{film_regressor}/checkpoints/last.ckpt"}),
     "python evaluate.py ckpt=... -m guidance_scale=1,2,4,8": evaluate_sweep("cond", 4),
@@ -288,20 +329,22 @@ COMMANDS: dict[str, Run | Skip] = {
     "python train.py data=mnist data.root=/data/mnist": train(subs={"/data/mnist": "{mnist}"}),
     "python train.py experiment=cifar10_ddpm data.root=/data/cifar10": train(subs={"/data/cifar10": "{cifar10}"}),
     "python train.py logger=[csv,tensorboard]": train(expect="runs/train/*/tensorboard/events.out.tfevents.*"),
-    "python train.py -m model=ddpm,ddim seed=0,1": sweep(4),
+    "python train.py -m model=ddpm,ddim seed=0,1": Skip(MULTIRUN_SAME.format(4)),
     "python sample.py ckpt=runs/train/<run>/checkpoints/last.ckpt sampler=ddim sampler.steps=25 n=64 seed=0":
-        sample(None, **RUN_DIR),
+        sample(None, "sampler.steps=2", **RUN_DIR),
     "python train.py metrics=default": train("metrics.n_samples=16", expect="runs/train/*/metrics.json"),
     "python evaluate.py ckpt=runs/train/<run>/checkpoints/last.ckpt sampler=ddim sampler.steps=50 metrics=full "
     "n_samples=10000": evaluate(None, **RUN_DIR),
     "python evaluate.py images=/path/to/pngs data=cifar10 metrics=full":
         Run((METRICS,), NO_WEIGHTS, {"/path/to/pngs": "{pngs}"}, {"data/cifar10": "cifar10"}),
-    "python evaluate.py ckpt=... -m sampler=ddim,dpmpp_2m,heun,pc sampler.steps=10,20,50": evaluate_sweep("ddpm", 12),
-    "python evaluate.py ckpt=... metrics=nll": Run((METRICS,), ("metrics.nll.n=2", "metrics.nll.batch_size=2"),
+    "python evaluate.py ckpt=... -m sampler=ddim,dpmpp_2m,heun,pc sampler.steps=10,20,50": Skip(
+        "12 evaluations (73 s at this test's size); README's 9-job sweep of the same samplers but pc runs"),
+    "python evaluate.py ckpt=... metrics=nll": Run((METRICS,), ("metrics.nll.n=2", "metrics.nll.batch_size=2",
+                                                    "+metrics.nll.steps=3"),
                                                    {"ckpt=...": "ckpt={ddpm}/checkpoints/last.ckpt"}),
     "python train.py model=flow": train(),
     'python sample.py model=sd pipeline.path=<sd folder> prompt="a photo of a cat" steps=30 sampler=dpmpp_2m':
-        sample(None, subs={"<sd folder>": "{sd}"}),
+        sample(None, "steps=2", subs={"<sd folder>": "{sd}"}),
     "python export.py ckpt=runs/train/<run>/checkpoints/last.ckpt out=<folder>":
         Run(("exported/ddpm/model_index.json",), ("card.n=4",), {"<run>": "ddpm", "<folder>": "exported/ddpm"},
             {"runs/train/ddpm": "ddpm"}),
@@ -313,20 +356,21 @@ COMMANDS: dict[str, Run | Skip] = {
         Run(("runs/train/multirun/*/comparison.md",), COMPARE),
     "python train.py -m experiment=compare_variants trainer.max_steps=500": Skip(
         "at one training step (this test's size) it is the sweep above, which tests/e2e/test_compare_variants.py runs"),
-    "python train.py -m experiment=compare_variants compare.ddim_steps=20":
-        Run(("runs/train/multirun/*/comparison.md", "runs/train/multirun/*/0/ddim/metrics.json"), COMPARE),
+    "python train.py -m experiment=compare_variants compare.ddim_steps=20": Skip(
+        "the seven-variant sweep (28 s at this test's size); tests/e2e/test_compare_variants.py runs it"),
     "python train.py -m experiment=compare_variants metrics=default trainer=gpu":
         Run(("runs/train/multirun/*/comparison.md",), COMPARE, needs="a GPU"),
     "python train.py -m experiment=compare_variants hydra/launcher=slurm": Skip(SLURM),
     "python train.py '+metrics.also_sample.ddim={name: ddim, steps: 50}' "
     "'+metrics.also_sample.dpm={name: dpmpp_2m, steps: 10}'":
-        train("metrics.n_samples=8", expect="runs/train/*/dpm/metrics.json"),
+        train("metrics.n_samples=8", "metrics.also_sample.ddim.steps=2", "metrics.also_sample.dpm.steps=2",
+              expect="runs/train/*/dpm/metrics.json"),
     "python train.py model=flow scheduler.t_distribution=uniform": train(),
     "python sample.py ckpt=... sampler=heun sampler.steps=20 sampler.grid=karras": sample("flow"),
     "python sample.py ckpt=... scheduler.shift=3.0": sample("flow"),
 }
 
-API_TRAIN = ", ".join(f'"{o}"' for o in (*STEP, *NET))
+API_TRAIN = ", ".join(f'"{o}"' for o in (*STEP, *NET, "+model.net.norm_groups=8"))
 API_METRICS = ("difflab.compose([\"metrics=fast\", " + ", ".join(f'"{o}"' for o in NO_WEIGHTS)
                + '], config="evaluate").metrics')
 PYTHON_BLOCKS: dict[str, Session | Skip] = {
@@ -353,8 +397,6 @@ def trained(command: str, run: str = "runs/train/*"):
     return build
 
 
-DDPM = (*TRAIN, "+model.net.norm_groups=8", "logger=csv")  # exportable: groups of 8 divide every channel count
-
 
 def ddpm(lab: Lab) -> Path:
     call_ok(lab, ["train.py", *DDPM, "hydra.run.dir=runs/train/ddpm"], lab.root / "fixtures")
@@ -370,10 +412,10 @@ def cifar10_pipeline(lab: Lab) -> Path:
     return folder / "exported" / "cifar10"
 
 
-def written(make):
-    """A fixture that `make(folder)` writes into a fresh folder of its own."""
+def written(make, name: str | None = None):
+    """A fixture that `make(folder)` writes into a fresh folder of its own (`name`, default: the function's)."""
     def build(lab: Lab) -> Path:
-        folder = lab.root / "fixtures" / make.__name__
+        folder = lab.root / "fixtures" / (name or make.__name__)
         folder.mkdir(parents=True)
         return make(folder) or folder
     return build
@@ -451,6 +493,18 @@ def sd(folder: Path) -> None:
     tiny_sd_pipeline().save_pretrained(folder)
 
 
+def sdxl(folder: Path) -> None:
+    """A tiny random SDXL folder (two text encoders), as tests/unit/lit/test_sdxl.py builds one."""
+    from fakes import tiny_sdxl_pipeline
+
+    tiny_sdxl_pipeline().save_pretrained(folder)
+
+
+def photo_png(folder: Path) -> Path:
+    random_pngs(folder, 1, (64, 64))
+    return next(folder.glob("*.png"))
+
+
 def shell_lines_of(page: str) -> list[str]:
     from doc_commands import shell_lines
 
@@ -481,12 +535,14 @@ FIXTURES = {
     "cifar10": written(from_fakes("fake_cifar")),
     "mnist": written(from_fakes("fake_mnist")),
     "sd": written(sd),
+    "sdxl": written(sdxl),
+    "lora_sd": trained(LORA_SD),
     "diffusers_vae": written(from_fakes("tiny_vae_folder")),
     "clip_text": written(from_fakes("tiny_clip_text_folder")),
-    **{f.__name__: written(f) for f in (ffhq, celeba, thinfilm, shapes_conds, film_conds, digit_png, prompts,
+    **{f.__name__: written(f) for f in (ffhq, celeba, thinfilm, shapes_conds, film_conds, digit_png, photo_png, prompts,
                                         captions)},
-    "reference_images": written(random_pngs),
-    "pngs": written(random_pngs),
+    "reference_images": written(random_pngs, "reference_images"),
+    "pngs": written(random_pngs, "pngs"),
 }
 NEEDS = {"a GPU": torch.cuda.is_available(), "4 GPUs": torch.cuda.device_count() >= 4,
          "the FID Inception weights": INCEPTION.is_file()}
@@ -563,3 +619,62 @@ def test_documented_python_runs(page: str, lab: Lab) -> None:
     assert answer["rc"] == 0, f"the Python blocks of {page}: exit {answer['rc']}\n{answer['stderr'][-5000:]}"
     for pattern in entry.expect:
         assert list(folder.glob(pattern)), f"{page}: nothing matches {pattern} in {folder}"
+
+
+
+CONFIGS = {"train.py": "train", "sample.py": "sample", "evaluate.py": "evaluate", "export.py": "export",
+           "predict.py": "predict", "compare.py": "compare", "studio.py": "studio"}
+PLACEHOLDER = re.compile(r"<[^<>]*>|(?<==)\.\.\.(?=\s|$|/)|, \.\.\.(?=})")
+
+
+def entry_argv(command: str) -> list[str] | None:
+    """`[script, overrides...]` of a documented entry-point command as the script rewrites it (its table entry's
+    substitutions that name no fixture applied, other placeholders as plain words), else None."""
+    for old, new in getattr(COMMANDS.get(command), "subs", {}).items():
+        command = command if fields(new) else command.replace(old, new.format())
+    words = shlex.split(PLACEHOLDER.sub(lambda m: "" if m[0].startswith(",") else "placeholder", command))
+    while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
+        words.pop(0)
+    if words[:1] != ["python"] or words[1:2] == [] or words[1] not in CONFIGS:
+        return None
+    return rewrite_argv(words[1:])
+
+
+def single_run(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides of a sweep's first job, the config keys that `hydra.sweeper.params.<key>` searches)."""
+    parser = OverridesParser.create()
+    first, searched = [], []
+    for text in (o for o in overrides if o not in ("-m", "--multirun")):
+        override = parser.parse_override(text)
+        key = override.get_key_element()
+        if key.startswith("hydra.sweeper.params."):
+            searched.append(key.removeprefix("hydra.sweeper.params."))
+        elif override.is_choice_sweep() or override.is_range_sweep():
+            first.append(f"{key}={next(override.sweep_string_iterator())}")
+        elif override.is_sweep_override():  # an Optuna search space (interval, tag): the key must exist
+            searched.append(key)
+        else:
+            first.append(text)
+    return first, searched
+
+
+COMPOSED = [c for c in COMMANDS if entry_argv(c)]
+
+
+@pytest.mark.parametrize("command", COMPOSED, ids=[f"c{list(COMMANDS).index(c):03d}" for c in COMPOSED])
+def test_documented_command_composes(command: str, tmp_path: Path) -> None:
+    """Every documented entry-point command, run or skipped, composes its Hydra config with its own overrides (its
+    placeholders as plain strings, a sweep's first job) and passes the start-up checks that read no file: a renamed
+    key, a removed preset or option, a sampler name no longer known fails here at no cost."""
+    script, *overrides = entry_argv(command)
+    first, searched = single_run(overrides)
+    cfg = difflab.compose(first, config=CONFIGS[script], run_dir=tmp_path)
+    for key in searched:
+        assert OmegaConf.select(cfg, key, default=None) is not None, f"{command}: the sweeper searches no key {key}"
+    entry = COMMANDS[command]
+    if "GPU" in (getattr(entry, "needs", None) or getattr(entry, "reason", "")):
+        return  # the checks refuse a GPU run on a machine without one, as they should
+    if script == "train.py":
+        checks.train_config(cfg)
+    elif cfg.get("sampler") is not None:
+        checks.sampler_spec(cfg.sampler)
