@@ -6,9 +6,10 @@ request per line on stdin: {"argv": ["sample.py", "n=0", ...] or ["-m", "difflab
 `python -m <module>` would) with its stdout/stderr going to files, and answers one JSON line
 {"rc": exit status, "stdout": ..., "stderr": ...}. The parent never runs torch work, so forking is safe.
 A request with "patch": "enospc" runs its child on a simulated full disk: every write of difflab's output writer
-(`difflab.utils.files`) fails half-way with ENOSPC. A request may also carry "interrupt": {"glob": ..., "count": n,
-"signal": s}: the child gets signal s once n files match the glob (relative to its cwd), as a user's Ctrl-C or a
-scheduler's SIGTERM would stop it.
+(`difflab.utils.files`) fails half-way with ENOSPC; "enospc:<text>" fails only the writes whose file name holds
+<text> (e.g. "enospc:.ckpt": the disk fills up when the checkpoint is written). A request may also carry
+"interrupt": {"glob": ..., "count": n, "signal": s}: the child gets signal s once n files match the glob (relative
+to its cwd), as a user's Ctrl-C or a scheduler's SIGTERM would stop it.
 
 `Client` drives one such process from a test (tests/cli/test_bad_inputs.py, tests/e2e/test_documented_commands.py).
 """
@@ -46,15 +47,25 @@ def preload() -> None:
     import difflab.nets  # noqa: F401
 
 
-def full_disk() -> None:
-    """Make every write of the output writer fail half-way with ENOSPC, as on a full disk."""
+def full_disk(only: str = "") -> None:
+    """Make every write of the output writer (whose file name holds `only`) fail half-way with ENOSPC."""
     import errno
 
     from difflab.utils import files
 
+    fill_normally, open_temp, opened = files._fill, files._open_temp, [""]
+
+    def open_and_note(target):
+        opened[0] = str(target)
+        return open_temp(target)
+
     def half_then_full(file, fill) -> None:
+        if only not in opened[0]:
+            return fill_normally(file, fill)
         file.write(b"the first bytes")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    files._open_temp = open_and_note
 
     files._fill = half_then_full
 
@@ -63,8 +74,8 @@ def child(argv: list[str], cwd: str, env: dict[str, str], out: int, err: int, pa
     """Become the script: redirect fds 1/2, set argv/cwd/env, run it, exit with its status (never returns)."""
     code = 1
     try:
-        if patch == "enospc":
-            full_disk()
+        if patch and patch.split(":")[0] == "enospc":
+            full_disk(patch.partition(":")[2])
         os.dup2(out, 1)
         os.dup2(err, 2)
         os.chdir(cwd)

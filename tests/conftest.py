@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import difflab.cli  # noqa: F401  (registers the config resolvers)
@@ -22,6 +23,14 @@ os.environ.pop("DIFFLAB_ALLOW_DOWNLOAD", None)
 REPO = Path(__file__).resolve().parents[1]
 pytest_plugins = ["slow_limit"]  # tests/slow_limit.py: an unmarked test past 15 s fails
 CONF = conf_dir()  # the one lookup every entry point uses: conf/ of this checkout (or $DIFFLAB_CONF)
+
+@pytest.fixture(autouse=True)
+def _no_hydra_state_between_tests():
+    """difflab.compose records the run's Hydra choices globally, as a real run has them; a test's choices
+    (model=ldm, ...) must not reach the next test."""
+    yield
+    HydraConfig.instance().cfg = None
+
 
 # A UNet small enough that a training step takes milliseconds on a laptop CPU.
 TINY_NET = [

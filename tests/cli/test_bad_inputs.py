@@ -468,7 +468,7 @@ def test_bad_input_is_one_clear_message_and_status_2(cli: Runner, files: dict[st
 
 # a full disk (every write of the output writer fails half-way with ENOSPC): one message naming the file, no temp file
 FULL_DISK = [
-    ("train_full_disk", ["train.py", *QUICK, "paths.run_dir={root}/full_train"], ["full_train/checkpoints", "no space left"]),
+    ("train_full_disk", ["train.py", *QUICK, "paths.run_dir={root}/full_train"], ["full_train/config.yaml", "`paths.run_dir`", "no space left"]),
     ("resume_full_disk", ["train.py", *QUICK, "trainer.max_steps=2", "paths.run_dir={root}/tiny_run",
                           "ckpt_path={ckpt}"], ["last.ckpt", "no space left", "is whole", "ckpt_path="]),
     ("predict_full_disk", ["predict.py", "ckpt={regressor}", "images={root}/pics", "out={root}/full_preds.csv"],
@@ -482,7 +482,8 @@ FULL_DISK = [
 def test_a_full_disk_is_one_message_and_leaves_no_temp_file(cli: Runner, files: dict[str, str], name: str,
                                                              argv: list[str], needles: list[str]) -> None:
     before = Path(files["ckpt"]).read_bytes() if name == "resume_full_disk" else None
-    rc, err = cli(*(a.format(**files) for a in argv), patch="enospc")
+    patch = "enospc:.ckpt" if name == "resume_full_disk" else "enospc"  # the disk fills up at the checkpoint
+    rc, err = cli(*(a.format(**files) for a in argv), patch=patch)
     assert "Traceback" not in err, err[-3000:]
     assert rc == 2, f"exit status {rc}:\n{err[-3000:]}"
     for needle in needles:

@@ -106,7 +106,8 @@ def test_five_random_kills_end_like_an_uninterrupted_evaluation(ckpt: Path, tmp_
 
 
 def test_resume_refuses_another_request_and_a_finished_sample(ckpt: Path, tmp_path: Path) -> None:
-    from difflab.cli.sample import REQUEST, run
+    from difflab.cli.resume import REQUEST
+    from difflab.cli.sample import run
     from difflab.errors import ConfigError, UnwritableOutputError
 
     import difflab

@@ -52,17 +52,12 @@ def test_strip_removes_outputs_counts_and_run_metadata(tmp_path: Path) -> None:
 
 
 def test_compose_records_the_choices_like_a_hydra_run(tmp_path: Path) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
     from difflab.utils.config import compose, config_choices
 
-    try:
-        cfg = compose("train", ["model=ddim", "experiment=tutorial_digits"], tmp_path / "run")
-        assert cfg.paths.run_dir == str((tmp_path / "run").resolve()) and "hydra" not in cfg
-        assert cfg.sampler.name == "ddim" and cfg.model.net.base_channels == 32
-        assert config_choices()["model"] == "ddim" and config_choices()["experiment"] == "tutorial_digits"
-    finally:
-        HydraConfig.instance().cfg = None  # no Hydra state for the tests that follow
+    cfg = compose("train", ["model=ddim", "experiment=tutorial_digits"], tmp_path / "run")
+    assert cfg.paths.run_dir == str((tmp_path / "run").resolve()) and "hydra" not in cfg
+    assert cfg.sampler.name == "ddim" and cfg.model.net.base_channels == 32
+    assert config_choices()["model"] == "ddim" and config_choices()["experiment"] == "tutorial_digits"
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from difflab.api.samples import Samples
 from difflab.api.sampling import SampleOptions, Sink, draw, resolve_seed
 from difflab.errors import ConfigError
 from difflab.evaluation.suite import MetricsConfig, Networks
-from difflab.lit.checkpoint import load_module, read_checkpoint, stored_model_class
+from difflab.lit.checkpoint import CheckpointNotFoundError, folder_hint, load_module, read_checkpoint, stored_model_class
 from difflab.lit.lora import apply_loras
 from difflab.lit.pipelines import load_diffusers_pipeline
 from difflab.lit.regressor import RegressorModule, load_regressor
@@ -269,9 +269,9 @@ def _load_folder(folder: Path, spec: SamplerSpec | None, overrides: dict[str, An
     elif kind is not None or (folder / "model_index.json").is_file():
         module = load_diffusers_pipeline(str(folder), sampler=spec, scheduler_overrides=overrides or None, dtype=dtype)
     else:
-        raise ConfigError.bad_value(key, f"'{folder}' is a folder without a diffusers pipeline (no model_index.json "
-                                    "or unet/config.json)", f"Pass {key}=<a checkpoint file, e.g. runs/train/<run>/"
-                                    "checkpoints/last.ckpt>, or a diffusers / Stable Diffusion pipeline folder.")
+        raise CheckpointNotFoundError(
+            f"Config key `{key}` names the folder '{folder}', which is neither a checkpoint file nor a diffusers / "
+            f"Stable Diffusion pipeline folder (no model_index.json or unet/config.json). {folder_hint(folder, key)}")
     return module, {"ckpt": None, "pipeline": str(folder)}
 
 

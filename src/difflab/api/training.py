@@ -83,10 +83,11 @@ def build_model(model: DictConfig, given: dict[str, Any]) -> Any:
     turn a dataclass such as `SamplerSpec` back into a config)."""
     if not given:
         return instantiate(model)
-    node = OmegaConf.create(OmegaConf.to_container(model, resolve=True))
+    name = model._key() or "model"  # kept as the node's parent key, so errors name `model.net.x`, not `net.x`
+    root = OmegaConf.create({name: OmegaConf.to_container(model, resolve=True)})
     for key in given:
-        del node[key]
-    return instantiate(node, _partial_=True)(**given)
+        del root[name][key]
+    return instantiate(root[name], _partial_=True)(**given)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -39,11 +39,6 @@ def check_config(cfg: DictConfig, mcfg: MetricsConfig,
     """evaluate.py's values checked before loading or sampling: (n, seed, batch_size, out_dir, the images an
     interrupted evaluation made there, the request); the output folder is created (writable, and without earlier results unless
     overwrite=true, or the unfinished evaluation of the same request with resume=true)."""
-    scored = [m for m in ("fid", "kid", "inception_score", "lpips_diversity", "clip_score", "broken_rate")
-              if getattr(mcfg, m)] + [name for name, on in mcfg.plugins.items() if on]
-    if not scored and not mcfg.nll["enabled"]:
-        raise ConfigError.bad_value("metrics", "this preset turns every metric off (metrics=none is for training runs)",
-                                    "Pass metrics=fast, default or full (or metrics=nll for the likelihood).")
     default_n = len(prompts) if prompts else mcfg.n_samples
     given = cfg.get("n_samples") is not None
     n = 0 if cfg.get("images") else checks.integer(  # images=<folder>: its files are the samples
@@ -64,14 +59,24 @@ def check_config(cfg: DictConfig, mcfg: MetricsConfig,
     return n, int(request["seed"]), batch_size, out_dir, done, request
 
 
+def check_metrics(mcfg: MetricsConfig) -> None:
+    """The preset scores something (metrics=none is for training runs)."""
+    scored = [m for m in ("fid", "kid", "inception_score", "lpips_diversity", "clip_score", "broken_rate")
+              if getattr(mcfg, m)] + [name for name, on in mcfg.plugins.items() if on]
+    if not scored and not mcfg.nll["enabled"]:
+        raise ConfigError.bad_value("metrics", "this preset turns every metric off (metrics=none is for training runs)",
+                                    "Pass metrics=fast, default or full (or metrics=nll for the likelihood).")
+
+
 def run(cfg: DictConfig, networks: Networks | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint (or a folder of images); returns the record written to metrics.json."""
     if (bool(cfg.get("ckpt")) or cfg.get("model") is not None) == bool(cfg.get("images")):
         raise ConfigError("Pass exactly one of ckpt=<checkpoint> (or model=sd) and images=<folder of images> "
                           "(config keys `ckpt`, `images`).")
+    mcfg: MetricsConfig = instantiate(cfg.metrics, _convert_="all")
+    check_metrics(mcfg)
     if cfg.get("images"):
         folder_images(Path(cfg.images))
-    mcfg: MetricsConfig = instantiate(cfg.metrics, _convert_="all")
     prompts = read_prompts(cfg.prompts) if cfg.get("prompts") else None
     n, seed, batch_size, out_dir, done, request = check_config(cfg, mcfg, prompts)
     module = None

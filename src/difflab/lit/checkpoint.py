@@ -66,7 +66,7 @@ def check_state_dict_compatible(
     raise CheckpointMismatchError("\n".join(lines))
 
 
-def _folder_hint(folder: Path, key: str) -> str:
+def folder_hint(folder: Path, key: str) -> str:
     """What to pass instead of a folder: the checkpoints inside it (a run folder's checkpoints/ first)."""
     found = sorted([*folder.glob("checkpoints/*.ckpt"), *folder.glob("*.ckpt")],
                    key=lambda p: (p.parent != folder / "checkpoints", p.name != "last.ckpt", p.name))
@@ -80,7 +80,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     path = Path(path).expanduser()
     if path.is_dir():
         raise CheckpointNotFoundError(f"Config key `{key}` names the folder '{path}', not a checkpoint file. "
-                                      f"{_folder_hint(path, key)}")
+                                      f"{folder_hint(path, key)}")
     if not path.is_file():
         raise CheckpointNotFoundError(
             f"checkpoint not found: {path} (config key `{key}`). Runs write them to "

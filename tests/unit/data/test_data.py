@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CONF as CONF_ROOT
+from conftest import compose_config
+from fakes import ASSETS, REPO, fake_cifar, fake_images, fake_mnist, write_idx  # noqa: F401
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
@@ -26,9 +29,6 @@ from difflab.data import (
     MNISTDataModule,
 )
 from difflab.data.base import InMemoryImageDataset, split_indices
-
-from conftest import CONF as CONF_ROOT
-from fakes import ASSETS, REPO, fake_cifar, fake_images, fake_mnist, write_idx  # noqa: F401
 
 CONF = CONF_ROOT / "data"
 
@@ -279,12 +279,11 @@ def test_config_instantiates(tmp_path: Path, name: str) -> None:
     fake_mnist(tmp_path / "mnist")
     fake_cifar(tmp_path / "cifar10")
     fake_images(tmp_path / "images")
-    data = OmegaConf.load(CONF / f"{name}.yaml")
-    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "data": data})
-    if name == "image_folder":
-        assert OmegaConf.is_missing(cfg.data, "root")
-        cfg.data.root = str(tmp_path / "images")
-    cfg.data.batch_size = 4
+    extra = []
+    if name == "image_folder":  # the folder is the user's to give
+        assert OmegaConf.is_missing(OmegaConf.load(CONF / f"{name}.yaml"), "root")
+        extra = [f"data.root={tmp_path / 'images'}"]
+    cfg = compose_config("train", [f"data={name}", f"paths.data_dir={tmp_path}", "data.batch_size=4", *extra], tmp_path)
     dm = instantiate(cfg.data)
     assert (dm.channels, dm.resolution, dm.num_classes) == (
         cfg.data.channels, cfg.data.resolution, cfg.data.num_classes

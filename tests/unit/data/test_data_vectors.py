@@ -6,15 +6,27 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose_config
+from fakes import fake_csv
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
-from PIL import Image
 
-from difflab.data import CondStats, CorruptDataError, CorruptImageError, CSVDataModule, DataNotFoundError, ShapesDataModule
-from difflab.data.shapes import ATTRIBUTES, RANGES, draw_shapes, measure_shapes, random_shapes
+from difflab.data import (
+    CondStats,
+    CorruptDataError,
+    CorruptImageError,
+    CSVDataModule,
+    DataNotFoundError,
+    ShapesDataModule,
+)
+from difflab.data.shapes import (
+    ATTRIBUTES,
+    RANGES,
+    draw_shapes,
+    measure_shapes,
+    random_shapes,
+)
 from difflab.data.vectors import condition_rows
 from difflab.errors import CorruptFileError
-from fakes import fake_csv
 
 ROI = [10, 5, 10, 20]  # top, left, height, width: exactly the filled block of fake_csv's images
 
@@ -57,7 +69,7 @@ def test_csv_bad_inputs_name_the_row_or_file(tmp_path: Path) -> None:
     head = "filepath,x1,x2\n"
     ok = [f"img{i}.png,{i},{2 * i}" for i in range(6)]
     make = lambda rows, **kw: CSVDataModule(str(_write(tmp_path / "d" / "t.csv", head + "\n".join(rows) + "\n")),
-                                            resolution=8, val_fraction=0.34, **kw)  # noqa: E731
+                                            resolution=8, val_fraction=0.34, **kw)
     with pytest.raises(DataNotFoundError, match="data.csv"):
         CSVDataModule(str(tmp_path / "nope.csv")).setup()
     with pytest.raises(ValueError, match=r"\['x9'\] not in the header"):
@@ -143,15 +155,8 @@ def test_shapes_module_batches_labels_and_z_scored_attributes() -> None:
 
 @pytest.mark.parametrize("name", ["shapes", "csv"])
 def test_vector_data_configs_instantiate(tmp_path: Path, name: str) -> None:
-    from difflab.utils.config import conf_dir, register_resolvers
-
-    register_resolvers()
-    cfg = OmegaConf.create({"data": OmegaConf.load(conf_dir() / "data" / f"{name}.yaml")})
-    if name == "csv":
-        cfg.data.csv, cfg.data.columns = str(fake_csv(tmp_path, n=8)), ["x1", "x3"]
-    cfg.data.resolution, cfg.data.batch_size = 8, 2
-    if name == "shapes":
-        cfg.data.num_samples = 100
+    extra = [f"data.csv={fake_csv(tmp_path, n=8)}", "data.columns=[x1,x3]"] if name == "csv" else ["data.num_samples=100"]
+    cfg = compose_config("train", [f"data={name}", "data.resolution=8", "data.batch_size=2", *extra], tmp_path)
     assert cfg.data.cond_dim == (2 if name == "csv" else 8)
     dm = instantiate(cfg.data)
     dm.setup()

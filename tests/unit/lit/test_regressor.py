@@ -164,7 +164,8 @@ def test_cond_mae_uses_a_regressor_checkpoint(runs: dict[str, Path], tmp_path: P
 
 
 def test_sweep_holds_the_noise_per_row_and_reads_the_values_back(runs: dict[str, Path], tmp_path: Path) -> None:
-    from difflab.api import sampling as sample
+    from difflab.api.images import load_image
+    from difflab.cli import sample
 
     out = tmp_path / "sweep"
     args = [f"ckpt={runs['vec']}", "sweep={cx: [0.4, 0.6, 3]}", "sweep_seeds=2", "cond={r: 0.9}", "sampler=ddim",
@@ -183,7 +184,7 @@ def test_sweep_holds_the_noise_per_row_and_reads_the_values_back(runs: dict[str,
     from difflab.lit import load_regressor
 
     readings = load_regressor(runs["reg"]).predict(torch.stack([
-        sample.load_image(str(out / r["file"]), "x", None, 3, 16)[0] for r in rows]))  # the PNGs read back
+        load_image(str(out / r["file"]), "x", None, 3, 16)[0] for r in rows]))  # the PNGs read back
     got = torch.tensor([[float(r[f"measured_{c}"]) for c in dm.columns] for r in rows])
     torch.testing.assert_close(got, readings, rtol=1e-4, atol=1e-5)
     record = json.loads((out / "samples.json").read_text())

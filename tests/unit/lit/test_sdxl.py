@@ -137,7 +137,7 @@ def test_sample_py_sdxl_with_unquoted_web_ui_prompts_img2img_and_inpaint(sdxl, t
     from PIL import Image
 
     from difflab.api.config import compose
-    from difflab.api.sampling import run
+    from difflab.cli.sample import run
 
     folder, _, _ = sdxl
     Image.new("RGB", (16, 16), (200, 40, 40)).save(tmp_path / "init.png")

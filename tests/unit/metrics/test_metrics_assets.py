@@ -55,6 +55,7 @@ def _suite(tmp: Path) -> MetricSuite:
     return MetricSuite(config, strict=True)
 
 
+@pytest.mark.slow
 @needs_inception
 def test_fid_and_kid_equal_torch_fidelitys_own_computation_and_the_cache_changes_nothing(mnist_halves, tmp_path) -> None:  # noqa: ANN001
     import torch_fidelity
