@@ -306,7 +306,7 @@ COMMANDS: dict[str, Run | Skip] = {
         sample(None, "steps=2", subs={"<SD folder>": "{sd}", "<run>": "{lora_sd}"}),
     "python evaluate.py model=sd pipeline.path=<SD folder> prompts=prompts.txt "
     "lora=[style.safetensors:0.8,detail.safetensors:0.5]":
-        evaluate(None, subs={"<SD folder>": "{sd}"}, files={"prompts.txt": "prompts",
+        evaluate(None, "steps=2", subs={"<SD folder>": "{sd}"}, files={"prompts.txt": "prompts",
                  "style.safetensors": "lora_sd/lora.safetensors", "detail.safetensors": "lora_sd/lora.safetensors"}),
     # docs/prompts.md
     'python sample.py model=sd pipeline.path=<SD or SDXL folder> "prompt=(masterpiece:1.2), a [dog:cat:0.5] in a '
@@ -321,9 +321,9 @@ COMMANDS: dict[str, Run | Skip] = {
     '"negative_prompt=(worst quality:1.4)" pipeline.original_size=[1024,1024] mode=img2img init_image=photo.png':
         sample(None, "steps=4", subs={"<SDXL folder>": "{sdxl}"}, files={"photo.png": "photo_png"}),
     "python evaluate.py model=sd pipeline.path=... prompts=prompts.txt":
-        evaluate(None, subs={"pipeline.path=...": "pipeline.path={sd}"}, files={"prompts.txt": "prompts"}),
+        evaluate(None, "steps=2", subs={"pipeline.path=...": "pipeline.path={sd}"}, files={"prompts.txt": "prompts"}),
     "python evaluate.py model=sd pipeline.path=... prompts=prompts.txt n_samples=1000 data=image_folder "
-    "data.root=<reference images>": evaluate(None, subs={"pipeline.path=...": "pipeline.path={sd}",
+    "data.root=<reference images>": evaluate(None, "steps=2", subs={"pipeline.path=...": "pipeline.path={sd}",
                                                          "<reference images>": "{reference_images}"},
                                              files={"prompts.txt": "prompts"}),
     "python -m difflab.cli.prepare_captions <caption folder | index.jsonl | index.csv> --out clean.jsonl "
