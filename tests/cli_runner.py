@@ -7,7 +7,11 @@ request per line on stdin: {"argv": ["sample.py", "n=0", ...] or ["-m", "difflab
 {"rc": exit status, "stdout": ..., "stderr": ...}. The parent never runs torch work, so forking is safe.
 A request with "patch": "enospc" runs its child on a simulated full disk: every write of difflab's output writer
 (`difflab.utils.files`) fails half-way with ENOSPC; "enospc:<text>" fails only the writes whose file name holds
-<text> (e.g. "enospc:.ckpt": the disk fills up when the checkpoint is written).
+<text> (e.g. "enospc:.ckpt": the disk fills up when the checkpoint is written). A request may also carry
+"interrupt": {"glob": ..., "count": n, "signal": s}: the child gets signal s once n files match the glob (relative
+to its cwd), as a user's Ctrl-C or a scheduler's SIGTERM would stop it.
+
+`Client` drives one such process from a test (tests/cli/test_bad_inputs.py, tests/e2e/test_documented_commands.py).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import os
 import runpy
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,13 +37,13 @@ def preload() -> None:
     import torch  # noqa: F401
     import torchvision  # noqa: F401
 
-    import difflab.cli.compare  # noqa: F401
-    import difflab.cli.evaluate  # noqa: F401
-    import difflab.cli.export  # noqa: F401
-    import difflab.cli.predict  # noqa: F401
-    import difflab.cli.sample  # noqa: F401
-    import difflab.cli.train  # noqa: F401
-    import difflab.lit  # noqa: F401
+    import difflab.cli.compare
+    import difflab.cli.evaluate
+    import difflab.cli.export
+    import difflab.cli.predict
+    import difflab.cli.sample
+    import difflab.cli.train
+    import difflab.lit
     import difflab.nets  # noqa: F401
 
 
@@ -109,10 +114,14 @@ def run_one(request: dict, timeout: float) -> dict:
         if pid == 0:
             child(request["argv"], request["cwd"], request.get("env", {}), out.fileno(), err.fileno(), request.get("patch"))
         deadline = time.monotonic() + timeout
+        interrupt = request.get("interrupt")
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
+            if interrupt and len(list(Path(request["cwd"]).glob(interrupt["glob"]))) >= interrupt["count"]:
+                os.kill(pid, interrupt["signal"])
+                interrupt = None
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
@@ -135,6 +144,28 @@ def serve() -> None:
         request = json.loads(line)
         result = run_one(request, float(request.get("timeout", 120)))
         print(json.dumps(result), flush=True)
+
+
+class Client:
+    """One warm runner process: `client.run(argv, cwd)` runs a command in a forked child and returns its answer."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve())], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, cwd=cwd, env=env)
+        ready = self.proc.stdout.readline()
+        if json.loads(ready or "{}") != {"ready": True}:
+            raise RuntimeError(f"tests/cli_runner.py did not start (said {ready!r})")
+
+    def run(self, argv: list[str], cwd: Path, timeout: float = 120, **extra: object) -> dict:
+        """{"rc", "stdout", "stderr"} of `argv` (["train.py", ...] or ["-m", "module", ...]) run in `cwd`."""
+        request = {"argv": list(argv), "cwd": str(cwd), "timeout": timeout, **extra}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 if __name__ == "__main__":

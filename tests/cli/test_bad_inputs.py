@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import Client
 from PIL import Image
 
 from difflab.data.shapes import ATTRIBUTES
@@ -30,7 +29,7 @@ QUICK = ["debug=fast", "logger=csv", "metrics=none", *TINY]  # a train.py that g
 DISTILL = ["debug=fast", "logger=csv", "metrics=none", "model=distill"]  # distils {ckpt} unless told otherwise
 
 
-class Runner:
+class Runner(Client):
     """Sends cases to one `tests/cli_runner.py` process; each answer is (exit status, stderr)."""
 
     def __init__(self, root: Path) -> None:
@@ -38,9 +37,7 @@ class Runner:
         env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "DIFFLAB_ALLOW_DOWNLOAD")}
         env.update(WANDB_MODE="offline", WANDB_SILENT="true", PYTHONPATH=str(REPO / "src"),
                    TORCH_HOME=str(root / "torch_home"))  # an empty hub cache: no metric weights, and no download
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "cli_runner.py")], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, cwd=root, env=env)
-        assert json.loads(self.proc.stdout.readline()) == {"ready": True}
+        super().__init__(root, env)
 
     def __call__(self, *argv: str, timeout: float = 120, patch: str | None = None) -> tuple[int, str]:
         answer = self.answer(*argv, timeout=timeout, patch=patch)
@@ -49,14 +46,7 @@ class Runner:
     def answer(self, *argv: str, timeout: float = 120, patch: str | None = None) -> dict:
         """{"rc", "stdout", "stderr"} of one case (`patch="enospc"`: on a simulated full disk, tests/cli_runner.py)."""
         args = list(argv) if argv[0] == "-m" else [*argv, f"paths.root_dir={self.root}"]
-        request = {"argv": args, "cwd": str(self.root), "timeout": timeout, "patch": patch}
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        return self.run(args, self.root, timeout, patch=patch)
 
 
 @pytest.fixture(scope="module")
@@ -173,9 +163,8 @@ def stable_diffusion_folders(root: Path) -> None:
     16-pixel images (plain_images/) and 8 captioned ones (sd_pairs/)."""
     import shutil
 
-    from PIL import Image
-
     from fakes import tiny_sd_pipeline, tiny_sdxl_pipeline
+    from PIL import Image
 
     tiny_sd_pipeline().save_pretrained(root / "sd")
     tiny_sdxl_pipeline().save_pretrained(root / "sdxl_broken")

@@ -203,6 +203,7 @@ class MetricSuite:
             self.accuracy = ConditionAccuracy(model).to(self.device)
         if self._want_mae and self.mae is None:
             model, self.regressor_val_mae_std = self._load_or_train(datamodule, "cond")
+            datamodule.setup("validate")  # cond_stats come with the splits (a given metrics.regressor built none)
             self.mae = ConditionMAE(model, datamodule.cond_stats).to(self.device)
 
     def _load_or_train(self, datamodule: Any, target: str) -> tuple[nn.Module, float]:
