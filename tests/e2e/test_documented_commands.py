@@ -96,6 +96,13 @@ MULTIRUN_SAME = ("{} training runs (half a minute at this test's size); the mult
                  "`python train.py -m experiment=compare_variants variant=ddpm,flow` and evaluate.py's `-m guidance_scale=1,2,4,8`")
 STUDIO = "starts a web server; tests/e2e/test_studio_browser.py starts it and drives the page in a browser"
 WORKFLOW = "docs/conditioned_workflow.md"
+DISTILL_TESTS = "tests/cli/test_distill.py"
+STUDENT = (f"{DISTILL_TESTS}::test_the_student_round_trips_through_sample_evaluate_and_export samples, evaluates and "
+           "exports a distilled student")
+FROM_PNG = ("tests/unit/api/test_from_png.py::test_the_documented_command_reproduces_from_the_command_line runs it on "
+            "an image of a tiny model")
+XYZ = "tests/unit/api/test_xyz.py::test_the_documented_command_draws_its_grid runs it on a tiny model"
+THINFILM = "tests/cli/test_thinfilm_experiment.py makes the interference data and runs the sweep at tiny size"
 
 
 def train(*extra: str, expect: str = CKPT, **kw) -> Run:
@@ -395,6 +402,36 @@ COMMANDS: dict[str, Run | Skip] = {
     "python train.py model=flow scheduler.t_distribution=uniform": train(),
     "python sample.py ckpt=... sampler=heun sampler.steps=20 sampler.grid=karras": sample("flow"),
     "python sample.py ckpt=... scheduler.shift=3.0": sample("flow"),
+    # distillation, settings in every image, X/Y/Z grids, paste-back, the thin-film experiment: each has its own
+    # tests that run these commands (or the same call) at tiny size beside their oracles
+    "python train.py model=distill distill.teacher=runs/train/<run>/checkpoints/last.ckpt": Skip(
+        f"a teacher checkpoint first; {DISTILL_TESTS} distils one with each method"),
+    "python train.py model=distill distill.method=consistency distill.teacher=runs/train/<run>/checkpoints/last.ckpt":
+        Skip(f"{DISTILL_TESTS}::test_each_recipe_writes_a_checkpoint_of_the_student_alone[consistency]"),
+    "python train.py model=distill distill.method=progressive distill.teacher=<ckpt> sampler.steps=1": Skip(
+        f"{DISTILL_TESTS}::test_progressive_distillation_saves_each_stage_as_a_checkpoint_of_its_steps"),
+    "python train.py model=distill distill.method=reflow distill.teacher=<ckpt>": Skip(
+        f"{DISTILL_TESTS}::test_each_recipe_writes_a_checkpoint_of_the_student_alone[reflow]"),
+    "python sample.py ckpt=<student run>/checkpoints/last.ckpt": Skip(STUDENT),
+    "python sample.py ckpt=<student run>/checkpoints/last.ckpt sampler=lcm sampler.steps=1": Skip(STUDENT),
+    "python evaluate.py ckpt=<student run>/checkpoints/last.ckpt metrics=default": Skip(STUDENT),
+    "python export.py ckpt=<student run>/checkpoints/last.ckpt out=<folder> sampler=lcm sampler.steps=4": Skip(STUDENT),
+    "python train.py -m experiment=compare_variants variant=ddpm,score_sde,cond,ldm,flow,ddpm_lcm,flow_reflow": Skip(
+        "seven training runs; tests/e2e/test_compare_variants.py::test_distilled_variants_join_the_comparison_next_to_"
+        "their_teachers runs the distilled variants after their teachers"),
+    "python sample.py from_png=samples/<run>/images/000002.png": Skip(FROM_PNG),
+    "python sample.py from_png=samples/run/images/000002.png out_dir=samples/again": Skip(FROM_PNG),
+    "python sample.py ckpt=... n=1 xyz='{sampler: [euler, heun], sampler.steps: [5, 10, 20]}'": Skip(XYZ),
+    "python sample.py ckpt=runs/train/<run>/checkpoints/last.ckpt n=1 seed=0 xyz='{sampler: [euler, \"DPM++ 2M "
+    "Karras\"], sampler.steps: [5, 10, 20], guidance_scale: [1, 4]}'": Skip(XYZ),
+    "python sample.py ckpt=runs/train/film_vector/checkpoints/last.ckpt mode=img2img init_image=data/film/images/0007.png"
+    " strength=0.5 n=4 \"cond={x1: 0.5, x2: 0.09, x3: 0.9, x4: 0.25}\" paste_back=true paste_back_blend=4 "
+    "out_dir=samples/film_pasted": Skip("tests/unit/data/test_paste_back.py and tests/cli/test_edit_inputs.py run "
+                                        "paste_back on ROI data (the film run of this page is the workflow's)"),
+    "python train.py -m experiment=thinfilm_normalization data.csv=<file> data.roi=[t,l,h,w]": Skip(THINFILM),
+    "python docs/examples/film_csv.py data/film_units --n 400 --kind interference": Skip(THINFILM),
+    "python train.py -m experiment=thinfilm_normalization data.csv=data/film_units/film.csv data.roi=[16,8,40,80] "
+    "data.resolution=16 trainer.max_steps=400": Skip(THINFILM),
 }
 
 API_TRAIN = ", ".join(f'"{o}"' for o in (*STEP, *NET, "+model.net.norm_groups=8"))
@@ -563,6 +600,8 @@ def entry_argv(command: str) -> list[str] | None:
     while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
         words.pop(0)
     if words[:1] != ["python"] or words[1:2] == [] or words[1] not in CONFIGS:
+        return None
+    if any(w.startswith("from_png=") for w in words):  # its settings are read from the image: no image, no config
         return None
     return rewrite_argv(words[1:])
 

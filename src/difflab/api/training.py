@@ -97,6 +97,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     built = checks.train_config(cfg)  # every value that can be checked before data, model and trainer are built
     if needs_first_stage(cfg):
         cfg = train_first_stage(cfg)
+    stage1 = OmegaConf.select(cfg, "model.autoencoder.ckpt", default=None)
+    if isinstance(stage1, str) and stage1 and not Path(stage1).is_absolute():  # the checkpoint names it from anywhere
+        cfg.model.autoencoder.ckpt = str(Path(stage1).resolve())
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -41,9 +41,10 @@ def vae_ckpt(tmp_path_factory) -> Path:
     return out["last_ckpt"]
 
 
-def test_ldm_trains_on_the_latents_and_samples_decoded_images(vae_ckpt, train_cfg, tmp_path):
-    cfg = train_cfg(*LDM, f"model.autoencoder.ckpt={vae_ckpt}", *folder_data(tmp_path), "trainer.max_steps=2",
-                    "sampler=ddim", "sampler.steps=3")
+def test_ldm_trains_on_the_latents_and_samples_decoded_images(vae_ckpt, train_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(vae_ckpt.parents[2])  # the first stage named relative to where the command runs
+    cfg = train_cfg(*LDM, f"model.autoencoder.ckpt={vae_ckpt.relative_to(vae_ckpt.parents[2])}", *folder_data(tmp_path),
+                    "trainer.max_steps=2", "sampler=ddim", "sampler.steps=3")
     assert cfg.model.net.in_channels == 4 and cfg.model.net.resolution == 8  # 16 px images, f = 2
     out = run(cfg)
     assert out["global_step"] == 2 and "perf/samples_per_sec" in out["metrics"]
@@ -52,6 +53,8 @@ def test_ldm_trains_on_the_latents_and_samples_decoded_images(vae_ckpt, train_cf
     scale = float(ckpt["state_dict"]["autoencoder.scale_factor"])
     assert scale > 0 and scale != 1.0  # 1/std(z) from the data, saved with the weights
     assert "latent/scale_factor" in (out["run_dir"] / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert ckpt["config"]["model"]["autoencoder"]["ckpt"] == str(vae_ckpt.resolve())  # sampled from anywhere:
+    monkeypatch.chdir(tmp_path)
     module = load_module(out["last_ckpt"])
     assert float(module.autoencoder.scale_factor) == scale
     assert module.latent_shape == (4, 8, 8) and module.image_shape == (3, 16, 16)
