@@ -59,13 +59,16 @@ def test_each_recipe_writes_a_checkpoint_of_the_student_alone(method, teacher, t
     assert type(student) is DiffusionModule and student.sampler.name == SAMPLER[method]
     images, nfe = student.generate(3, seed=0)
     assert images.shape == (3, 1, 16, 16) and nfe == 2 and torch.isfinite(images).all()
-    assert torch.equal(student.generate(3, seed=0)[0][:1], student.generate(1, seed=0)[0])  # per-image seeds
+    torch.testing.assert_close(student.generate(3, seed=0)[0][:1], student.generate(1, seed=0)[0])  # per-image seeds
+    # (equal to float rounding: oneDNN's channels_last kernels sum in an order that depends on the batch size)
     for name, value in load_module(teacher, use_ema=False).net.state_dict().items():  # read, not changed
         assert torch.equal(taught["state_dict"][f"denoiser.net.{name}"], value)
 
 
 def test_the_student_round_trips_through_sample_evaluate_and_export(teacher, tmp_path):
-    from difflab.api import evaluating, exporting, sampling
+    from difflab.cli import evaluate as evaluating
+    from difflab.cli import export as exporting
+    from difflab.cli import sample as sampling
 
     ckpt = distil(tmp_path / "train", teacher, "consistency")["last_ckpt"]
     sampled = sampling.run(compose_config("sample", [f"ckpt={ckpt}", "n=4"], tmp_path / "sample"))

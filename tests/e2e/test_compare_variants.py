@@ -125,8 +125,8 @@ def test_distilled_variants_join_the_comparison_next_to_their_teachers(tmp_path:
     (sweep,) = (tmp_path / "runs" / "train" / "multirun").iterdir()
     with (sweep / "comparison.csv").open(newline="") as f:
         rows = {r["variant"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"ddpm", "ddim", "ddpm+consistency", "ddpm+consistency_1step", "ddpm+consistency_2step"}
-    assert (rows["ddpm+consistency"]["sampler"], rows["ddpm+consistency"]["nfe"]) == ("lcm", "2")  # debug=fast: 2
-    assert rows["ddpm+consistency_1step"]["nfe"] == "1" and rows["ddpm+consistency"]["params"] == rows["ddpm"]["params"]
+    assert set(rows) == {"ddpm", "ddim", "ddpm_lcm", "ddpm_lcm_1step", "ddpm_lcm_2step"}  # a sweep's rows: variant names
+    assert (rows["ddpm_lcm"]["sampler"], rows["ddpm_lcm"]["nfe"]) == ("lcm", "2")  # debug=fast: 2
+    assert rows["ddpm_lcm_1step"]["nfe"] == "1" and rows["ddpm_lcm"]["params"] == rows["ddpm"]["params"]
     student = OmegaConf.load(sweep / "1" / "config.yaml")
     assert student.distill.teacher == str(sweep / "0" / "checkpoints" / "last.ckpt")

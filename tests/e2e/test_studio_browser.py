@@ -262,3 +262,31 @@ def test_a_long_generation_shows_progress_and_stops(page: Any, studio: dict[str,
     time.sleep(1.0)
     (folder,) = set(studio["out_dir"].glob("0*")) - before
     assert not (folder / "grid.png").exists(), "the cancelled generation ran to its end"
+
+
+def test_a_fresh_page_opens_with_the_newest_last_ckpt_loaded(page: Any, studio: dict[str, Any]) -> None:
+    tab = page.context.new_page()  # a new visitor: nothing picked yet
+    tab.set_default_timeout(WAIT)
+    try:
+        tab.goto(studio["url"])
+        tab.wait_for_function("document.querySelector('#sample-status textarea').value === 'Model loaded.'")
+        assert tab.input_value("#model input").endswith("last.ckpt"), tab.input_value("#model input")
+        assert tab.locator("[id^=cond-]:visible").count() == 8  # the loaded model's sliders, without a click
+        tab.screenshot(path=str(ARTIFACTS / "preselected.png"), full_page=True)
+    finally:
+        tab.close()
+
+
+def test_a_picked_sampler_sets_its_usual_steps_unless_steps_were_typed(page: Any, studio: dict[str, Any]) -> None:
+    from difflab.api.config import sampler_spec
+
+    usual = sampler_spec("DPM++ 2M Karras").steps
+    assert usual and usual < 100  # the preset's few steps, not the checkpoint's 1000
+    load_last(page)
+    assert int(page.input_value("#steps input")) != usual  # the checkpoint's own sampler and steps first
+    pick(page, "sampler", "DPM++ 2M Karras", "DPM++ 2M Karras")
+    page.wait_for_function(f"document.querySelector('#steps input').value === '{usual}'")
+    page.fill("#steps input", "7")  # typed by the user: kept from now on
+    pick(page, "sampler", "Euler a", "Euler a")
+    time.sleep(2.0)  # the change event has had its round trip
+    assert page.input_value("#steps input") == "7"

@@ -243,7 +243,8 @@ def train_config(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError.bad_value("sampler", "own is the model's own sampler of sample.py and evaluate.py, and a "
                                     "training run needs one of its own", "Pass sampler=<name> (e.g. sampler=ddpm), or "
                                     "leave sampler out for the model preset's.")
-    spec = sampler_spec(cfg.sampler) if cfg.get("sampler") is not None else None
+    # a sampler node without `_target_` holds fields for the model to complete (model=distill: the method's sampler)
+    spec = sampler_spec(cfg.sampler) if cfg.get("sampler") is not None and "_target_" in cfg.sampler else None
     sched = scheduler(cfg.scheduler) if cfg.get("scheduler") is not None else None
     if spec is not None and sched is not None:
         spec.scheduler_for(sched)  # a `sampler.grid` this scheduler does not offer

@@ -329,3 +329,32 @@ def test_the_page_fills_its_fields_from_a_dropped_png(vector: dict[str, Any]) ->
     assert other[0] == model and other[-2].seed == 9
     with_error = page.png.read(str(vector["root"] / "nope.png"), model)
     assert with_error[-1].startswith("Error:") and "nope.png" in with_error[-1]
+
+
+def _port_in_time_wait() -> int:
+    """A port of 127.0.0.1 whose server closed an accepted connection first: that side now sits in TIME_WAIT."""
+    import socket
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server closes first, as a studio that stops does
+    client.recv(1)
+    client.close()
+    server.close()
+    return port
+
+
+def test_a_port_just_freed_by_a_stopped_studio_serves_again() -> None:
+    import socket
+
+    from difflab.studio.server import check_address
+
+    port = _port_in_time_wait()
+    with socket.socket() as plain, pytest.raises(OSError):  # the oracle: a bind without SO_REUSEADDR is refused
+        plain.bind(("127.0.0.1", port))
+    assert check_address("127.0.0.1", port) == ("127.0.0.1", port)
