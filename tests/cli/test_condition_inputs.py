@@ -121,6 +121,7 @@ SAMPLE_ERRORS = [  # (model, overrides, what the message must name)
 ]
 
 
+@pytest.mark.slow  # a subprocess or a multi-run: over 5 s on 2 cores
 def test_condition_inputs_that_mean_nothing_are_clear_errors(ckpts: dict[str, Path], tmp_path: Path) -> None:
     failures = []
     for model, overrides, named in SAMPLE_ERRORS:

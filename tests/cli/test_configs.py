@@ -13,6 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import CONF, REPO, TINY_NET
+from difflab.api import checks
 from difflab.api.training import run
 from fakes import ASSETS, fake_captioned_images, fake_cifar, fake_csv, fake_images, fake_mnist
 
@@ -75,8 +76,8 @@ RUNNABLE = (
 )
 
 
-@pytest.mark.parametrize("group,option", RUNNABLE, ids=[f"{g}={o}" for g, o in RUNNABLE])
-def test_config_runs_one_step(group, option, train_cfg, tmp_path):
+def option_overrides(group: str, option: str, train_cfg, tmp_path: Path) -> list[str]:
+    """The overrides that run `group=option` at tiny size on fake files in its data's real format."""
     overrides = [f"{group}={option}"]
     if group == "data":
         overrides += data_overrides(option, tmp_path)
@@ -86,6 +87,22 @@ def test_config_runs_one_step(group, option, train_cfg, tmp_path):
         overrides += [f"data={MODEL_DATA[option]}", *data_overrides(MODEL_DATA[option], tmp_path), "metrics.cond_mae=false"]
     if group == "experiment":  # the experiment's own data set, as tiny fake files in its real format
         overrides += data_overrides(experiment_data(train_cfg(*overrides)), tmp_path)
+    return overrides
+
+
+@pytest.mark.parametrize("group,option", RUNNABLE, ids=[f"{g}={o}" for g, o in RUNNABLE])
+def test_config_composes_and_passes_the_start_up_checks(group, option, train_cfg, tmp_path):
+    """The fast lane's share of the sweep below: every option composes and passes train.py's checks."""
+    overrides = option_overrides(group, option, train_cfg, tmp_path)
+    cfg = train_cfg(*overrides, logger=option if group == "logger" else "csv",
+                    tiny=not (group == "model" and option in UNET_FREE))
+    checks.train_config(cfg)
+
+
+@pytest.mark.slow  # 69 one-step trainings, about 1.5 s each
+@pytest.mark.parametrize("group,option", RUNNABLE, ids=[f"{g}={o}" for g, o in RUNNABLE])
+def test_config_runs_one_step(group, option, train_cfg, tmp_path):
+    overrides = option_overrides(group, option, train_cfg, tmp_path)
     logger = option if group == "logger" else "csv"
     unet = not (group == "model" and option in UNET_FREE)
     cfg = train_cfg(*overrides, logger=logger, tiny=unet)
@@ -135,6 +152,7 @@ def test_debug_presets_run(option, train_cfg):
         assert any(out["run_dir"].glob("*profile*.txt")), sorted(p.name for p in out["run_dir"].iterdir())
 
 
+@pytest.mark.slow  # a subprocess or a multi-run: over 5 s on 2 cores
 @pytest.mark.parametrize("option", options("hparams_search"))
 def test_hparams_search_sweeps_and_each_trial_returns_its_final_metric(option, tmp_path):
     """`train.py hparams_search=optuna` (no -m: the preset is a multirun): 2 trials of one step; the study's best value

@@ -21,6 +21,7 @@ def run_cli(script: str, *args: str, tmp_path: Path, env: dict[str, str] | None 
                           capture_output=True, text=True, cwd=tmp_path, env=full_env, timeout=300)
 
 
+@pytest.mark.slow  # a subprocess or a multi-run: over 5 s on 2 cores
 def test_user_error_is_one_paragraph_and_status_2(tmp_path: Path) -> None:
     out = run_cli("sample.py", "ckpt=/no/such/model.ckpt", tmp_path=tmp_path)
     assert out.returncode == 2, out.stderr
@@ -28,11 +29,13 @@ def test_user_error_is_one_paragraph_and_status_2(tmp_path: Path) -> None:
     assert "/no/such/model.ckpt" in out.stderr and "`ckpt`" in out.stderr
 
 
+@pytest.mark.slow  # a subprocess or a multi-run: over 5 s on 2 cores
 def test_hydra_full_error_shows_the_traceback(tmp_path: Path) -> None:
     out = run_cli("sample.py", "ckpt=/no/such/model.ckpt", tmp_path=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert out.returncode != 0 and "Traceback" in out.stderr
 
 
+@pytest.mark.slow  # a subprocess or a multi-run: over 5 s on 2 cores
 def test_a_config_that_does_not_compose_exits_2(tmp_path: Path) -> None:
     out = run_cli("train.py", "model=no_such_model", tmp_path=tmp_path)
     assert out.returncode == 2, out.stderr

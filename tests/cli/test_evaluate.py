@@ -98,6 +98,7 @@ def test_nll_preset_reports_bits_per_dim_independent_of_the_batching(ckpt: Path,
         evaluate.run(compose_config("evaluate", [f"ckpt={ckpt}", "metrics=nll", "+metrics.nll.steps=3"], tmp_path / "x"))
 
 
+@pytest.mark.slow  # a subprocess or a multi-run: over 5 s on 2 cores
 def test_evaluate_sweep_ends_with_the_quality_vs_steps_table(ckpt: Path, tmp_path: Path) -> None:
     import os
     import subprocess

@@ -72,6 +72,7 @@ def _kill_and_resume(tmp_path, overrides, kill_step):
     return load(straight["last_ckpt"]), load(resumed["last_ckpt"])
 
 
+@pytest.mark.slow  # a subprocess or a multi-run: over 5 s on 2 cores
 def test_resume_at_an_epoch_boundary_reproduces_the_uninterrupted_run(tmp_path):
     a, b = _kill_and_resume(tmp_path, EPOCH_SHORT, kill_step=12)
     assert b["global_step"] == a["global_step"] == 16
@@ -155,6 +156,7 @@ def test_sample_cli_same_seed_same_images_whatever_the_batch_size(trained, tmp_p
         sample.run(compose_config("sample", [f"ckpt={tmp_path / 'nope.ckpt'}"], tmp_path))
 
 
+@pytest.mark.slow  # a subprocess or a multi-run: over 5 s on 2 cores
 def test_root_scripts_train_and_sample_in_a_subprocess(tmp_path):
     """The README commands, shrunk: `python train.py ...` then `python sample.py ckpt=...`."""
     env = {**os.environ, "WANDB_MODE": "offline", "DIFFLAB_ROOT": str(tmp_path)}

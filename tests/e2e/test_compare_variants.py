@@ -18,6 +18,7 @@ import pytest
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # one five-variant sweep for the module (a minute on 2 cores)
 TINY = ["debug=fast", "logger=csv", "metrics.n_samples=8", "metrics.batch_size=8", "metrics.condition_accuracy=false",
         "model.net.base_channels=8", "model.net.channel_mult=[1,2]", "model.net.num_heads=1", "compare.ddim_steps=2",
         "compare.latent_scale_images=16", "compare.stage1_channels=8"]

@@ -34,6 +34,7 @@ def _fit(train_cfg, root: Path, devices: int) -> dict:  # noqa: ANN001
     return {**record["values"], "logged": {k: float(v) for k, v in trainer.callback_metrics.items()}}
 
 
+@pytest.mark.slow  # a subprocess or a multi-run: over 5 s on 2 cores
 def test_two_processes_give_the_values_of_one(train_cfg, tmp_path: Path) -> None:
     one = _fit(train_cfg, tmp_path / "one", 1)
     two = _fit(train_cfg, tmp_path / "two", 2)

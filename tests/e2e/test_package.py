@@ -76,6 +76,7 @@ def test_the_wheel_holds_every_config_the_license_and_py_typed(installed: Path) 
     assert "License-Expression: MIT" in metadata and "Classifier: Typing :: Typed" in metadata
 
 
+@pytest.mark.slow  # a subprocess or a multi-run: over 5 s on 2 cores
 def test_console_scripts_train_and_sample_from_an_empty_folder(installed: Path, tmp_path: Path) -> None:
     work = tmp_path / "empty"
     work.mkdir()

@@ -49,6 +49,7 @@ def test_global_batch_sampler_shards_the_batches_of_one_process() -> None:
         GlobalBatchSampler(data, 4, num_replicas=3, rank=0)
 
 
+@pytest.mark.slow  # a subprocess or a multi-run: over 5 s on 2 cores
 def test_two_ddp_processes_train_like_one_at_the_same_global_batch(train_cfg, tmp_path: Path) -> None:  # noqa: ANN001
     one = train.run(train_cfg(*RUN))["run_dir"]
     two = tmp_path / "ddp"

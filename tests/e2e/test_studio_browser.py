@@ -38,6 +38,7 @@ ARTIFACTS = REPO / "test-artifacts" / "studio"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WAIT = 60_000  # ms: a loaded CI machine samples slowly
+pytestmark = pytest.mark.slow  # a Chromium and a trained run: 20 s on 2 cores (the whole suite runs them)
 
 
 class Connections:
@@ -264,17 +265,27 @@ def test_a_long_generation_shows_progress_and_stops(page: Any, studio: dict[str,
     assert not (folder / "grid.png").exists(), "the cancelled generation ran to its end"
 
 
+class FreshTab:
+    """A second tab on the studio, as a new visitor opens it (nothing picked or typed), closed at the end."""
+
+    def __init__(self, page: Any, url: str) -> None:
+        self.tab = page.context.new_page()
+        self.tab.set_default_timeout(WAIT)
+        self.tab.goto(url)
+
+    def __enter__(self) -> Any:
+        self.tab.wait_for_function("document.querySelector('#sample-status textarea')?.value === 'Model loaded.'")
+        return self.tab
+
+    def __exit__(self, *exc: Any) -> None:
+        self.tab.close()
+
+
 def test_a_fresh_page_opens_with_the_newest_last_ckpt_loaded(page: Any, studio: dict[str, Any]) -> None:
-    tab = page.context.new_page()  # a new visitor: nothing picked yet
-    tab.set_default_timeout(WAIT)
-    try:
-        tab.goto(studio["url"])
-        tab.wait_for_function("document.querySelector('#sample-status textarea').value === 'Model loaded.'")
+    with FreshTab(page, studio["url"]) as tab:  # "Model loaded." without a click
         assert tab.input_value("#model input").endswith("last.ckpt"), tab.input_value("#model input")
-        assert tab.locator("[id^=cond-]:visible").count() == 8  # the loaded model's sliders, without a click
+        assert tab.locator("[id^=cond-]:visible").count() == 8  # the loaded model's sliders
         tab.screenshot(path=str(ARTIFACTS / "preselected.png"), full_page=True)
-    finally:
-        tab.close()
 
 
 def test_a_picked_sampler_sets_its_usual_steps_unless_steps_were_typed(page: Any, studio: dict[str, Any]) -> None:
@@ -282,11 +293,11 @@ def test_a_picked_sampler_sets_its_usual_steps_unless_steps_were_typed(page: Any
 
     usual = sampler_spec("DPM++ 2M Karras").steps
     assert usual and usual < 100  # the preset's few steps, not the checkpoint's 1000
-    load_last(page)
-    assert int(page.input_value("#steps input")) != usual  # the checkpoint's own sampler and steps first
-    pick(page, "sampler", "DPM++ 2M Karras", "DPM++ 2M Karras")
-    page.wait_for_function(f"document.querySelector('#steps input').value === '{usual}'")
-    page.fill("#steps input", "7")  # typed by the user: kept from now on
-    pick(page, "sampler", "Euler a", "Euler a")
-    time.sleep(2.0)  # the change event has had its round trip
-    assert page.input_value("#steps input") == "7"
+    with FreshTab(page, studio["url"]) as tab:
+        assert int(float(tab.input_value("#steps input"))) != usual  # the checkpoint's own sampler and steps first
+        pick(tab, "sampler", "DPM++ 2M Karras", "DPM++ 2M Karras")
+        tab.wait_for_function(f"Number(document.querySelector('#steps input').value) === {usual}")
+        tab.fill("#steps input", "7")  # typed by the user: kept from now on
+        pick(tab, "sampler", "Euler a", "Euler a")
+        time.sleep(2.0)  # the change event has had its round trip
+        assert tab.input_value("#steps input") == "7"

@@ -117,6 +117,7 @@ def test_mistakes_name_the_argument(run: difflab.TrainResult, tmp_path: Path) ->
         difflab.load(tmp_path / "empty")
 
 
+@pytest.mark.slow  # a subprocess or a multi-run: over 5 s on 2 cores
 def test_import_difflab_stays_light() -> None:
     code = "import sys, difflab; print('torch' in sys.modules, callable(difflab.load), 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)

@@ -54,6 +54,7 @@ def test_two_launches_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
     assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d\.\d{6}_[a-z0-9]{4}", a) and a != b
 
 
+@pytest.mark.slow  # a subprocess or a multi-run: over 5 s on 2 cores
 def test_a_new_run_into_an_existing_run_folder_exits_2_and_changes_nothing(tmp_path):
     run = tmp_path / "old_run"
     (run / ".hydra").mkdir(parents=True)
