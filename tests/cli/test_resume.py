@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO, TINY_NET
 
-SAMPLE = ["n=24", "batch_size=2", "sampler=ddim", "sampler.steps=8", "seed=5"]
+SAMPLE = ["n=40", "batch_size=2", "sampler=ddim", "sampler.steps=8", "seed=5"]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
                          run_dir=root / "run").last_ckpt
 
 
-EVALUATE = ["n_samples=24", "batch_size=2", "sampler=ddim", "sampler.steps=8", "seed=5", "metrics=fast",
+EVALUATE = ["n_samples=40", "batch_size=2", "sampler=ddim", "sampler.steps=8", "seed=5", "metrics=fast",
             "metrics.fid=false", "metrics.kid=false", "metrics.inception_score=false", "metrics.lpips_diversity=false",
             "metrics.condition_accuracy=false", "logger=csv"]
 
@@ -48,7 +48,7 @@ def files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-LAST_KILL = 20
+LAST_KILL = 34  # of 40 images: room for five kills, each a few images apart, and three batches after the last
 
 
 def kill_five_times(ckpt: Path, out: Path, script: str, record: str) -> None:
@@ -61,9 +61,9 @@ def kill_five_times(ckpt: Path, out: Path, script: str, record: str) -> None:
         proc = subprocess.Popen(command(ckpt, out, *extra, script=script), env=env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         made = len(list((out / "images").glob("*.png")))
-        # a kill once this run made images of its own, and never after image 20: two batches are still to come, so
+        # a kill once this run made images of its own, and never after image 34: three batches are still to come, so
         # the signal finds the command at work (one that lands as the finished process exits is no interruption)
-        target = min(made + rng.randint(1, 4), LAST_KILL) if made < LAST_KILL else 24
+        target = min(made + rng.randint(1, 3), LAST_KILL) if made < LAST_KILL else 40
         while proc.poll() is None and len(list((out / "images").glob("*.png"))) < target:
             time.sleep(0.05)
         sent = None
