@@ -222,10 +222,12 @@ class DiffusionModule(L.LightningModule):
         / fp16 under such an autocast, channels_last where that pays, compiled with `compile_sampling`."""
         spec = self.sampling_spec(sampler)
         optimized = spec.scheduler_for(self.scheduler).grid == "optimized"
+        scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
+        rescale = self.guidance_rescale if guidance_rescale is None else float(guidance_rescale)
         was_training = self.training
         self.eval()
         try:
-            denoise_fn = self._sampling_denoiser(cond, guidance_scale, guidance_rescale, uncond)  # may set the memory format
+            denoise_fn = self._sampling_denoiser(cond, scale, rescale, uncond)  # may set the memory format
             b = batch_size or n
             with torch.inference_mode():
                 x, nfe = generate(
@@ -245,7 +247,6 @@ class DiffusionModule(L.LightningModule):
                     progress=progress,
                     embed=grid_embed(spec, self.latent_shape, self.device) if optimized else None,
                 )
-                scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
                 fix = (f"Try another sampler or more steps (now sampler={spec.name}"
                        + (f" sampler.steps={spec.steps}" if spec.steps else "") + "), precision=32"
                        + (f", a lower guidance_scale (it is {scale:g})" if cond is not None else "")
@@ -260,7 +261,7 @@ class DiffusionModule(L.LightningModule):
                 self._sampling_calls.clear()  # the weight copy of a bf16/fp16 run is not kept
         return x.clone(), nfe  # outside inference mode: a normal tensor that callers may change in place
 
-    def _sampling_denoiser(self, cond: Tensor | None, guidance_scale: float | None, guidance_rescale: float | None,
+    def _sampling_denoiser(self, cond: Tensor | None, scale: float, rescale: float,
                            uncond: Tensor | None) -> DenoiseFn:
         """D for sampling: the network as `lit/inference.py` runs it (sampling dtype, memory format, compiled
         call), guided when conditioned (see `generate`)."""
@@ -269,8 +270,6 @@ class DiffusionModule(L.LightningModule):
         denoiser = Denoiser(call, self.scheduler)
         if cond is None:
             return denoiser
-        scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
-        rescale = self.guidance_rescale if guidance_rescale is None else float(guidance_rescale)
         return guided(denoiser, scale, rescale, null=uncond if uncond is not None else self.condition.null)
 
     def _decode_batches(self, z: Tensor, batch_size: int) -> Tensor:
