@@ -432,6 +432,9 @@ CASES = [
                                              "data.num_samples=64", "debug=fast", "logger=csv", "metrics=fast"],
      ["`metrics`", "metrics=none"]),
     # train.py model=distill: the teacher and the distillation options
+    ("ldm_first_stage_of_another_factor", ["train.py", *QUICK, "model=ldm", "model.autoencoder.ckpt={vae}",
+                                           "model.autoencoder.downsample_factor=4"],
+     ["`model.autoencoder.downsample_factor`", "model.autoencoder.downsample_factor=2"]),
     ("distill_without_teacher", ["train.py", *DISTILL], ["`distill.teacher`", "required"]),
     ("distill_missing_teacher", ["train.py", *DISTILL, "distill.teacher={root}/nope.ckpt"],
      ["nope.ckpt", "`distill.teacher`"]),

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from difflab.errors import MissingFileError
+from difflab.errors import ConfigError, MissingFileError
 from difflab.nets.unet import AttentionBlock, Downsample, _norm
 from difflab.utils.checkpoint_files import load_checkpoint_file
 from difflab.utils.stored_config import instantiate_stored
@@ -374,8 +374,8 @@ def check_declared(latent: LatentAutoencoder, latent_channels: int | None, downs
     for key, declared, actual in (("latent_channels", latent_channels, latent.latent_channels),
                                   ("downsample_factor", downsample_factor, latent.downsample_factor)):
         if declared is not None and int(declared) != int(actual):
-            raise ValueError(f"Bad value for config key `model.autoencoder.{key}`: {declared}, but the autoencoder "
-                             f"has {key}={actual}; set model.autoencoder.{key}={actual}")
+            raise ConfigError.bad_value(f"model.autoencoder.{key}", f"{declared}, but the autoencoder has {key}={actual}",
+                                        f"Set model.autoencoder.{key}={actual}.")
     return latent
 
 
