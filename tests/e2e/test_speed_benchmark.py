@@ -20,7 +20,8 @@ pytest.importorskip("diffusers", reason="the benchmark's peer (the dev / bench e
 def test_smoke_runs_every_row_and_writes_the_table(tmp_path: Path) -> None:
     out, stage = tmp_path / "out", tmp_path / "stage"
     out.mkdir()
-    env = {**os.environ, "OUT": str(out), "STAGE": str(stage), "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+    inherited = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a GPU machine's shell has none set
+    env = {**inherited, "OUT": str(out), "STAGE": str(stage), "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
            f"{os.environ['PATH']}", "TORCH_HOME": str(tmp_path / "torch_home")}
     staged = subprocess.run(["bash", "benchmarks/gpu_run.sh", "--stage"], cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=60)
