@@ -29,6 +29,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from difflab.metrics.inception import InceptionFeatures  # noqa: E402
 from difflab.samplers import SamplerSpec, generate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TEACHER_ROWS = ("unipc@logsnr", "dpmpp_3m@logsnr", "dpmpp_2m@karras", "ddim@trailing")
+TEACHER_ROWS = ("unipc@optimized", "unipc@logsnr", "dpmpp_3m@logsnr", "dpmpp_2m@karras", "ddim@trailing")
 TEACHER_NFE = (4, 5, 8, 20)
 STUDENT_NFE = (1, 2, 4)
 FINAL = {"consistency": 4, "progressive": 1, "reflow": 4}  # sampler.steps of each run (progressive: last stage)
@@ -137,6 +138,8 @@ def start_training(ckpt: Path, method: str, steps: int, work: Path, extra: list[
     work.mkdir(parents=True, exist_ok=True)
     log = (work / f"{method}.log").open("w")
     job["proc"] = subprocess.Popen([sys.executable, *command], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    job["waiter"] = threading.Thread(target=lambda: job.update(rc=job["proc"].wait(), t1=time.perf_counter()))
+    job["waiter"].start()  # the end of each training is timed when it happens, not when it is waited for
     return job
 
 
@@ -144,9 +147,17 @@ def finish_training(method: str, job: dict[str, Any], work: Path) -> float:
     """Wait for a student's training; its wall seconds (nan when an earlier run was reused)."""
     if job["proc"] is None:
         return float("nan")
-    if job["proc"].wait() != 0:
+    job["waiter"].join()
+    if job["rc"] != 0:
         raise RuntimeError(f"{method} training failed: see {work / f'{method}.log'}")
-    return time.perf_counter() - job["t0"]
+    return job["t1"] - job["t0"]
+
+
+def trained_steps(run_dir: Path) -> int:
+    """trainer.max_steps of a student's run (a reused run keeps the steps it was trained for)."""
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.load(run_dir / "config.yaml").trainer.max_steps)
 
 
 def student_cells(method: str, run_dir: Path) -> list[tuple[int, Path]]:
@@ -179,11 +190,12 @@ def report(result: dict[str, Any]) -> str:
               f"measured here, so each student's budget is {args['budget']:g} x "
               f"{result['budget_s'] / args['budget']:.0f} s of that step.")
     header = ("| method | teacher calls per example and step | step cost / teacher step | student steps | "
-              "training wall clock (s) | command |")
-    lines = [title, "", setting, reference, "", "## Budgets", "", budget, "", header, "|---|---|---|---|---|---|"]
+              "share of the teacher's budget | training wall clock (s) | command |")
+    lines = [title, "", setting, reference, "", "## Budgets", "", budget, "", header, "|---|---|---|---|---|---|---|"]
     for m, b in result["students"].items():
         calls = b["teacher_calls"] + (f" + {b['pairs']} pairs x {b['pair_nfe']} NFE before" if m == "reflow" else "")
-        lines.append(f"| {m} | {calls} | {b['cost_ratio']:.2f} | {b['steps']} | {b['wall_s']:.0f} | "
+        wall = "– (reused)" if b["wall_s"] != b["wall_s"] else f"{b['wall_s']:.0f}"
+        lines.append(f"| {m} | {calls} | {b['cost_ratio']:.2f} | {b['steps']} | {b['share']:.2f} | {wall} | "
                      f"`python {' '.join(b['command'])}` |")
     nfes = sorted({*TEACHER_NFE, *STUDENT_NFE})
     lines += ["", "## FID", "", "| row | " + " | ".join(f"NFE {k}" for k in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
@@ -217,6 +229,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=["consistency", "progressive", "reflow"])
     p.add_argument("--train-args", nargs="*", default=[], help="extra train.py overrides for every student")
     p.add_argument("--teacher-rows", nargs="+", default=list(TEACHER_ROWS), help="sampler@grid rows of the teacher")
+    p.add_argument("--grid-effort", type=float, default=1.0,
+                   help="sampler.grid_effort of optimized teacher rows (fitted once, cached beside the checkpoint)")
     p.add_argument("--n", type=int, default=500, help="samples per cell")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--timing-rounds", type=int, default=5)
@@ -248,17 +262,22 @@ def main() -> None:
         pairs = int(given.get("distill.reflow.pairs", getattr(recipe, "pairs", 0)))
         steps = student_steps(costs, method, budget_s, pairs)
         jobs[method] = start_training(args.ckpt, method, steps, args.work, args.train_args)
+        if jobs[method]["proc"] is None:  # reused: the steps it was trained for, and the share of the budget they are
+            steps = trained_steps(jobs[method]["run_dir"])
+            jobs[method]["command"] = train_command(args.ckpt, method, steps, jobs[method]["run_dir"], args.train_args)
         students[method] = {"steps": steps, "cost_ratio": costs[method] / costs["teacher"],
                             "command": jobs[method]["command"], "run_dir": str(jobs[method]["run_dir"]), "pairs": pairs,
                             "pair_nfe": int(given.get("distill.reflow.solver_steps", recipe.spec.steps))
                             if method == "reflow" else 0,
-                            "teacher_calls": f"{recipe.teacher_calls:g}" if method != "reflow" else "0"}
+                            "teacher_calls": f"{recipe.teacher_calls:g}" if method != "reflow" else "0",
+                            "share": (steps * costs[method] + (pairs * costs["reflow_pair"] if method == "reflow"
+                                                               else 0.0)) / (budget_s / args.budget)}
         print(f"{method}: {steps} steps", flush=True)
     torch.set_grad_enabled(False)
     extractor = InceptionFeatures(str(args.inception), download=False).eval()
     ref = reference_stats(extractor, teacher.image_shape[-1], args.ref_n)
     fids: dict[str, dict[str, float]] = {}
-    grid_args = argparse.Namespace(grid_effort=1.0, grid_distance="pixel", inception=args.inception,
+    grid_args = argparse.Namespace(grid_effort=args.grid_effort, grid_distance="pixel", inception=args.inception,
                                    batch_size=args.batch_size)
     for row in args.teacher_rows:
         for k in TEACHER_NFE:
@@ -276,7 +295,7 @@ def main() -> None:
             fids.setdefault(label, {})[str(k)] = score_student(extractor, ref, method, k, ckpt, args.n, args.batch_size)
             print(f"{label} NFE {k}: FID {fids[label][str(k)]:.2f}", flush=True)
     command = (f"python benchmarks/few_step.py <teacher ckpt> --budget {args.budget:g} --n {args.n} --methods "
-               f"{' '.join(args.methods)} --teacher-rows {' '.join(args.teacher_rows)}"
+               f"{' '.join(args.methods)} --teacher-rows {' '.join(args.teacher_rows)} --grid-effort {args.grid_effort:g}"
                + (f" --train-args {' '.join(args.train_args)}" if args.train_args else ""))
     result = {"args": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}},
               "command": command, "costs": costs, "budget_s": budget_s, "students": students, "fid": fids,

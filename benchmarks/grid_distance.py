@@ -26,7 +26,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fid_samplers import (  # noqa: E402
-    INCEPTION, REFERENCE_STEPS, SEED, coupled_rmse, feature_fid, reference_stats, run_diffusers)
+    INCEPTION, REFERENCE_STEPS, SEED, block_fids, coupled_rmse, feature_fid, reference_stats, run_diffusers)
 
 from difflab.lit.checkpoint import load_module  # noqa: E402
 from difflab.metrics.inception import InceptionFeatures  # noqa: E402
@@ -71,7 +71,7 @@ def main() -> None:
     blocks: dict[str, list[float]] = {}
 
     def row(label: str, images: Tensor, feats: Tensor, fit: str) -> str:
-        blocks[label] = [feature_fid(feats[k * block : (k + 1) * block], ref) for k in range(args.subsets)]
+        blocks[label] = block_fids(feats[: block * args.subsets], ref, args.subsets)
         dist = float(((feats - fine_features) ** 2).sum(1).mean())
         line = (f"| {label} | {feature_fid(feats, ref):.2f} | {' / '.join(f'{v:.2f}' for v in blocks[label])} | "
                 f"{coupled_rmse(images, fine_images):.4f} | {dist:.2f} | {fit} |")
