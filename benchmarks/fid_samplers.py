@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -215,7 +214,9 @@ def plot(cells: Cells, fine: dict[str, Any], nfes: list[int], path: Path) -> Non
     right.set(xscale="log", xlabel="NFE (network calls per image)", ylabel="FID (error bars: block std)",
               title="FID")
     for ax in (left, right):
+        ax.set_xlim(min(nfes) / 1.2, max(nfes) * 1.2)
         ax.set_xticks(nfes, [str(k) for k in nfes])
+        ax.set_xticks([], minor=True)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -227,12 +228,14 @@ BEGIN, END = "<!-- fid_samplers.py: begin -->", "<!-- fid_samplers.py: end -->"
 
 
 def update_docs(page: Path, text: str, figure: Path) -> None:
-    """Replace the part of `page` between the markers with the report (headings one level down) and its plot."""
+    """Replace the part of `page` between the markers with the report (headings one level down) and the path of its
+    plot (a file of this repository)."""
     body = page.read_text()
     if BEGIN not in body or END not in body:
         raise SystemExit(f"{page} has no {BEGIN} ... {END} section to regenerate")
     text = "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
-    link = f"![coupled RMSE and FID versus NFE]({os.path.relpath(figure, page.parent)})"
+    link = f"The plot of both, coupled RMSE and FID against NFE: `{figure.resolve().relative_to(REPO.resolve())}`."
+    # a path, not an image link: the docs site is built from docs/ alone
     start, stop = body.index(BEGIN) + len(BEGIN), body.index(END)
     page.write_text(body[:start] + "\n" + text.strip() + "\n\n" + link + "\n" + body[stop:])
 

@@ -51,7 +51,7 @@ def test_the_fid_goal_fails_beyond_one_block_standard_deviation() -> None:
 
 
 def test_the_docs_section_is_regenerated_in_place(tmp_path: Path) -> None:
-    page, figure = tmp_path / "docs" / "samplers.md", tmp_path / "results" / "fid_samplers.png"
+    page, figure = tmp_path / "docs" / "samplers.md", REPO / "benchmarks" / "results" / "fid_samplers.png"
     page.parent.mkdir()
     page.write_text(f"# Samplers\n\nbefore\n{fid_samplers.BEGIN}\nold table\n{fid_samplers.END}\nafter\n")
     report = "# Title\n\n## Goals\n\n- met\n"
@@ -59,7 +59,8 @@ def test_the_docs_section_is_regenerated_in_place(tmp_path: Path) -> None:
         fid_samplers.update_docs(page, report, figure)
     text = page.read_text()
     assert text.count(fid_samplers.BEGIN) == 1 and "old table" not in text
-    assert "### Title\n\n#### Goals\n\n- met\n\n![coupled RMSE and FID versus NFE](../results/fid_samplers.png)\n" in text
+    assert ("### Title\n\n#### Goals\n\n- met\n\nThe plot of both, coupled RMSE and FID against NFE: "
+            "`benchmarks/results/fid_samplers.png`.\n") in text
     assert text.startswith("# Samplers\n\nbefore\n") and text.endswith(f"{fid_samplers.END}\nafter\n")
     page.write_text("no markers")
     with pytest.raises(SystemExit, match="no <!-- fid_samplers.py: begin -->"):
