@@ -44,7 +44,7 @@ from difflab.samplers.base import (
     sigma_batch,
     to_d,
 )
-from difflab.samplers.euler import churn
+from difflab.samplers.euler import churn_loop
 
 
 def _eps(denoise_fn: DenoiseFn, x: Tensor, sigma: Tensor, cond: object) -> tuple[Tensor, Tensor]:
@@ -88,18 +88,15 @@ def sample_dpm_2(
     s_noise: float = 1.0,
 ) -> Tensor:
     """DPM2: DPM-Solver-2 steps (midpoint in log sigma) with EDM's churn, Euler on the last step (notation above)."""
-    n = len(sigmas) - 1
-    for i in range(n):
-        x, sigma = churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)  # EDM Alg. 2, lines 4-6
-        sigma_next = sigmas[i + 1]
-        eps, x0 = _eps(denoise_fn, x, sigma, cond)
+
+    def step(x: Tensor, x0: Tensor, sigma: Tensor, sigma_next: Tensor) -> Tensor:
+        eps = to_d(x, x0, sigma)
         if sigma_next == 0:  # Euler to sigma = 0
-            x = x + (sigma_next - sigma).to(x.dtype) * eps
-        else:
-            x = dpm_solver_2(denoise_fn, x, eps, sigma, sigma_next, cond)
-        if callback is not None:
-            callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": x0})
-    return x
+            return x + (sigma_next - sigma).to(x.dtype) * eps
+        return dpm_solver_2(denoise_fn, x, eps, sigma, sigma_next, cond)
+
+    return churn_loop(denoise_fn, x, sigmas, step, cond=cond, generator=generator, callback=callback,
+                      s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)  # EDM Alg. 2's loop
 
 
 @register("dpm_2_a", order=2, noise="eta")

@@ -12,12 +12,21 @@ Notation (sigma view, x = x0 + sigma * eps):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from difflab.samplers.ancestral import sample_ddim
-from difflab.samplers.base import DenoiseFn, Generator, StepCallback, randn_like, register, sigma_batch, to_d
+from difflab.samplers.base import (
+    DenoiseFn,
+    Generator,
+    StepCallback,
+    randn_like,
+    register,
+    sigma_batch,
+    to_d,
+)
 
 
 def churn(x: Tensor, sigma: Tensor, n_steps: int, s_churn: float, s_tmin: float, s_tmax: float, s_noise: float,
@@ -31,6 +40,24 @@ def churn(x: Tensor, sigma: Tensor, n_steps: int, s_churn: float, s_tmin: float,
     return x_hat, sigma_hat
 
 
+def churn_loop(
+    denoise_fn: DenoiseFn, x: Tensor, sigmas: Tensor, step: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], *,
+    cond: object, generator: Generator, callback: StepCallback | None, s_churn: float, s_tmin: float, s_tmax: float,
+    s_noise: float,
+) -> Tensor:
+    """EDM Algorithm 2's outer loop, shared by the samplers with churn: lift x to sigma_hat (lines 4-6), one denoiser
+    call there, then `step(x_hat, x0_hat, sigma_hat, sigma_next)` to the next level; the callback sees sigma_hat."""
+    n = len(sigmas) - 1
+    for i in range(n):
+        x_hat, sigma_hat = churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)
+        sigma_next = sigmas[i + 1]
+        x0 = denoise_fn(x_hat, sigma_batch(sigma_hat, x_hat), cond)
+        x = step(x_hat, x0, sigma_hat, sigma_next)
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": sigma_hat, "sigma_next": sigma_next, "denoised": x0})
+    return x
+
+
 @register("euler", order=1, noise="s_churn")
 @torch.no_grad()
 def sample_euler(
@@ -39,15 +66,12 @@ def sample_euler(
     s_noise: float = 1.0,
 ) -> Tensor:
     """Euler steps of the probability-flow ODE (EDM Algorithm 1 without the Heun correction), optional churn."""
-    n = len(sigmas) - 1
-    for i in range(n):
-        x, sigma = churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)
-        x0 = denoise_fn(x, sigma_batch(sigma, x), cond)
-        d = to_d(x, x0, sigma)  # EDM eq. (3)
-        x = x + (sigmas[i + 1] - sigma).float() * d
-        if callback is not None:
-            callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigmas[i + 1], "denoised": x0})
-    return x
+
+    def step(x: Tensor, x0: Tensor, sigma: Tensor, sigma_next: Tensor) -> Tensor:
+        return x + (sigma_next - sigma).float() * to_d(x, x0, sigma)  # EDM eq. (3)
+
+    return churn_loop(denoise_fn, x, sigmas, step, cond=cond, generator=generator, callback=callback,
+                      s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
 
 
 @register("heun", order=2, noise="s_churn")
@@ -58,20 +82,18 @@ def sample_heun(
     s_noise: float = 1.0,
 ) -> Tensor:
     """EDM Algorithm 2: Heun's 2nd-order method (Euler at the last step to sigma = 0); 2N - 1 evaluations."""
-    n = len(sigmas) - 1
-    for i in range(n):
-        x_hat, sigma_hat = churn(x, sigmas[i], n, s_churn, s_tmin, s_tmax, s_noise, generator)  # lines 4-6
-        sigma_next = sigmas[i + 1]
-        x0 = denoise_fn(x_hat, sigma_batch(sigma_hat, x_hat), cond)
+
+    def step(x_hat: Tensor, x0: Tensor, sigma_hat: Tensor, sigma_next: Tensor) -> Tensor:
         d = to_d(x_hat, x0, sigma_hat)  # line 7
         x = x_hat + (sigma_next - sigma_hat).float() * d  # line 8
         if sigma_next > 0:  # lines 9-11: second-order correction
             x0_next = denoise_fn(x, sigma_batch(sigma_next, x), cond)
             d_next = to_d(x, x0_next, sigma_next)
             x = x_hat + (sigma_next - sigma_hat).float() * (0.5 * d + 0.5 * d_next)
-        if callback is not None:
-            callback({"i": i, "x": x, "sigma": sigma_hat, "sigma_next": sigma_next, "denoised": x0})
-    return x
+        return x
+
+    return churn_loop(denoise_fn, x, sigmas, step, cond=cond, generator=generator, callback=callback,
+                      s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise)
 
 
 @register("euler_a", order=1, noise="eta")
