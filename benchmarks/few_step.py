@@ -45,14 +45,13 @@ from difflab.lit.checkpoint import load_module  # noqa: E402
 from difflab.lit.distill import student_scheduler  # noqa: E402
 from difflab.lit.distill_methods import make_method  # noqa: E402
 from difflab.metrics.inception import InceptionFeatures  # noqa: E402
-from difflab.samplers import SamplerSpec, generate  # noqa: E402
+from difflab.samplers import generate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEACHER_ROWS = ("unipc@optimized", "unipc@logsnr", "dpmpp_3m@logsnr", "dpmpp_2m@karras", "ddim@trailing")
 TEACHER_NFE = (4, 5, 8, 20)
 STUDENT_NFE = (1, 2, 4)
 FINAL = {"consistency": 4, "progressive": 1, "reflow": 4}  # sampler.steps of each run (progressive: last stage)
-SAMPLER = {"consistency": "lcm", "progressive": "ddim", "reflow": "euler"}
 
 
 def digits_batch(resolution: int, n: int = 64) -> torch.Tensor:
@@ -171,8 +170,7 @@ def student_cells(method: str, run_dir: Path) -> list[tuple[int, Path]]:
 def score_student(extractor: Any, ref: Any, method: str, nfe: int, ckpt: Path, n: int, batch: int) -> float:
     """FID of a student checkpoint sampled with its recipe's sampler at `nfe` steps."""
     module = load_module(ckpt)
-    images, calls = module.generate(n, seed=SEED, batch_size=batch, sampler=SamplerSpec(SAMPLER[method], nfe,
-                                                                                         clip_denoised="auto"))
+    images, calls = module.generate(n, seed=SEED, batch_size=batch, sampler=make_method(method).student_sampler(nfe))
     assert calls == nfe, (method, nfe, calls)
     return fid(extractor, images, ref)
 
@@ -291,7 +289,7 @@ def main() -> None:
         for k, ckpt in student_cells(method, Path(info["run_dir"])):
             if not ckpt.is_file():  # a progressive run too short to reach that stage
                 continue
-            label = f"student {method} ({SAMPLER[method]})"
+            label = f"student {method} ({make_method(method).sampler[0]})"
             fids.setdefault(label, {})[str(k)] = score_student(extractor, ref, method, k, ckpt, args.n, args.batch_size)
             print(f"{label} NFE {k}: FID {fids[label][str(k)]:.2f}", flush=True)
     command = (f"python benchmarks/few_step.py <teacher ckpt> --budget {args.budget:g} --n {args.n} --methods "

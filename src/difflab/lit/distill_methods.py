@@ -54,10 +54,12 @@ class DistillationMethod:
 
     name = "base"
     teacher_calls: float = 0.0
+    sampler: tuple[str, dict[str, Any]] = ("euler", {})  # each recipe's student sampler and its fixed options
 
     def student_sampler(self, steps: int) -> SamplerSpec:
         """The student's default sampler at `steps` steps (x0 clipping resolved by the model: auto)."""
-        raise NotImplementedError
+        name, options = self.sampler
+        return SamplerSpec(name, steps, clip_denoised="auto", **options)
 
     def check_steps(self, steps: int) -> None:
         """A ConfigError when the student cannot be trained for `steps` sampling steps."""
@@ -106,6 +108,7 @@ class ConsistencyDistillation(DistillationMethod):
     (`target_ema` 0, iCT) or its EMA with that decay (CM, LCM: 0.95); `distance` pseudo_huber (iCT) or l2."""
 
     name = "consistency"
+    sampler = ("lcm", {})
 
     def __init__(self, intervals: int = 20, solver: str = "heun", distance: str = "pseudo_huber",
                  target_ema: float = 0.95) -> None:
@@ -125,9 +128,6 @@ class ConsistencyDistillation(DistillationMethod):
         self.target_ema = float(target_ema)
         self.teacher_calls = float(SOLVER_ORDERS[solver])
         self.target: Denoiser | None = None
-
-    def student_sampler(self, steps: int) -> SamplerSpec:
-        return SamplerSpec("lcm", steps, clip_denoised="auto")
 
     def setup(self, scheduler: Scheduler, final_steps: int, total_steps: int, teacher_fn: DenoiseFn,
               shape: tuple[int, ...], conds: Tensor | None = None, device: torch.device | str = "cpu",
@@ -169,6 +169,7 @@ class ProgressiveDistillation(DistillationMethod):
     DDIM steps of it per student step (2 calls). The stages share the training steps equally."""
 
     name = "progressive"
+    sampler = ("ddim", {"eta": 0.0})
     teacher_calls = 2.0
 
     def __init__(self, start_steps: int = 32) -> None:
@@ -178,9 +179,6 @@ class ProgressiveDistillation(DistillationMethod):
         self.start_steps = int(start_steps)
         self.current = self.start_steps // 2
         self.stage_teacher: Denoiser | None = None
-
-    def student_sampler(self, steps: int) -> SamplerSpec:
-        return SamplerSpec("ddim", steps, clip_denoised="auto", eta=0.0)
 
     def setup(self, scheduler: Scheduler, final_steps: int, total_steps: int, teacher_fn: DenoiseFn,
               shape: tuple[int, ...], conds: Tensor | None = None, device: torch.device | str = "cpu",
@@ -247,6 +245,7 @@ class Reflow(DistillationMethod):
     at the levels of the student's sampling grids (1, 2, 4, ... up to its steps), the rest at training levels."""
 
     name = "reflow"
+    sampler = ("euler", {})
 
     def __init__(self, pairs: int = 2000, solver: str = "unipc", solver_steps: int = 20, grid_share: float = 0.5,
                  batch_size: int = 250) -> None:
@@ -262,9 +261,6 @@ class Reflow(DistillationMethod):
                                         "ODE's deterministic map from noise to image",
                                         "Use a deterministic sampler such as unipc, dpmpp_2m or heun.")
         self.pairs, self.grid_share, self.batch_size = int(pairs), float(grid_share), int(batch_size)
-
-    def student_sampler(self, steps: int) -> SamplerSpec:
-        return SamplerSpec("euler", steps, clip_denoised="auto")
 
     def setup(self, scheduler: Scheduler, final_steps: int, total_steps: int, teacher_fn: DenoiseFn,
               shape: tuple[int, ...], conds: Tensor | None = None, device: torch.device | str = "cpu",
