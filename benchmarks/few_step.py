@@ -240,6 +240,8 @@ def parse_args() -> argparse.Namespace:
     args = p.parse_args()
     if not args.ckpt.is_file() or not args.inception.is_file():
         p.error(f"need an existing checkpoint and Inception weights: {args.ckpt}, {args.inception}")
+    if not 0 < args.grid_effort <= 1000:
+        p.error(f"--grid-effort {args.grid_effort:g} is outside (0, 1000] (sampler.grid_effort; 1 is the library's)")
     return args
 
 

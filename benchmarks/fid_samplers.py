@@ -268,10 +268,14 @@ def parse_args() -> argparse.Namespace:
         p.error(f"need an existing checkpoint and Inception weights: {args.ckpt}, {args.inception}")
     if not 2 <= args.blocks <= args.n // 2:
         p.error(f"--blocks must be between 2 and n / 2 = {args.n // 2}")
+    if not set(args.fid_nfe) <= set(args.nfe):
+        p.error(f"--fid-nfe {' '.join(map(str, args.fid_nfe))}: each must be one of --nfe {' '.join(map(str, args.nfe))}")
+    if not 0 < args.grid_effort <= 1000:
+        p.error(f"--grid-effort {args.grid_effort:g} is outside (0, 1000] (sampler.grid_effort; 1 is the library's)")
     if str(args.docs) == "-":
         args.docs = None
-    elif BEGIN not in args.docs.read_text():
-        p.error(f"--docs {args.docs} has no {BEGIN} ... {END} section")
+    elif not args.docs.is_file() or BEGIN not in args.docs.read_text():
+        p.error(f"--docs {args.docs} is not a page with a {BEGIN} ... {END} section (or pass --docs - for none)")
     return args
 
 
