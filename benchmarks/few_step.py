@@ -12,9 +12,11 @@ rows are scored:
 
 Scores. FID of `--n` samples against the digits training split (1,617 images) with the shared FID Inception weights
 (`--inception`), read through difflab's metrics code as benchmarks/fid_samplers.py does; every cell starts from the
-same per-image noises (seed 1, i); LCM's later steps draw their noise from the same per-image generators. FID of a
+same per-image noises (`--seed`: 1, i); LCM's later steps draw their noise from the same per-image generators. FID of a
 few hundred samples is biased upwards: compare cells of one table only. Teacher rows run difflab samplers on the
-teacher (EMA weights, x0 clamped); the best teacher row at each NFE is the reference of the goals.
+teacher (EMA weights, x0 clamped) on several grids; the best teacher row at each NFE is the reference of the goals.
+Student rows run each student's own sampler on the grid it was trained on (`sampler.grid` of its run, else the
+trailing grid) and on each of `--student-grids`, as the teacher gets several grids; the best row at each NFE counts.
 
     python benchmarks/few_step.py <teacher ckpt> --budget 1.0 --n 500
     python benchmarks/few_step.py <ckpt> --methods consistency --budget 0.25 --n 200 --work /tmp/few_step
@@ -40,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fid_samplers import INCEPTION, SEED, fid, reference_stats, run_difflab  # noqa: E402  (FID as fid_samplers does)
 
 from difflab.data import DigitsDataModule  # noqa: E402
+from difflab.diffusion.schedules import GRIDS  # noqa: E402
 from difflab.diffusion.thresholding import threshold  # noqa: E402
 from difflab.lit.checkpoint import load_module  # noqa: E402
 from difflab.lit.distill import student_scheduler  # noqa: E402
@@ -167,10 +170,19 @@ def student_cells(method: str, run_dir: Path) -> list[tuple[int, Path]]:
     return [(k, ckpts / "last.ckpt") for k in STUDENT_NFE]
 
 
-def score_student(extractor: Any, ref: Any, method: str, nfe: int, ckpt: Path, n: int, batch: int) -> float:
-    """FID of a student checkpoint sampled with its recipe's sampler at `nfe` steps."""
+def own_grid(ckpt: Path) -> str:
+    """The grid a student was trained on and samples with by default (its sampler's, else its scheduler's)."""
     module = load_module(ckpt)
-    images, calls = module.generate(n, seed=SEED, batch_size=batch, sampler=make_method(method).student_sampler(nfe))
+    return str(module.sampling_spec().grid or module.scheduler.grid)
+
+
+def score_student(extractor: Any, ref: Any, method: str, nfe: int, ckpt: Path, grid: str, n: int, batch: int,
+                  seed: int = SEED) -> float:
+    """FID of a student checkpoint sampled with its recipe's sampler at `nfe` steps on `grid` (noises (seed, i))."""
+    module = load_module(ckpt)
+    spec = make_method(method).student_sampler(nfe)
+    spec.grid = grid
+    images, calls = module.generate(n, seed=seed, batch_size=batch, sampler=spec)
     assert calls == nfe, (method, nfe, calls)
     return fid(extractor, images, ref)
 
@@ -181,8 +193,9 @@ def report(result: dict[str, Any]) -> str:
     title = f"# Few-step generation: distilled students against the teacher's solvers ({args['n']} samples per cell)"
     setting = (f"Teacher: `{args['ckpt']}` (recipe: {args['recipe']}). Command: `{result['command']}` "
                f"({result['seconds']:.0f} s, {os.environ.get('OMP_NUM_THREADS', 'default')} torch threads).")
+    seed = args.get("seed", SEED)
     reference = (f"Reference: the digits training split ({result['ref_count']} images); EMA weights; per-image noises "
-                 f"(seed {SEED}, i) shared by every cell. FID of {args['n']} samples is biased upwards: compare within "
+                 f"(seed {seed}, i) shared by every cell. FID of {args['n']} samples is biased upwards: compare within "
                  "this table only.")
     budget = (f"Teacher: {args['teacher_steps']} training steps; one step {result['costs']['teacher'] * 1e3:.0f} ms "
               f"measured here, so each student's budget is {args['budget']:g} x "
@@ -227,9 +240,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=["consistency", "progressive", "reflow"])
     p.add_argument("--train-args", nargs="*", default=[], help="extra train.py overrides for every student")
     p.add_argument("--teacher-rows", nargs="+", default=list(TEACHER_ROWS), help="sampler@grid rows of the teacher")
+    p.add_argument("--student-grids", nargs="*", default=["logsnr"],
+                   help="grids each student is also scored on, beside the one it was trained on (rows student@grid)")
     p.add_argument("--grid-effort", type=float, default=1.0,
                    help="sampler.grid_effort of optimized teacher rows (fitted once, cached beside the checkpoint)")
     p.add_argument("--n", type=int, default=500, help="samples per cell")
+    p.add_argument("--seed", type=int, default=SEED, help="the per-image noises of every cell: (seed, i)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--timing-rounds", type=int, default=5)
     p.add_argument("--ref-n", type=int, default=None, help="reference images (default: the whole training split)")
@@ -240,6 +256,10 @@ def parse_args() -> argparse.Namespace:
     args = p.parse_args()
     if not args.ckpt.is_file() or not args.inception.is_file():
         p.error(f"need an existing checkpoint and Inception weights: {args.ckpt}, {args.inception}")
+    unknown = [g for g in args.student_grids if g not in GRIDS or g == "optimized"]
+    if unknown:
+        p.error(f"--student-grids {' '.join(unknown)}: not a fixed grid of a discrete VP schedule "
+                f"({', '.join(g for g in GRIDS if g != 'optimized')})")
     if not 0 < args.grid_effort <= 1000:
         p.error(f"--grid-effort {args.grid_effort:g} is outside (0, 1000] (sampler.grid_effort; 1 is the library's)")
     return args
@@ -281,21 +301,26 @@ def main() -> None:
                                    batch_size=args.batch_size)
     for row in args.teacher_rows:
         for k in TEACHER_NFE:
-            images, calls = run_difflab(teacher, args.ckpt, row, k, args.n, grid_args)
+            images, calls = run_difflab(teacher, args.ckpt, row, k, args.n, grid_args, args.seed)
             fids.setdefault(f"teacher {row}", {})[str(k)] = fid(extractor, images.clamp(-1, 1), ref)
             print(f"teacher {row} NFE {k} ({calls}): FID {fids[f'teacher {row}'][str(k)]:.2f}", flush=True)
     for method in args.methods:
         students[method]["wall_s"] = finish_training(method, jobs[method], args.work)
         print(f"{method}: trained in {students[method]['wall_s']:.0f} s", flush=True)
     for method, info in students.items():
-        for k, ckpt in student_cells(method, Path(info["run_dir"])):
-            if not ckpt.is_file():  # a progressive run too short to reach that stage
-                continue
-            label = f"student {method} ({make_method(method).sampler[0]})"
-            fids.setdefault(label, {})[str(k)] = score_student(extractor, ref, method, k, ckpt, args.n, args.batch_size)
-            print(f"{label} NFE {k}: FID {fids[label][str(k)]:.2f}", flush=True)
+        cells = [(k, ckpt) for k, ckpt in student_cells(method, Path(info["run_dir"])) if ckpt.is_file()]
+        trained_on = own_grid(cells[-1][1])  # (a progressive run too short to reach a stage has no cell there)
+        info["grid"] = trained_on
+        for grid in dict.fromkeys([trained_on, *args.student_grids]):
+            for k, ckpt in cells:
+                label = f"student {method} ({make_method(method).sampler[0]}@{grid})"
+                fids.setdefault(label, {})[str(k)] = score_student(extractor, ref, method, k, ckpt, grid, args.n,
+                                                                   args.batch_size, args.seed)
+                print(f"{label} NFE {k}: FID {fids[label][str(k)]:.2f}", flush=True)
     command = (f"python benchmarks/few_step.py <teacher ckpt> --budget {args.budget:g} --n {args.n} --methods "
-               f"{' '.join(args.methods)} --teacher-rows {' '.join(args.teacher_rows)} --grid-effort {args.grid_effort:g}"
+               f"{' '.join(args.methods)} --teacher-rows {' '.join(args.teacher_rows)} "
+               f"--student-grids {' '.join(args.student_grids)} --grid-effort {args.grid_effort:g}"
+               + (f" --seed {args.seed}" if args.seed != SEED else "")
                + (f" --train-args {' '.join(args.train_args)}" if args.train_args else ""))
     result = {"args": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}},
               "command": command, "costs": costs, "budget_s": budget_s, "students": students, "fid": fids,

@@ -87,8 +87,10 @@ def coupled_rmse(images: Tensor, fine: Tensor) -> float:
     return float(((images.double() - fine.double()) ** 2).mean().sqrt()) if torch.isfinite(images).all() else math.nan
 
 
-def run_difflab(module: Any, ckpt: Path, row: str, nfe: int, n: int, args: argparse.Namespace) -> tuple[Tensor, int]:
-    """n images of one difflab sampler@grid at an NFE budget, and the evaluations per image."""
+def run_difflab(module: Any, ckpt: Path, row: str, nfe: int, n: int, args: argparse.Namespace,
+                seed: int = SEED) -> tuple[Tensor, int]:
+    """n images of one difflab sampler@grid at an NFE budget (per-image noises (seed, i)), and the evaluations per
+    image."""
     label, grid = row.split("@")
     name = row_sampler(label)[0]
     steps, knobs = difflab_plan(label, nfe)
@@ -96,7 +98,7 @@ def run_difflab(module: Any, ckpt: Path, row: str, nfe: int, n: int, args: argpa
                                             grid_distance=args.grid_distance, grid_inception=str(args.inception),
                                             **knobs))
     embed = grid_embed(spec, module.latent_shape, torch.device("cpu")) if grid == "optimized" else None
-    return generate(module.denoiser, module.scheduler, spec, n=n, shape=module.latent_shape, seed=SEED,
+    return generate(module.denoiser, module.scheduler, spec, n=n, shape=module.latent_shape, seed=seed,
                     batch_size=args.batch_size, grid_cache=checkpoint_grid_cache(ckpt), embed=embed)  # optimized: fitted, cached
 
 

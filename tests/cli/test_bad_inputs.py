@@ -457,6 +457,8 @@ CASES = [
      ["`distill.progressive.start_steps`", "distill.method=consistency"]),
     ("distill_with_another_sampler", ["train.py", *DISTILL, "distill.teacher={ckpt}", "sampler=ddim"],
      ["`sampler`", "lcm", "sample.py"]),
+    ("distill_on_an_optimized_grid", ["train.py", *DISTILL, "distill.teacher={ckpt}", "sampler.grid=optimized"],
+     ["`sampler.grid`", "fixed grid", "sampler.grid=logsnr"]),
     ("distill_with_a_scheduler", ["train.py", *DISTILL, "distill.teacher={ckpt}", "scheduler=edm"],
      ["`scheduler`", "teacher's scheduler"]),
     ("distill_guidance_of_an_unconditional_teacher", ["train.py", *DISTILL, "distill.teacher={ckpt}",

@@ -77,6 +77,9 @@ def test_the_student_round_trips_through_sample_evaluate_and_export(teacher, tmp
     one = sampling.run(compose_config("sample", [f"ckpt={ckpt}", "n=2", "sampler=lcm", "sampler.steps=1"],
                                       tmp_path / "one"))
     assert json.loads((Path(one["out_dir"]) / "samples.json").read_text())["nfe"] == 1
+    logsnr = sampling.run(compose_config("sample", [f"ckpt={ckpt}", "n=2", "sampler.grid=logsnr"], tmp_path / "grid"))
+    record = json.loads((Path(logsnr["out_dir"]) / "samples.json").read_text())
+    assert record["sampler"]["name"] == "lcm" and record["sampler"]["grid"] == "logsnr" and record["nfe"] == 2
     scored = evaluating.run(compose_config("evaluate", [f"ckpt={ckpt}", "n_samples=4", "logger=csv", "metrics=fast",
                                                         "metrics.batch_size=4", "metrics.reference.n=8",
                                                         "metrics.kid_subset_size=4", "metrics.feature_batch_size=4"],
@@ -105,6 +108,23 @@ def test_progressive_distillation_saves_each_stage_as_a_checkpoint_of_its_steps(
     assert load_module(out["last_ckpt"]).sampler.steps == 1
     state = torch.load(out["last_ckpt"], weights_only=True)["distill_state"]
     assert state["current"] == 1 and state["stage_teacher"] is not None
+
+
+@pytest.mark.parametrize("method", sorted(SAMPLER))
+def test_the_recipe_trains_on_the_grid_the_student_samples_with(method, teacher, tmp_path, monkeypatch):
+    from difflab.lit import distill_methods
+
+    seen = []  # the 2-step grid of the scheduler each recipe is set up with (its training levels come from it)
+    recipe = distill_methods.METHODS[method]
+    setup = recipe.setup
+    monkeypatch.setattr(recipe, "setup", lambda self, scheduler, *a, **k: (seen.append(scheduler.inference_sigmas(2)),
+                                                                           setup(self, scheduler, *a, **k))[1])
+    student = load_module(distil(tmp_path, teacher, method, "sampler.grid=logsnr")["last_ckpt"])
+    assert student.sampler.grid == "logsnr" and student.scheduler.grid == "trailing"
+    logsnr, trailing = (student.scheduler.with_grid(g).inference_sigmas(2) for g in ("logsnr", "trailing"))
+    assert len(seen) == 1 and torch.equal(seen[0], logsnr) and not torch.allclose(logsnr, trailing)
+    distil(tmp_path / "trailing", teacher, method)  # no sampler.grid: the trailing grid
+    assert len(seen) == 2 and torch.equal(seen[1], trailing)
 
 
 def test_a_distillation_run_resumes_from_its_checkpoint(teacher, tmp_path):

@@ -414,6 +414,7 @@ COMMANDS: dict[str, Run | Skip] = {
         f"{DISTILL_TESTS}::test_each_recipe_writes_a_checkpoint_of_the_student_alone[reflow]"),
     "python sample.py ckpt=<student run>/checkpoints/last.ckpt": Skip(STUDENT),
     "python sample.py ckpt=<student run>/checkpoints/last.ckpt sampler=lcm sampler.steps=1": Skip(STUDENT),
+    "python sample.py ckpt=<student run>/checkpoints/last.ckpt sampler.grid=logsnr": Skip(STUDENT),
     "python evaluate.py ckpt=<student run>/checkpoints/last.ckpt metrics=default": Skip(STUDENT),
     "python export.py ckpt=<student run>/checkpoints/last.ckpt out=<folder> sampler=lcm sampler.steps=4": Skip(STUDENT),
     "python train.py -m experiment=compare_variants variant=ddpm,score_sde,cond,ldm,flow,ddpm_lcm,flow_reflow": Skip(

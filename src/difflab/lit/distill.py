@@ -3,7 +3,8 @@
 `python train.py model=distill distill.method=consistency|progressive|reflow distill.teacher=<ckpt>` builds a
 `DistillationModule`. The student is the teacher's own network (weights copied), preconditioning, condition and first
 stage; its scheduler is the teacher's with the `trailing` grid where the scheduler offers one (a few-step grid must
-start at the prior: t = 999 first). The teacher is read with the ordinary loader (`load_module`, EMA weights), frozen,
+start at the prior: t = 999 first), or the grid `sampler.grid` names: the recipes train on the levels of the grid the
+student samples with. The teacher is read with the ordinary loader (`load_module`, EMA weights), frozen,
 and kept out of the state dict; the recipes are `distill_methods.py`, their targets `difflab.diffusion.distillation`.
 
 Every checkpoint describes the student alone: its `model` is the teacher's model config with the student's sampler
@@ -107,6 +108,11 @@ class DistillationModule(DiffusionModule):
         recipe = make_method(method, options)
         spec = student_spec(recipe, sampler)
         recipe.check_steps(int(spec.steps))
+        if spec.grid == "optimized":
+            raise ConfigError.bad_value("sampler.grid", "optimized is fitted to a trained model's own trajectories, "
+                                        "and the student is trained on the levels of its sampling grid",
+                                        "Distil on a fixed grid (e.g. sampler.grid=logsnr, or none: the trailing "
+                                        "grid); sample the student with sampler.grid=optimized afterwards.")
         conditional = teacher.condition.guided
         if guidance_scale is not None and not conditional:
             raise ConfigError.bad_value(f"{KEY}.guidance_scale", f"{guidance_scale}, but the teacher is "
@@ -172,8 +178,9 @@ class DistillationModule(DiffusionModule):
         conds = None
         if self.condition.guided and getattr(self.method, "pairs", None):
             conds = self._pair_conditions(int(self.method.pairs))
-        self.method.setup(self.scheduler, self.final_steps, int(self.trainer.estimated_stepping_batches), self.teacher_fn(),
-                          self.latent_shape, conds, self.device, self.loss_fn)
+        self.method.setup(self.sampler.scheduler_for(self.scheduler), self.final_steps,  # the grid it samples on
+                          int(self.trainer.estimated_stepping_batches), self.teacher_fn(), self.latent_shape, conds,
+                          self.device, self.loss_fn)
         if self._pending is not None:
             self.method.load_state_dict(self._pending, self.denoiser)
             self._pending = None
