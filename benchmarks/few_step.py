@@ -17,6 +17,8 @@ few hundred samples is biased upwards: compare cells of one table only. Teacher 
 teacher (EMA weights, x0 clamped) on several grids; the best teacher row at each NFE is the reference of the goals.
 Student rows run each student's own sampler on the grid it was trained on (`sampler.grid` of its run, else the
 trailing grid) and on each of `--student-grids`, as the teacher gets several grids; the best row at each NFE counts.
+A cell whose sigma grid another grid already gives (1 step is sigma_max -> 0 on every grid) is sampled once and shown
+in each of its rows; a goal line names every row of its best value.
 
     python benchmarks/few_step.py <teacher ckpt> --budget 1.0 --n 500
     python benchmarks/few_step.py <ckpt> --methods consistency --budget 0.25 --n 200 --work /tmp/few_step
@@ -176,15 +178,37 @@ def own_grid(ckpt: Path) -> str:
     return str(module.sampling_spec().grid or module.scheduler.grid)
 
 
-def score_student(extractor: Any, ref: Any, method: str, nfe: int, ckpt: Path, grid: str, n: int, batch: int,
-                  seed: int = SEED) -> float:
-    """FID of a student checkpoint sampled with its recipe's sampler at `nfe` steps on `grid` (noises (seed, i))."""
-    module = load_module(ckpt)
+def student_spec(method: str, nfe: int, grid: str) -> Any:
+    """The recipe's own student sampler at `nfe` steps on `grid`."""
     spec = make_method(method).student_sampler(nfe)
     spec.grid = grid
+    return spec
+
+
+def score_student(extractor: Any, ref: Any, module: Any, spec: Any, n: int, batch: int, seed: int = SEED) -> float:
+    """FID of a student sampled with `spec` (noises (seed, i))."""
     images, calls = module.generate(n, seed=seed, batch_size=batch, sampler=spec)
-    assert calls == nfe, (method, nfe, calls)
+    assert calls == spec.steps, (spec.name, spec.steps, calls)
     return fid(extractor, images, ref)
+
+
+def score_students(extractor: Any, ref: Any, method: str, cells: list[tuple[int, Path]], grids: list[str], n: int,
+                   batch: int, seed: int = SEED, score: Any = score_student) -> dict[str, dict[str, float]]:
+    """FID rows `student <method> (<sampler>@<grid>)` of each grid at each (NFE, checkpoint) cell. A cell whose
+    sigma grid another grid already gave (1 step is sigma_max -> 0 on every grid) is sampled once and shown in each."""
+    rows: dict[str, dict[str, float]] = {}
+    done: dict[tuple[str, tuple[str, ...]], float] = {}
+    for k, ckpt in cells:
+        module = load_module(ckpt)
+        for grid in grids:
+            spec = student_spec(method, k, grid)
+            key = (str(ckpt), tuple(f"{v:.10g}" for v in spec.sigmas(module.scheduler).tolist()))  # to rounding
+            label = f"student {method} ({spec.name}@{grid})"
+            if key not in done:
+                done[key] = score(extractor, ref, module, spec, n, batch, seed)
+            rows.setdefault(label, {})[str(k)] = done[key]
+            print(f"{label} NFE {k}: FID {done[key]:.2f}", flush=True)
+    return rows
 
 
 def report(result: dict[str, Any]) -> str:
@@ -212,15 +236,18 @@ def report(result: dict[str, Any]) -> str:
     lines += ["", "## FID", "", "| row | " + " | ".join(f"NFE {k}" for k in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
     for row, cells in result["fid"].items():
         lines.append(f"| {row} | " + " | ".join(f"{cells[str(k)]:.2f}" if str(k) in cells else "–" for k in nfes) + " |")
-    lines += ["", *result["goals"], ""]
+    lines += ["", "Student cells on the same sigma grid (every grid at 1 step) are one sampling, shown in each row.", "",
+              *result["goals"], ""]
     return "\n".join(lines)
 
 
 def goals(fids: dict[str, dict[str, float]]) -> list[str]:
     """The issue's two goal lines: best student at 4 NFE vs 1.15 x the teacher's best at 20; at 1 NFE vs at 5."""
     def best(kind: str, nfe: int) -> tuple[float, str]:
-        return min(((c[str(nfe)], r) for r, c in fids.items() if r.startswith(kind) and str(nfe) in c),
-                   default=(float("nan"), "none"))
+        """The best value and every row that gives it (rows on the same sigma grid share one cell)."""
+        cells = {r: c[str(nfe)] for r, c in fids.items() if r.startswith(kind) and str(nfe) in c}
+        low = min(cells.values(), default=float("nan"))
+        return low, " = ".join(r for r, v in cells.items() if v == low) or "none"
 
     out = []
     for mine, theirs, factor in ((4, 20, 1.15), (1, 5, 1.0)):
@@ -311,12 +338,8 @@ def main() -> None:
         cells = [(k, ckpt) for k, ckpt in student_cells(method, Path(info["run_dir"])) if ckpt.is_file()]
         trained_on = own_grid(cells[-1][1])  # (a progressive run too short to reach a stage has no cell there)
         info["grid"] = trained_on
-        for grid in dict.fromkeys([trained_on, *args.student_grids]):
-            for k, ckpt in cells:
-                label = f"student {method} ({make_method(method).sampler[0]}@{grid})"
-                fids.setdefault(label, {})[str(k)] = score_student(extractor, ref, method, k, ckpt, grid, args.n,
-                                                                   args.batch_size, args.seed)
-                print(f"{label} NFE {k}: FID {fids[label][str(k)]:.2f}", flush=True)
+        fids.update(score_students(extractor, ref, method, cells, list(dict.fromkeys([trained_on, *args.student_grids])),
+                                   args.n, args.batch_size, args.seed))
     command = (f"python benchmarks/few_step.py <teacher ckpt> --budget {args.budget:g} --n {args.n} --methods "
                f"{' '.join(args.methods)} --teacher-rows {' '.join(args.teacher_rows)} "
                f"--student-grids {' '.join(args.student_grids)} --grid-effort {args.grid_effort:g}"

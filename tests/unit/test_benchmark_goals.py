@@ -78,3 +78,23 @@ def test_few_step_goals_compare_the_best_student_with_the_best_teacher_row() -> 
     assert "at 1 NFE <= 1 x the teacher's best solver at 5 NFE): met; 24.00 (student reflow (euler)) against 1 x 25.00" in at1
     fids["student reflow (euler)"] = {"1": 25.5, "4": 11.6}
     assert all(": not met;" in line for line in few_step.goals(fids))
+    fids["student reflow (euler@logsnr)"] = fids["student reflow (euler@trailing)"] = {"1": 23.0, "4": 11.0}
+    at4, at1 = few_step.goals(fids)
+    assert "met; 23.00 (student reflow (euler@logsnr) = student reflow (euler@trailing)) against" in at1
+
+
+def test_few_step_samples_each_distinct_sigma_grid_of_a_student_once(studio_run) -> None:
+    calls = []
+
+    def score(extractor, ref, module, spec, n, batch, seed):
+        calls.append((spec.steps, spec.grid))
+        return float(len(calls))  # each sampling its own value: a shared cell shows one value in several rows
+
+    grids = ["trailing", "logsnr", "karras"]
+    cells = [(1, studio_run["ckpt"]), (4, studio_run["ckpt"])]
+    rows = few_step.score_students(None, None, "reflow", cells, grids, 8, 8, score=score)
+    assert set(rows) == {f"student reflow (euler@{g})" for g in grids}
+    assert [k for k, _ in calls].count(1) == 1  # 1 step is sigma_max -> 0 on every grid
+    assert len({rows[f"student reflow (euler@{g})"]["1"] for g in grids}) == 1
+    four = [rows[f"student reflow (euler@{g})"]["4"] for g in grids]
+    assert len(set(four)) == len({g for k, g in calls if k == 4}) == 3  # distinct 4-step grids: one sampling each
