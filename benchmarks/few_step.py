@@ -47,7 +47,7 @@ from difflab.data import DigitsDataModule  # noqa: E402
 from difflab.diffusion.schedules import GRIDS  # noqa: E402
 from difflab.diffusion.thresholding import threshold  # noqa: E402
 from difflab.lit.checkpoint import load_module  # noqa: E402
-from difflab.lit.distill import student_scheduler  # noqa: E402
+from difflab.lit.distill import student_scheduler, student_spec  # noqa: E402
 from difflab.lit.distill_methods import make_method  # noqa: E402
 from difflab.metrics.inception import InceptionFeatures  # noqa: E402
 from difflab.samplers import generate  # noqa: E402
@@ -175,14 +175,7 @@ def student_cells(method: str, run_dir: Path) -> list[tuple[int, Path]]:
 def own_grid(ckpt: Path) -> str:
     """The grid a student was trained on and samples with by default (its sampler's, else its scheduler's)."""
     module = load_module(ckpt)
-    return str(module.sampling_spec().grid or module.scheduler.grid)
-
-
-def student_spec(method: str, nfe: int, grid: str) -> Any:
-    """The recipe's own student sampler at `nfe` steps on `grid`."""
-    spec = make_method(method).student_sampler(nfe)
-    spec.grid = grid
-    return spec
+    return str(module.sampling_spec().scheduler_for(module.scheduler).grid)
 
 
 def score_student(extractor: Any, ref: Any, module: Any, spec: Any, n: int, batch: int, seed: int = SEED) -> float:
@@ -198,10 +191,11 @@ def score_students(extractor: Any, ref: Any, method: str, cells: list[tuple[int,
     sigma grid another grid already gave (1 step is sigma_max -> 0 on every grid) is sampled once and shown in each."""
     rows: dict[str, dict[str, float]] = {}
     done: dict[tuple[str, tuple[str, ...]], float] = {}
+    modules = {ckpt: load_module(ckpt) for ckpt in dict.fromkeys(c for _, c in cells)}  # one per file
     for k, ckpt in cells:
-        module = load_module(ckpt)
+        module = modules[ckpt]
         for grid in grids:
-            spec = student_spec(method, k, grid)
+            spec = student_spec(make_method(method), {"steps": k, "grid": grid})
             key = (str(ckpt), tuple(f"{v:.10g}" for v in spec.sigmas(module.scheduler).tolist()))  # to rounding
             label = f"student {method} ({spec.name}@{grid})"
             if key not in done:
