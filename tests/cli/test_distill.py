@@ -127,6 +127,13 @@ def test_the_recipe_trains_on_the_grid_the_student_samples_with(method, teacher,
     assert len(seen) == 2 and torch.equal(seen[1], trailing)
 
 
+def test_a_grid_the_teachers_scheduler_does_not_offer_is_refused_before_training(teacher):
+    from difflab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"`sampler.grid`.*'bogus'"):
+        DistillationModule(load_module(teacher), "reflow", optimizer=None, sampler={"grid": "bogus"})
+
+
 def test_a_distillation_run_resumes_from_its_checkpoint(teacher, tmp_path):
     first = distil(tmp_path / "a", teacher, "progressive", "sampler.steps=1", "distill.progressive.start_steps=4")
     resumed = distil(tmp_path / "b", teacher, "progressive", "sampler.steps=1", "distill.progressive.start_steps=4",

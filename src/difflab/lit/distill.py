@@ -113,6 +113,8 @@ class DistillationModule(DiffusionModule):
                                         "and the student is trained on the levels of its sampling grid",
                                         "Distil on a fixed grid (e.g. sampler.grid=logsnr, or none: the trailing "
                                         "grid); sample the student with sampler.grid=optimized afterwards.")
+        sched = student_scheduler(teacher.scheduler)
+        spec.scheduler_for(sched)  # a `sampler.grid` the teacher's scheduler does not offer: refused before training
         conditional = teacher.condition.guided
         if guidance_scale is not None and not conditional:
             raise ConfigError.bad_value(f"{KEY}.guidance_scale", f"{guidance_scale}, but the teacher is "
@@ -122,7 +124,7 @@ class DistillationModule(DiffusionModule):
         if scale < 0:
             raise ConfigError.bad_value(f"{KEY}.guidance_scale", f"{scale} is negative", "Pass w >= 0 (1: conditional).")
         net = copy.deepcopy(teacher.net).requires_grad_(True).train()
-        super().__init__(net, student_scheduler(teacher.scheduler), teacher.loss_fn, optimizer, teacher.image_shape,
+        super().__init__(net, sched, teacher.loss_fn, optimizer, teacher.image_shape,
                          lr_scheduler, sampler=spec, condition=copy.deepcopy(teacher.condition),
                          guidance_scale=1.0 if conditional else teacher.guidance_scale,
                          guidance_rescale=0.0 if conditional else teacher.guidance_rescale,
