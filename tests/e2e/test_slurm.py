@@ -157,7 +157,17 @@ def test_sigusr1_saves_requeues_and_the_job_resumes_with_the_same_wandb_run(clus
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", log[-3000:]
     hpc = _load(run / "hpc_ckpt_1.ckpt")
     assert 2 <= hpc["global_step"] < 10  # saved on the signal, mid-run
-    assert "hpc_ckpt_1.ckpt" in log and "restart 1" in log
+    # The requeue ends the running step with SIGTERM: when that step finishes before SLURM's kill, its stop checkpoint
+    # (checkpoints/last.ckpt, a step later) is newer than hpc_ckpt_1.ckpt and is the one to resume from.
+    resumed = re.search(r"resuming from this run folder's checkpoint (\S+)", log)
+    assert resumed and "restart 1" in log, log[-3000:]
+    first = int(re.search(r"train step (\d+)/10", log[resumed.end():]).group(1))  # the resumed run's first step
+    if Path(resumed.group(1)) == run / "hpc_ckpt_1.ckpt":
+        assert first == hpc["global_step"] + 1, log[-3000:]
+    else:
+        assert Path(resumed.group(1)) == run / "checkpoints" / "last.ckpt" and first > hpc["global_step"] + 1, log
+        assert "SIGTERM received" in log
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert _load(run / "checkpoints" / "last.ckpt")["global_step"] == 10  # the requeued job continued the steps
     ids = {p.name.rsplit("-", 1)[1] for p in (run / "wandb").glob("offline-run-*")}
     assert len(list((run / "wandb").glob("offline-run-*"))) == 2 and ids == {(run / "wandb_id.txt").read_text().strip()}

@@ -47,6 +47,24 @@ def test_a_second_signal_stops_at_once_without_a_checkpoint(tmp_path: Path, caps
     assert "SIGTERM again: stopping at once, without a checkpoint." in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_a_resumed_run_keeps_writing_last_ckpt_so_a_second_kill_resumes_from_its_newest_step(tmp_path: Path) -> None:
+    """Stopped by SIGTERM before any periodic checkpoint (the stop's last.ckpt is the only one), then resumed in the
+    same folder: the resumed run's periodic "last" checkpoints must go on replacing last.ckpt (not last-v1.ckpt, which
+    no resume looks for), so that a hard kill after them resumes from the newest one."""
+    code, last = _signalled(tmp_path, "+callbacks.signal.step=2", "callbacks.checkpoint_last.every_n_train_steps=100")
+    assert code == 143 and torch.load(last, weights_only=True)["global_step"] == 3
+    from killswitch import SimulatedKill
+
+    resumed = compose_config("train", [*QUICK, "callbacks.checkpoint_last.every_n_train_steps=3",
+                                       "+callbacks.kill._target_=killswitch.KillAt", "+callbacks.kill.step=10",
+                                       f"ckpt_path={last}"], tmp_path)
+    with pytest.raises(SimulatedKill):
+        run(resumed)
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
+    assert torch.load(last, weights_only=True)["global_step"] == 9  # the resumed run's newest periodic checkpoint
+
+
 def test_the_resume_command_repeats_the_overrides_and_names_the_checkpoint_and_the_folder() -> None:
     argv = ["train.py", "model=ddim", "model.net.channel_mult=[1,2]", "ckpt_path=/old.ckpt", "data.name=my data"]
     assert resume_command("/runs/a", "/runs/a/checkpoints/last.ckpt", argv) == (
