@@ -244,15 +244,17 @@ def fake_captioned_images(root: Path, n: int = 8, size: int = 20) -> Path:
     return root
 
 
-def tiny_vae_folder(folder: Path) -> Path:
-    """A diffusers AutoencoderKL (4 latent channels, f = 2, random weights) saved with `save_pretrained`."""
+def tiny_vae_folder(folder: Path, scaling_factor: float | None = None) -> Path:
+    """A diffusers AutoencoderKL (4 latent channels, f = 2, random weights) saved with `save_pretrained`; its config's
+    `scaling_factor` when given (else diffusers' default, 0.18215)."""
     import torch
     from diffusers import AutoencoderKL
 
     torch.manual_seed(2)
+    scaling = {} if scaling_factor is None else {"scaling_factor": scaling_factor}
     AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
                   down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                  norm_num_groups=4, sample_size=16).save_pretrained(folder)
+                  layers_per_block=1, norm_num_groups=4, sample_size=16, **scaling).save_pretrained(folder)
     return folder
 
 

@@ -198,9 +198,9 @@ def test_continuous_schedules_and_difflab_autoencoders_are_refused(tmp_path):
 def test_latent_model_on_a_pretrained_autoencoder_exports_as_an_ldm_pipeline_and_loads_back(tmp_path):
     from difflab.lit.checkpoint import load_module
     from difflab.lit.pipelines import load_diffusers_pipeline
-    from test_ldm import tiny_diffusers_vae
+    from fakes import tiny_vae_folder
 
-    vae = tiny_diffusers_vae(tmp_path / "vae", scaling_factor=0.5)
+    vae = tiny_vae_folder(tmp_path / "vae", scaling_factor=0.5)
     ckpt = make_checkpoint(tmp_path, "model=ldm", "model/autoencoder=pretrained", f"model.autoencoder.path={vae}",
                            "model.autoencoder.downsample_factor=2", "data.channels=3")
     folder = export(tmp_path, ckpt, "card.n=0")

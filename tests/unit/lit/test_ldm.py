@@ -13,7 +13,7 @@ from difflab.api.config import group_aliases
 from difflab.api.training import run
 from difflab.lit.checkpoint import load_module
 from difflab.nets.autoencoder import AutoencoderNotFoundError, DiffusersLatent, pretrained_autoencoder
-from fakes import fake_images
+from fakes import fake_images, tiny_vae_folder
 
 TINY_VAE = ["model.net.base_channels=8", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1",
             "model.net.attention_resolutions=[]", "model.discriminator.base_channels=8", "model.discriminator.num_layers=1"]
@@ -79,19 +79,8 @@ def test_stage1_then_stage2_in_one_command(train_cfg, tmp_path):
     assert resumed["global_step"] == 2 and stage1.stat().st_mtime_ns == stamp
 
 
-def tiny_diffusers_vae(folder: Path, scaling_factor: float = 0.5) -> Path:
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
-                        latent_channels=4, norm_num_groups=4, sample_size=16, scaling_factor=scaling_factor)
-    vae.save_pretrained(folder)
-    return folder
-
-
 def test_pretrained_diffusers_autoencoder_loads_and_trains(train_cfg, tmp_path):
-    folder = tiny_diffusers_vae(tmp_path / "vae")
+    folder = tiny_vae_folder(tmp_path / "vae", scaling_factor=0.5)
     argv = group_aliases(["train.py", "model=ldm", "model.autoencoder=pretrained", f"model.autoencoder.path={folder}"], CONF)
     assert argv[2] == "model/autoencoder=pretrained"  # the spelling reaches Hydra as the group override
     cfg = train_cfg(*argv[1:], "model.autoencoder.downsample_factor=2", *folder_data(tmp_path), "metrics=none")
@@ -118,7 +107,7 @@ def test_missing_first_stage_errors_name_the_key(tmp_path, monkeypatch):
 
     with pytest.raises(AutoencoderNotFoundError, match="model.autoencoder.ckpt.*model=vae"):
         load_kl_autoencoder(str(tmp_path / "missing.ckpt"))
-    folder = tiny_diffusers_vae(tmp_path / "vae")
+    folder = tiny_vae_folder(tmp_path / "vae", scaling_factor=0.5)
     with pytest.raises(ValueError, match="model.autoencoder.latent_channels=4"):
         pretrained_autoencoder(str(folder), latent_channels=3)
 
