@@ -13,6 +13,7 @@ import torch
 from conftest import TINY_NET, compose_config
 from difflab.api.training import run
 from difflab.callbacks.interrupt import exit_status, resume_command
+from killswitch import SimulatedKill
 
 QUICK = ["debug=fast", "logger=csv", "metrics=none", "trainer.enable_progress_bar=false", "trainer.max_steps=12",
          "trainer.limit_val_batches=0", "~callbacks.checkpoint_best", *TINY_NET]
@@ -54,8 +55,6 @@ def test_a_resumed_run_keeps_writing_last_ckpt_so_a_second_kill_resumes_from_its
     no resume looks for), so that a hard kill after them resumes from the newest one."""
     code, last = _signalled(tmp_path, "+callbacks.signal.step=2", "callbacks.checkpoint_last.every_n_train_steps=100")
     assert code == 143 and torch.load(last, weights_only=True)["global_step"] == 3
-    from killswitch import SimulatedKill
-
     resumed = compose_config("train", [*QUICK, "callbacks.checkpoint_last.every_n_train_steps=3",
                                        "+callbacks.kill._target_=killswitch.KillAt", "+callbacks.kill.step=10",
                                        f"ckpt_path={last}"], tmp_path)
